@@ -1,0 +1,4 @@
+//! dinggate: an authentication gateway that puts internal web apps behind DingTalk login.
+#![forbid(unsafe_code)]
+
+pub mod server;

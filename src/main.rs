@@ -1,0 +1,2 @@
+//! The `dinggate` command line.
+fn main() {}
