@@ -1,4 +1,5 @@
 //! dinggate: an authentication gateway that puts internal web apps behind DingTalk login.
 #![forbid(unsafe_code)]
 
+pub mod identity;
 pub mod server;
