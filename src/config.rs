@@ -1,0 +1,1029 @@
+//! Configuration: strict raw structs read by figment (YAML, then `DINGGATE_*` env) → one validated `Config`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Yaml};
+use figment::Figment;
+use http::HeaderName;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use url::Url;
+
+use crate::login::redirect::HostPattern;
+
+/// The shortest accepted session signing key, in bytes (HS256 wants at least the hash size).
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// A value that must never be printed: Debug and Serialize show `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a secret value.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    /// The secret itself; call only where it is used, never to log.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<T> Serialize for Secret<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration. Built once at startup; nothing reads raw strings or env after that.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Address the public listener binds.
+    pub listen: SocketAddr,
+    /// The externally visible base URL of the gateway (scheme, host, optional port; no path).
+    #[serde(serialize_with = "ser_display")]
+    pub public_url: Url,
+    /// Path prefix of the gateway's own endpoints, e.g. `/_dinggate`.
+    pub prefix: String,
+    /// Where authenticated traffic goes.
+    pub upstream: UpstreamConfig,
+    /// Hosts that absolute return URLs may point to (besides `public_url`'s own).
+    #[serde(rename = "redirect_allowlist")]
+    pub redirect_allowlist_raw: Vec<String>,
+    /// Parsed form of `redirect_allowlist_raw`.
+    #[serde(skip)]
+    pub redirect_allowlist: Vec<HostPattern>,
+    /// Keep and append to client `X-Forwarded-*` headers (only behind a trusted proxy).
+    pub trust_forwarded_headers: bool,
+    /// DingTalk application settings.
+    pub dingtalk: DingTalkConfig,
+    /// Session cookie and JWT settings.
+    pub session: SessionConfig,
+    /// Names of the identity headers sent upstream.
+    pub headers: IdentityHeaders,
+    /// Connection limits of the public listener.
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The upstream application.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamConfig {
+    /// Base URL; its path (if any) is prefixed to every forwarded path.
+    #[serde(serialize_with = "ser_display")]
+    pub url: Url,
+    /// Time allowed for the upstream to start answering (response head); then 504.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Time allowed to establish the TCP connection; then 502.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// Forward the client's `Host` header (true) or use the upstream's authority (false).
+    pub pass_host_header: bool,
+}
+
+/// DingTalk application credentials and endpoints.
+#[derive(Debug, Clone, Serialize)]
+pub struct DingTalkConfig {
+    /// AppKey / Client ID of the enterprise internal app.
+    pub client_id: String,
+    /// AppSecret / Client Secret.
+    pub client_secret: Secret<String>,
+    /// The organization whose members may log in; `None` only with `allow_any_corp`.
+    pub corp_id: Option<String>,
+    /// Explicitly opened to every DingTalk account (no corp restriction).
+    pub allow_any_corp: bool,
+    /// Base URL of the login (authorize) host.
+    #[serde(serialize_with = "ser_display")]
+    pub login_url: Url,
+    /// Base URL of the new API host.
+    #[serde(serialize_with = "ser_display")]
+    pub api_url: Url,
+    /// Base URL of the legacy oapi host.
+    #[serde(serialize_with = "ser_display")]
+    pub oapi_url: Url,
+    /// Timeout of each DingTalk API call.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+}
+
+/// Session cookie and JWT settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionConfig {
+    /// Session cookie name; login-state cookies use it as prefix.
+    pub cookie_name: String,
+    /// Optional cookie Domain attribute.
+    pub cookie_domain: Option<String>,
+    /// Whether cookies carry `Secure` (derived: false only when `public_url` is plain http).
+    pub cookie_secure: bool,
+    /// Session lifetime.
+    #[serde(serialize_with = "ser_duration")]
+    pub lifetime: Duration,
+    /// HS256 key that signs new sessions.
+    pub signing_key: Secret<Vec<u8>>,
+    /// Older keys that still verify (rotation).
+    pub previous_signing_keys: Vec<Secret<Vec<u8>>>,
+    /// JWT `iss`.
+    pub issuer: String,
+    /// JWT `aud`.
+    pub audience: String,
+    /// How many logins may be in flight at once in one browser (one state cookie each).
+    pub max_login_flows: usize,
+    /// How long a login may take between start and callback.
+    #[serde(serialize_with = "ser_duration")]
+    pub login_timeout: Duration,
+}
+
+/// Names of the identity headers the upstream receives; `None` = not sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityHeaders {
+    /// unionId (oauth2-proxy: `X-Forwarded-User`).
+    #[serde(serialize_with = "ser_opt_header")]
+    pub user: Option<HeaderName>,
+    /// E-mail, when known.
+    #[serde(serialize_with = "ser_opt_header")]
+    pub email: Option<HeaderName>,
+    /// Display name (oauth2-proxy: `X-Forwarded-Preferred-Username`).
+    #[serde(serialize_with = "ser_opt_header")]
+    pub preferred_username: Option<HeaderName>,
+    /// unionId.
+    #[serde(serialize_with = "ser_opt_header")]
+    pub union_id: Option<HeaderName>,
+    /// Display name.
+    #[serde(serialize_with = "ser_opt_header")]
+    pub name: Option<HeaderName>,
+    /// Organization id.
+    #[serde(serialize_with = "ser_opt_header")]
+    pub corp_id: Option<HeaderName>,
+}
+
+impl IdentityHeaders {
+    /// Every configured identity header name (used to strip client copies).
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        [
+            &self.user,
+            &self.email,
+            &self.preferred_username,
+            &self.union_id,
+            &self.name,
+            &self.corp_id,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Limits of the public listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    /// Time a client has to send a request head.
+    #[serde(serialize_with = "ser_duration")]
+    pub header_read_timeout: Duration,
+    /// Largest accepted request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Drain time on shutdown.
+    #[serde(serialize_with = "ser_duration")]
+    pub shutdown_timeout: Duration,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `dinggate=debug,info`.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, e.g. `dingtalk.client_id`.
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist or cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// YAML syntax or a value of the wrong type.
+    #[error("{}", format_figment(.0))]
+    Parse(#[source] Box<figment::Error>),
+    /// Every validation problem, all at once.
+    #[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+impl ConfigError {
+    /// The validation issues (empty for read/parse errors).
+    pub fn issues(&self) -> &[ConfigIssue] {
+        match self {
+            ConfigError::Invalid(issues) => issues,
+            ConfigError::Read { .. } | ConfigError::Parse(_) => &[],
+        }
+    }
+}
+
+fn format_figment(err: &figment::Error) -> String {
+    err.clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            if key.is_empty() {
+                format!("configuration error: {}", e.kind)
+            } else {
+                format!("{key}: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Loads `path` (YAML) and then `DINGGATE_*` env overrides (`__` separates nesting levels).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if let Err(source) = std::fs::metadata(path) {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+        let figment = Figment::new()
+            .merge(Yaml::file_exact(path))
+            .merge(Env::prefixed("DINGGATE_").split("__"));
+        Self::from_figment(figment)
+    }
+
+    /// Validates a YAML document without reading the environment (tests, embedded defaults).
+    pub fn from_yaml_str(yaml: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Yaml::string(yaml)))
+    }
+
+    /// Extracts and validates from any figment.
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        raw.validate().map_err(ConfigError::Invalid)
+    }
+
+    /// The callback URL to register in the DingTalk developer console.
+    pub fn callback_url(&self) -> String {
+        format!("{}{}/callback", self.public_origin(), self.prefix)
+    }
+
+    /// `public_url` without a trailing slash.
+    pub fn public_origin(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// The effective configuration as YAML, secrets redacted.
+    pub fn redacted_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn ser_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+fn ser_opt_header<S: Serializer>(h: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
+    match h {
+        Some(h) => s.serialize_str(h.as_str()),
+        None => s.serialize_str(""),
+    }
+}
+
+// ---- raw layer -------------------------------------------------------------------------------
+//
+// Every leaf is optional and scalars are read leniently as strings, so that one bad value does
+// not hide the others: the validator below reports all problems at once. Unknown keys land in
+// `unknown` (a typo must be an error, not silently ignored).
+
+type Unknown = BTreeMap<String, figment::value::Value>;
+
+/// Accepts strings, numbers and booleans as a string (env vars like `DINGGATE_X=123` arrive as numbers).
+fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(Option::<Scalar>::deserialize(d)?.map(|s| match s {
+        Scalar::S(s) => s,
+        Scalar::I(i) => i.to_string(),
+        Scalar::U(u) => u.to_string(),
+        Scalar::F(f) => f.to_string(),
+        Scalar::B(b) => b.to_string(),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    #[serde(deserialize_with = "lenient")]
+    listen: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    public_url: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    prefix: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    upstream: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    upstream_timeout: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    upstream_connect_timeout: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pass_host_header: Option<String>,
+    redirect_allowlist: Option<Vec<String>>,
+    #[serde(deserialize_with = "lenient")]
+    trust_forwarded_headers: Option<String>,
+    dingtalk: RawDingTalk,
+    session: RawSession,
+    headers: RawHeaders,
+    server: RawServer,
+    log: RawLog,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDingTalk {
+    #[serde(deserialize_with = "lenient")]
+    client_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    client_secret: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    client_secret_file: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    corp_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    allow_any_corp: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    login_url: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    api_url: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    oapi_url: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    timeout: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSession {
+    #[serde(deserialize_with = "lenient")]
+    cookie_name: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    cookie_domain: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    lifetime: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    signing_key: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    signing_key_file: Option<String>,
+    previous_signing_keys: Option<Vec<String>>,
+    #[serde(deserialize_with = "lenient")]
+    issuer: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    audience: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    max_login_flows: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    login_timeout: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawHeaders {
+    #[serde(deserialize_with = "lenient")]
+    user: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    email: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    preferred_username: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    union_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    name: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    corp_id: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawServer {
+    #[serde(deserialize_with = "lenient")]
+    header_read_timeout: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    max_header_bytes: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    shutdown_timeout: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLog {
+    #[serde(deserialize_with = "lenient")]
+    level: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    format: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// Collects problems while turning raw values into typed ones.
+#[derive(Default)]
+struct Check {
+    issues: Vec<ConfigIssue>,
+}
+
+impl Check {
+    fn issue(&mut self, key: &str, problem: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            key: key.to_owned(),
+            problem: problem.into(),
+        });
+    }
+
+    fn unknown(&mut self, section: &str, unknown: &Unknown) {
+        for key in unknown.keys() {
+            let path = if section.is_empty() {
+                key.clone()
+            } else {
+                format!("{section}.{key}")
+            };
+            self.issue(&path, "unknown key (check the spelling; see gateway.yaml)");
+        }
+    }
+
+    fn required(&mut self, key: &str, v: Option<String>) -> Option<String> {
+        match v.map(|s| s.trim().to_owned()) {
+            Some(s) if !s.is_empty() => Some(s),
+            _ => {
+                self.issue(key, "missing");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
+        let Some(s) = v else { return default };
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.issue(key, "must be greater than zero");
+                default
+            }
+            Err(e) => {
+                self.issue(key, format!("not a duration like `30s`, `5m` or `8h` ({e})"));
+                default
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, v: Option<String>, default: bool) -> bool {
+        match v.as_deref().map(str::trim) {
+            None => default,
+            Some("true") => true,
+            Some("false") => false,
+            Some(_) => {
+                self.issue(key, "must be true or false");
+                default
+            }
+        }
+    }
+
+    fn number(&mut self, key: &str, v: Option<String>, default: usize, range: (usize, usize)) -> usize {
+        let Some(s) = v else { return default };
+        match s.trim().parse::<usize>() {
+            Ok(n) if n >= range.0 && n <= range.1 => n,
+            _ => {
+                self.issue(key, format!("must be a whole number from {} to {}", range.0, range.1));
+                default
+            }
+        }
+    }
+
+    fn http_url(&mut self, key: &str, v: Option<String>, default: Option<&str>) -> Option<Url> {
+        let s = match (v, default) {
+            (Some(s), _) => s,
+            (None, Some(d)) => d.to_owned(),
+            (None, None) => {
+                self.issue(key, "missing");
+                return None;
+            }
+        };
+        match Url::parse(s.trim()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                if !u.username().is_empty() || u.password().is_some() {
+                    self.issue(key, "must not contain credentials");
+                    None
+                } else if u.query().is_some() || u.fragment().is_some() {
+                    self.issue(key, "must not have a query or fragment");
+                    None
+                } else {
+                    Some(u)
+                }
+            }
+            _ => {
+                self.issue(key, "not an http(s) URL");
+                None
+            }
+        }
+    }
+
+    /// A secret given inline or through a `*_file` path (exactly one of them).
+    fn secret(&mut self, key: &str, inline: Option<String>, file: Option<String>) -> Option<String> {
+        match (inline.filter(|s| !s.is_empty()), file.filter(|s| !s.is_empty())) {
+            (Some(_), Some(_)) => {
+                self.issue(key, format!("set either {key} or {key}_file, not both"));
+                None
+            }
+            (Some(s), None) => Some(s),
+            (None, Some(path)) => match std::fs::read_to_string(path.trim()) {
+                // A trailing newline is almost always an editor artefact, not part of the secret.
+                Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
+                Err(e) => {
+                    self.issue(&format!("{key}_file"), format!("cannot read {path}: {e}"));
+                    None
+                }
+            },
+            (None, None) => {
+                self.issue(key, format!("missing (set {key} or {key}_file, or the env var)"));
+                None
+            }
+        }
+    }
+
+    fn header(&mut self, key: &str, v: Option<String>, default: &str) -> Option<HeaderName> {
+        let s = v.unwrap_or_else(|| default.to_owned());
+        let s = s.trim();
+        if s.is_empty() {
+            return None;
+        }
+        match HeaderName::from_bytes(s.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.issue(key, "not a valid HTTP header name");
+                None
+            }
+        }
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Vec<ConfigIssue>> {
+        let mut c = Check::default();
+        c.unknown("", &self.unknown);
+        c.unknown("dingtalk", &self.dingtalk.unknown);
+        c.unknown("session", &self.session.unknown);
+        c.unknown("headers", &self.headers.unknown);
+        c.unknown("server", &self.server.unknown);
+        c.unknown("log", &self.log.unknown);
+
+        let listen = self
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:4180".to_owned())
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|_| c.issue("listen", "not an address like 127.0.0.1:4180 or 0.0.0.0:4180"))
+            .ok();
+
+        let public_url = c.http_url("public_url", self.public_url, None);
+        if let Some(u) = &public_url {
+            if u.path() != "/" {
+                c.issue("public_url", "must not have a path (the gateway owns the whole origin)");
+            }
+        }
+
+        let prefix = self.prefix.unwrap_or_else(|| "/_dinggate".to_owned());
+        let prefix = prefix.trim().trim_end_matches('/').to_owned();
+        if !prefix.starts_with('/')
+            || prefix.len() < 2
+            || !prefix[1..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            || prefix.contains("//")
+            || prefix.contains("..")
+        {
+            c.issue("prefix", "must be a path like /_dinggate (letters, digits, - _ . /)");
+        }
+
+        let upstream_url = c.http_url("upstream", self.upstream, None);
+        let upstream_timeout =
+            c.duration("upstream_timeout", self.upstream_timeout, Duration::from_secs(30));
+        let connect_timeout = c.duration(
+            "upstream_connect_timeout",
+            self.upstream_connect_timeout,
+            Duration::from_secs(5),
+        );
+        let pass_host_header = c.boolean("pass_host_header", self.pass_host_header, true);
+
+        let mut allowlist = Vec::new();
+        let allowlist_raw = self.redirect_allowlist.unwrap_or_default();
+        for (i, entry) in allowlist_raw.iter().enumerate() {
+            match HostPattern::parse(entry.trim()) {
+                Ok(p) => allowlist.push(p),
+                Err(e) => c.issue(&format!("redirect_allowlist[{i}]"), e),
+            }
+        }
+        let trust_forwarded_headers =
+            c.boolean("trust_forwarded_headers", self.trust_forwarded_headers, false);
+
+        let dingtalk = self.dingtalk.validate(&mut c);
+        let session = self.session.validate(&mut c, public_url.as_ref());
+        let headers = self.headers.validate(&mut c);
+
+        let server = ServerConfig {
+            header_read_timeout: c.duration(
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+                Duration::from_secs(10),
+            ),
+            max_header_bytes: c.number(
+                "server.max_header_bytes",
+                self.server.max_header_bytes,
+                32 * 1024,
+                (8 * 1024, 1024 * 1024),
+            ),
+            shutdown_timeout: c.duration(
+                "server.shutdown_timeout",
+                self.server.shutdown_timeout,
+                Duration::from_secs(30),
+            ),
+        };
+
+        let level = self.log.level.unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            c.issue("log.level", "not a log filter like `info` or `dinggate=debug,info`");
+        }
+        let format = match self.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => {
+                c.issue("log.format", "must be `text` or `json`");
+                LogFormat::Text
+            }
+        };
+
+        match (listen, public_url, upstream_url, dingtalk, session) {
+            (Some(listen), Some(public_url), Some(url), Some(dingtalk), Some(session))
+                if c.issues.is_empty() =>
+            {
+                Ok(Config {
+                    listen,
+                    public_url,
+                    prefix,
+                    upstream: UpstreamConfig {
+                        url,
+                        timeout: upstream_timeout,
+                        connect_timeout,
+                        pass_host_header,
+                    },
+                    redirect_allowlist_raw: allowlist_raw,
+                    redirect_allowlist: allowlist,
+                    trust_forwarded_headers,
+                    dingtalk,
+                    session,
+                    headers,
+                    server,
+                    log: LogConfig { level, format },
+                })
+            }
+            _ => Err(c.issues),
+        }
+    }
+}
+
+impl RawDingTalk {
+    fn validate(self, c: &mut Check) -> Option<DingTalkConfig> {
+        let client_id = c.required("dingtalk.client_id", self.client_id);
+        let client_secret = c.secret(
+            "dingtalk.client_secret",
+            self.client_secret,
+            self.client_secret_file,
+        );
+        let corp_id = self.corp_id.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let allow_any_corp = c.boolean("dingtalk.allow_any_corp", self.allow_any_corp, false);
+        if corp_id.is_none() && !allow_any_corp {
+            c.issue(
+                "dingtalk.corp_id",
+                "missing: set the organization's corpId, or set dingtalk.allow_any_corp: true to let any DingTalk account in",
+            );
+        }
+        if corp_id.is_some() && allow_any_corp {
+            c.issue("dingtalk.allow_any_corp", "cannot be true when dingtalk.corp_id is set");
+        }
+        let login_url = c.http_url("dingtalk.login_url", self.login_url, Some("https://login.dingtalk.com"));
+        let api_url = c.http_url("dingtalk.api_url", self.api_url, Some("https://api.dingtalk.com"));
+        let oapi_url = c.http_url("dingtalk.oapi_url", self.oapi_url, Some("https://oapi.dingtalk.com"));
+        let timeout = c.duration("dingtalk.timeout", self.timeout, Duration::from_secs(10));
+        Some(DingTalkConfig {
+            client_id: client_id?,
+            client_secret: Secret::new(client_secret?),
+            corp_id,
+            allow_any_corp,
+            login_url: login_url?,
+            api_url: api_url?,
+            oapi_url: oapi_url?,
+            timeout,
+        })
+    }
+}
+
+impl RawSession {
+    fn validate(self, c: &mut Check, public_url: Option<&Url>) -> Option<SessionConfig> {
+        let cookie_name = self.cookie_name.unwrap_or_else(|| "_dinggate".to_owned());
+        let cookie_name = cookie_name.trim().to_owned();
+        // RFC 6265 cookie-name is an RFC 7230 token; we are stricter to keep names predictable.
+        if cookie_name.is_empty()
+            || cookie_name.len() > 64
+            || !cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            c.issue(
+                "session.cookie_name",
+                "must be 1-64 characters of letters, digits, `_`, `-` or `.`",
+            );
+        }
+        let cookie_domain = self
+            .cookie_domain
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if let Some(d) = &cookie_domain {
+            let bare = d.trim_start_matches('.');
+            if bare.is_empty()
+                || !bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            {
+                c.issue("session.cookie_domain", "not a domain name");
+            } else if let Some(host) = public_url.and_then(Url::host_str) {
+                let host = host.to_ascii_lowercase();
+                let bare = bare.to_ascii_lowercase();
+                if host != bare && !host.ends_with(&format!(".{bare}")) {
+                    c.issue(
+                        "session.cookie_domain",
+                        format!("browsers will reject it: public_url host {host} is not inside {bare}"),
+                    );
+                }
+            }
+        }
+        let lifetime = c.duration("session.lifetime", self.lifetime, Duration::from_secs(8 * 3600));
+        let key = c.secret("session.signing_key", self.signing_key, self.signing_key_file);
+        let key = key.and_then(|k| {
+            if k.len() < MIN_KEY_BYTES {
+                c.issue(
+                    "session.signing_key",
+                    format!("too short: {} bytes, need at least {MIN_KEY_BYTES} (try `openssl rand -base64 48`)", k.len()),
+                );
+                None
+            } else {
+                Some(Secret::new(k.into_bytes()))
+            }
+        });
+        let mut previous = Vec::new();
+        for (i, k) in self.previous_signing_keys.unwrap_or_default().into_iter().enumerate() {
+            if k.len() < MIN_KEY_BYTES {
+                c.issue(
+                    &format!("session.previous_signing_keys[{i}]"),
+                    format!("too short: need at least {MIN_KEY_BYTES} bytes"),
+                );
+            } else {
+                previous.push(Secret::new(k.into_bytes()));
+            }
+        }
+        let issuer = self
+            .issuer
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| public_url.map(|u| u.as_str().trim_end_matches('/').to_owned()))
+            .unwrap_or_default();
+        let audience = self
+            .audience
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| "dinggate".to_owned());
+        let max_login_flows = c.number("session.max_login_flows", self.max_login_flows, 4, (1, 10));
+        let login_timeout = c.duration(
+            "session.login_timeout",
+            self.login_timeout,
+            Duration::from_secs(600),
+        );
+        let cookie_secure = public_url.is_none_or(|u| u.scheme() == "https");
+        Some(SessionConfig {
+            cookie_name,
+            cookie_domain,
+            cookie_secure,
+            lifetime,
+            signing_key: key?,
+            previous_signing_keys: previous,
+            issuer,
+            audience,
+            max_login_flows,
+            login_timeout,
+        })
+    }
+}
+
+impl RawHeaders {
+    fn validate(self, c: &mut Check) -> IdentityHeaders {
+        IdentityHeaders {
+            user: c.header("headers.user", self.user, "X-Forwarded-User"),
+            email: c.header("headers.email", self.email, "X-Forwarded-Email"),
+            preferred_username: c.header(
+                "headers.preferred_username",
+                self.preferred_username,
+                "X-Forwarded-Preferred-Username",
+            ),
+            union_id: c.header("headers.union_id", self.union_id, "X-DingTalk-UnionId"),
+            name: c.header("headers.name", self.name, "X-DingTalk-Name"),
+            corp_id: c.header("headers.corp_id", self.corp_id, "X-DingTalk-CorpId"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+public_url: https://gate.example.com
+upstream: http://127.0.0.1:8080
+dingtalk:
+  client_id: dingabc
+  client_secret: s3cret
+  corp_id: dingcorp
+session:
+  signing_key: "0123456789abcdef0123456789abcdef"
+"#;
+
+    fn issues(yaml: &str) -> Vec<String> {
+        match Config::from_yaml_str(yaml) {
+            Ok(_) => vec![],
+            Err(e) => e.issues().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_yaml_str(MINIMAL).expect("valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4180");
+        assert_eq!(c.prefix, "/_dinggate");
+        assert_eq!(c.session.cookie_name, "_dinggate");
+        assert!(c.session.cookie_secure);
+        assert_eq!(c.session.lifetime, Duration::from_secs(8 * 3600));
+        assert_eq!(c.session.issuer, "https://gate.example.com");
+        assert_eq!(c.dingtalk.login_url.as_str(), "https://login.dingtalk.com/");
+        assert_eq!(c.callback_url(), "https://gate.example.com/_dinggate/callback");
+        assert_eq!(c.headers.user.as_ref().map(HeaderName::as_str), Some("x-forwarded-user"));
+    }
+
+    #[test]
+    fn plain_http_public_url_turns_secure_off() {
+        let c = Config::from_yaml_str(&MINIMAL.replace("https://gate", "http://gate")).unwrap();
+        assert!(!c.session.cookie_secure);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let yaml = r#"
+public_url: gate.example.com
+upstream: ftp://x
+upsteam: http://typo
+dingtalk:
+  client_secret: s
+  corp_idd: x
+session:
+  signing_key: short
+  lifetime: forever
+log:
+  format: xml
+"#;
+        let got = issues(yaml);
+        for want in [
+            "public_url: not an http(s) URL",
+            "upstream: not an http(s) URL",
+            "upsteam: unknown key",
+            "dingtalk.client_id: missing",
+            "dingtalk.corp_idd: unknown key",
+            "dingtalk.corp_id: missing",
+            "session.signing_key: too short: 5 bytes",
+            "session.lifetime: not a duration",
+            "log.format: must be",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "expected an issue starting with {want:?}, got {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_from_file_and_both_forms_conflict() {
+        let dir = std::env::temp_dir().join(format!("dinggate-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, "abcdefghijklmnopqrstuvwxyz0123456789\n").unwrap();
+        let yaml = MINIMAL.replace(
+            "signing_key: \"0123456789abcdef0123456789abcdef\"",
+            &format!("signing_key_file: {}", key.display()),
+        );
+        let c = Config::from_yaml_str(&yaml).expect("valid");
+        assert_eq!(c.session.signing_key.expose().as_slice(), b"abcdefghijklmnopqrstuvwxyz0123456789");
+
+        let both = yaml.replace("signing_key_file", "signing_key: \"0123456789abcdef0123456789abcdef\"\n  signing_key_file");
+        assert!(issues(&both).iter().any(|i| i.contains("not both")), "{:?}", issues(&both));
+
+        let missing = MINIMAL.replace("\"0123456789abcdef0123456789abcdef\"", "\"\"")
+            .replace("signing_key:", "signing_key_file: /nonexistent/dinggate-key\n  x_unused:");
+        let got = issues(&missing);
+        assert!(got.iter().any(|i| i.starts_with("session.signing_key_file: cannot read")), "{got:?}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_output() {
+        let c = Config::from_yaml_str(MINIMAL).unwrap();
+        let out = c.redacted_yaml();
+        assert!(!out.contains("s3cret"));
+        assert!(!out.contains("0123456789abcdef"));
+        assert!(out.contains("<redacted>"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn corp_is_required_unless_explicitly_opened() {
+        let open = MINIMAL.replace("corp_id: dingcorp", "allow_any_corp: true");
+        let c = Config::from_yaml_str(&open).unwrap();
+        assert!(c.dingtalk.corp_id.is_none());
+        let neither = MINIMAL.replace("corp_id: dingcorp", "timeout: 5s");
+        assert!(issues(&neither).iter().any(|i| i.starts_with("dingtalk.corp_id: missing")));
+    }
+
+    #[test]
+    fn bad_header_name_and_cookie_domain() {
+        let yaml = format!("{MINIMAL}headers:\n  user: \"Bad Header\"\n");
+        assert!(issues(&yaml).iter().any(|i| i.starts_with("headers.user: not a valid")));
+        let yaml = MINIMAL.replace("signing_key:", "cookie_domain: other.org\n  signing_key:");
+        assert!(issues(&yaml).iter().any(|i| i.starts_with("session.cookie_domain: browsers will reject")));
+    }
+
+    #[test]
+    fn yaml_type_error_names_the_key() {
+        let err = Config::from_yaml_str(&format!("{MINIMAL}redirect_allowlist: 5\n")).unwrap_err();
+        assert!(err.to_string().contains("redirect_allowlist"), "{err}");
+    }
+}

@@ -1,0 +1,362 @@
+//! The per-request pipeline and the single place where errors become responses.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cookie::Cookie;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::body::GatewayBody;
+use crate::identity::Identity;
+use crate::login::flow::{self, append_cookies, LoginError, LoginFailure};
+use crate::login::state::StateError;
+use crate::pages::{self, Page};
+use crate::proxy::forward::{apply_identity, forward, UpstreamError};
+use crate::proxy::headers::wants_html;
+use crate::session::cookie::find_cookie;
+use crate::state::AppState;
+
+/// Everything that can go wrong while serving a request, by boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No valid session on a protected route.
+    #[error("no valid session")]
+    Unauthenticated,
+    /// A path under the gateway prefix that does not exist.
+    #[error("no such gateway endpoint")]
+    NotFound,
+    /// A gateway endpoint called with the wrong method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The login flow failed.
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    /// The upstream failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Facts about the request that shape its error response.
+#[derive(Debug)]
+pub struct RequestContext {
+    /// Random id shown on error pages and in logs.
+    pub request_id: String,
+    /// A browser navigation (HTML page) rather than an API call.
+    pub wants_html: bool,
+    /// Path and query to come back to after login (relative).
+    pub return_to: String,
+}
+
+/// Serves one request. Never fails: every error is a response.
+pub async fn handle(
+    app: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<GatewayBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    // Only the path is logged: query strings carry OAuth codes and states.
+    let path = req.uri().path().to_owned();
+    let ctx = RequestContext {
+        request_id: format!("{:016x}", rand::random::<u64>()),
+        wants_html: wants_html(req.headers(), req.method()),
+        return_to: req
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_else(|| "/".to_owned()),
+    };
+    let (result, cookies) = match dispatch(&app, req, peer, &ctx).await {
+        Ok(resp) => (Ok(resp), Vec::new()),
+        Err(Failure { error, cookies }) => (Err(error), cookies),
+    };
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(error) => {
+            let resp = error_response(&app, &error, &ctx);
+            log_error(&error, resp.status(), &ctx);
+            resp
+        }
+    };
+    append_cookies(&mut resp, &cookies);
+    tracing::info!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        request_id = %ctx.request_id,
+        "request"
+    );
+    Ok(resp)
+}
+
+/// An error plus cookies that must be set on its response.
+struct Failure {
+    error: GatewayError,
+    cookies: Vec<Cookie<'static>>,
+}
+
+impl<E: Into<GatewayError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            error: e.into(),
+            cookies: Vec::new(),
+        }
+    }
+}
+
+impl From<LoginFailure> for Failure {
+    fn from(f: LoginFailure) -> Self {
+        Failure {
+            error: GatewayError::Login(f.error),
+            cookies: f.cookies,
+        }
+    }
+}
+
+async fn dispatch(
+    app: &AppState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ctx: &RequestContext,
+) -> Result<Response<GatewayBody>, Failure> {
+    let prefix = app.config.prefix.as_str();
+    let path = req.uri().path();
+    let reserved = path
+        .strip_prefix(prefix)
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+    let Some(endpoint) = reserved else {
+        let identity = authenticate(app, req.headers());
+        let Some(identity) = identity else {
+            return Err(GatewayError::Unauthenticated.into());
+        };
+        return Ok(forward(app, req, peer, Some(&identity)).await?);
+    };
+
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let query = req.uri().query();
+    match endpoint {
+        "/healthz" | "/readyz" if get => Ok(pages::text(StatusCode::OK, "ok\n")),
+        "/start" if get => Ok(flow::start(app, query, req.headers())?),
+        "/callback" if get => Ok(flow::callback(app, query, req.headers()).await?),
+        "/sign_out" if get || req.method() == Method::POST => {
+            Ok(flow::sign_out(app, query, &ctx.request_id)?)
+        }
+        "/userinfo" if get => match authenticate(app, req.headers()) {
+            Some(id) => Ok(userinfo(&id)),
+            None => Err(GatewayError::Unauthenticated.into()),
+        },
+        "/auth" if get => match authenticate(app, req.headers()) {
+            Some(id) => Ok(forward_auth_ok(app, &id)),
+            None => Err(GatewayError::Unauthenticated.into()),
+        },
+        "/healthz" | "/readyz" | "/start" | "/callback" | "/sign_out" | "/userinfo" | "/auth" => {
+            Err(GatewayError::MethodNotAllowed.into())
+        }
+        _ => Err(GatewayError::NotFound.into()),
+    }
+}
+
+/// The identity of a valid session cookie, or `None` (missing, expired, tampered: all the same).
+pub fn authenticate(app: &AppState, headers: &HeaderMap) -> Option<Identity> {
+    let token = find_cookie(headers, &app.cookies.name)?;
+    match app.sessions.verify(token, app.clock.now()) {
+        Ok(claims) => Some(claims.identity()),
+        Err(e) => {
+            tracing::debug!(reason = %e, "session cookie refused");
+            None
+        }
+    }
+}
+
+fn userinfo(id: &Identity) -> Response<GatewayBody> {
+    pages::json(
+        StatusCode::OK,
+        &json!({
+            "union_id": id.union_id,
+            "name": id.name,
+            "email": id.email,
+            "avatar": id.avatar,
+            "corp_id": id.corp_id,
+            "open_id": id.open_id,
+        }),
+    )
+}
+
+/// Forward-auth answer for nginx `auth_request` / Traefik `forwardAuth`: 200 plus identity headers.
+fn forward_auth_ok(app: &AppState, id: &Identity) -> Response<GatewayBody> {
+    let mut resp = pages::text(StatusCode::OK, "ok\n");
+    apply_identity(resp.headers_mut(), &app.config.headers, id);
+    resp
+}
+
+/// HTTP status for an error. Client faults are 4xx, DingTalk/upstream faults 502/504.
+pub fn status_of(error: &GatewayError) -> StatusCode {
+    match error {
+        GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        GatewayError::NotFound => StatusCode::NOT_FOUND,
+        GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        GatewayError::Login(e) => match e {
+            LoginError::BadQuery(_)
+            | LoginError::BadReturnUrl(_)
+            | LoginError::BadCode(_)
+            | LoginError::CodeRejected(_) => StatusCode::BAD_REQUEST,
+            LoginError::State(_) | LoginError::Refused(_) | LoginError::NotInOrganization { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            LoginError::DingTalk(d) if d.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            LoginError::DingTalk(_) => StatusCode::BAD_GATEWAY,
+        },
+        GatewayError::Upstream(e) => match e {
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::BadUri(_) => StatusCode::BAD_REQUEST,
+        },
+    }
+}
+
+/// The one error → response mapping. Pages say what happened and what to do, never why in
+/// internal detail (that goes to the log).
+pub fn error_response(
+    app: &AppState,
+    error: &GatewayError,
+    ctx: &RequestContext,
+) -> Response<GatewayBody> {
+    let status = status_of(error);
+    let start = format!("{}/start", app.config.prefix);
+    let start_here = start_url(app, &ctx.return_to);
+
+    if let GatewayError::Unauthenticated = error {
+        if ctx.wants_html {
+            return pages::redirect(&start_here);
+        }
+        let mut resp = pages::json(
+            status,
+            &json!({
+                "error": "unauthenticated",
+                "message": "sign in with DingTalk first",
+                "login_url": start_here,
+                "request_id": ctx.request_id,
+            }),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Cookie realm=\"dinggate\""),
+        );
+        return resp;
+    }
+
+    let (code, title, title_zh, message, message_zh) = describe(error);
+    if !ctx.wants_html {
+        return pages::json(
+            status,
+            &json!({ "error": code, "message": message, "request_id": ctx.request_id }),
+        );
+    }
+    let retry: &[(&str, &str)] = &[("Sign in again · 重新登录", start.as_str())];
+    let actions = match error {
+        GatewayError::Login(_) => retry,
+        GatewayError::Upstream(_) => &[("Reload · 重新加载", ctx.return_to.as_str())][..],
+        GatewayError::NotFound | GatewayError::MethodNotAllowed | GatewayError::Unauthenticated => {
+            &[]
+        }
+    };
+    let personal;
+    let (message, message_zh) = match error {
+        GatewayError::Login(LoginError::NotInOrganization { name, .. }) => {
+            personal = (
+                format!("You signed in as “{name}”, but this account is not a member of the organization this application belongs to. Sign in with your company account."),
+                format!("您以“{name}”登录，但该账号不属于此应用所在的组织。请使用公司账号登录。"),
+            );
+            (personal.0.as_str(), personal.1.as_str())
+        }
+        _ => (message, message_zh),
+    };
+    pages::html(
+        status,
+        &Page {
+            title,
+            title_zh,
+            message,
+            message_zh,
+            actions,
+            request_id: &ctx.request_id,
+        },
+    )
+}
+
+/// `{prefix}/start?rd=<return_to>`; falls back to `rd=/` when the URL would be too long to carry.
+fn start_url(app: &AppState, return_to: &str) -> String {
+    let rd = if return_to.len() <= crate::login::redirect::RedirectPolicy::MAX_LEN {
+        return_to
+    } else {
+        "/"
+    };
+    let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    format!("{}/start?rd={encoded}", app.config.prefix)
+}
+
+/// Machine code, titles and messages (English, Chinese) for an error.
+fn describe(error: &GatewayError) -> (&'static str, &'static str, &'static str, &'static str, &'static str) {
+    match error {
+        GatewayError::Unauthenticated => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
+        GatewayError::NotFound => ("not_found", "Not found", "未找到", "There is no such page on this gateway.", "网关上没有这个页面。"),
+        GatewayError::MethodNotAllowed => ("method_not_allowed", "Method not allowed", "不支持的请求方法", "This gateway endpoint does not accept that method.", "此网关地址不接受该请求方法。"),
+        GatewayError::Login(e) => match e {
+            LoginError::BadQuery(_) => ("bad_request", "Bad request", "请求无效", "The login request was malformed. Start the sign-in again.", "登录请求格式错误，请重新登录。"),
+            LoginError::BadReturnUrl(_) => ("bad_return_url", "Return address not allowed", "返回地址不被允许", "The page you were sent back to is not allowed by this gateway. Start from the application's own address.", "登录后的返回地址不被此网关允许，请从应用本身的地址开始访问。"),
+            LoginError::State(StateError::Expired) => ("login_expired", "Sign-in took too long", "登录超时", "The sign-in attempt expired. Please sign in again.", "本次登录已过期，请重新登录。"),
+            LoginError::State(_) => ("invalid_state", "Sign-in could not be verified", "无法验证登录请求", "This sign-in response does not belong to a sign-in started in this browser (it may have been used already, or cookies are blocked). Please sign in again.", "该登录回调不属于本浏览器发起的登录（可能已被使用或浏览器禁用了 Cookie），请重新登录。"),
+            LoginError::Refused(_) => ("login_refused", "Sign-in was not completed", "登录未完成", "DingTalk reports that the sign-in was cancelled or not authorized.", "钉钉返回登录已取消或未授权。"),
+            LoginError::BadCode(_) => ("bad_code", "Invalid sign-in response", "登录回调无效", "The response from DingTalk was incomplete. Please sign in again.", "钉钉返回的登录信息不完整，请重新登录。"),
+            LoginError::CodeRejected(_) => ("code_rejected", "Sign-in expired", "登录凭证已失效", "DingTalk did not accept the sign-in code (it expires quickly and works once). Please sign in again.", "钉钉未接受此登录凭证（凭证很快过期且只能使用一次），请重新登录。"),
+            LoginError::NotInOrganization { .. } => ("not_in_organization", "Account not in this organization", "账号不属于此组织", "This DingTalk account is not a member of the organization.", "该钉钉账号不属于此组织。"),
+            LoginError::DingTalk(d) if d.is_timeout() => ("dingtalk_timeout", "DingTalk did not respond", "钉钉未响应", "DingTalk did not answer in time. Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "钉钉未能及时响应，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
+            LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk returned an error. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉返回了错误，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),
+        },
+        GatewayError::Upstream(e) => match e {
+            UpstreamError::Timeout(_) => ("upstream_timeout", "The application is too slow", "应用响应超时", "The application behind this gateway did not answer in time. Try again shortly.", "网关后面的应用未能及时响应，请稍后重试。"),
+            UpstreamError::Unreachable(_) => ("upstream_unavailable", "The application is unavailable", "应用暂不可用", "The application behind this gateway cannot be reached right now. Try again shortly.", "目前无法连接网关后面的应用，请稍后重试。"),
+            UpstreamError::BadUri(_) => ("bad_request", "Bad request", "请求无效", "The request address could not be forwarded.", "该请求地址无法转发。"),
+        },
+    }
+}
+
+/// Logs an error once, with its full cause chain and, for DingTalk, what the operator should check.
+fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let hint = match error {
+        GatewayError::Login(LoginError::DingTalk(d) | LoginError::CodeRejected(d)) => {
+            Some(d.operator_hint())
+        }
+        GatewayError::Login(LoginError::NotInOrganization { corp, .. }) => Some(format!(
+            "DingTalk returned corpId {}; only dingtalk.corp_id may log in",
+            corp.as_deref().unwrap_or("(none)")
+        )),
+        GatewayError::Upstream(UpstreamError::Unreachable(_)) => {
+            Some("check that the upstream is running and reachable at `upstream`".to_owned())
+        }
+        GatewayError::Upstream(UpstreamError::Timeout(_)) => {
+            Some("the upstream is slow: check it, or raise `upstream_timeout`".to_owned())
+        }
+        _ => None,
+    };
+    let hint = hint.unwrap_or_default();
+    if status.is_server_error() {
+        tracing::error!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request failed");
+    } else if matches!(error, GatewayError::Unauthenticated) {
+        tracing::debug!(request_id = %ctx.request_id, "no session");
+    } else {
+        tracing::warn!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request refused");
+    }
+}

@@ -1,0 +1,268 @@
+//! The scan-login flow: `/start` (state + redirect to DingTalk), `/callback` (verify, exchange, mint), `/sign_out`.
+
+use cookie::Cookie;
+use http::{header, HeaderMap, HeaderValue, Response};
+
+use crate::body::GatewayBody;
+use crate::dingtalk::DingTalkError;
+use crate::identity::Identity;
+use crate::login::redirect::RedirectError;
+use crate::login::state::StateError;
+use crate::pages;
+use crate::session::cookie::{clear_cookie, session_cookie};
+use crate::state::AppState;
+
+/// Longest query string a login endpoint reads; anything longer is refused unparsed.
+pub const MAX_QUERY_LEN: usize = 4096;
+/// Longest authorization code accepted (DingTalk's are 32 hex characters).
+const MAX_CODE_LEN: usize = 256;
+
+/// Why a login step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The query string is too long or repeats a parameter.
+    #[error("malformed login request: {0}")]
+    BadQuery(&'static str),
+    /// The return URL is not allowed.
+    #[error("return URL refused: {0}")]
+    BadReturnUrl(#[source] RedirectError),
+    /// The state did not check out; no DingTalk call was made.
+    #[error("login state refused: {0}")]
+    State(#[source] StateError),
+    /// DingTalk sent the user back with `error=`.
+    #[error("DingTalk reported the login as not completed ({0})")]
+    Refused(String),
+    /// No `authCode`/`code`, or two different ones.
+    #[error("authorization code missing or ambiguous: {0}")]
+    BadCode(&'static str),
+    /// DingTalk rejected the code (expired, reused): the user should start again.
+    #[error("DingTalk rejected the authorization code")]
+    CodeRejected(#[source] DingTalkError),
+    /// The account is not a member of the configured organization.
+    #[error("account {name} logged in through organization {corp:?}, not the configured one")]
+    NotInOrganization {
+        /// Display name of the account (shown to the user, who owns it).
+        name: String,
+        /// The corp DingTalk returned, if any.
+        corp: Option<String>,
+    },
+    /// DingTalk failed (outage, timeout, misconfiguration).
+    #[error("DingTalk call failed")]
+    DingTalk(#[source] DingTalkError),
+}
+
+/// A failed login step plus cookies that must still be set on the error response.
+#[derive(Debug)]
+pub struct LoginFailure {
+    /// What went wrong.
+    pub error: LoginError,
+    /// Cookies to set anyway (e.g. clearing a used state cookie).
+    pub cookies: Vec<Cookie<'static>>,
+}
+
+impl From<LoginError> for LoginFailure {
+    fn from(error: LoginError) -> Self {
+        LoginFailure {
+            error,
+            cookies: Vec::new(),
+        }
+    }
+}
+
+/// Reads the named parameters from a query string, refusing oversized queries and repeated
+/// parameters (parameter pollution: which copy wins differs between parsers).
+pub fn query_params<const N: usize>(
+    query: Option<&str>,
+    names: [&str; N],
+) -> Result<[Option<String>; N], LoginError> {
+    let query = query.unwrap_or("");
+    if query.len() > MAX_QUERY_LEN {
+        return Err(LoginError::BadQuery("query string too long"));
+    }
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if let Some(i) = names.iter().position(|n| *n == k) {
+            if out[i].is_some() {
+                return Err(LoginError::BadQuery("a parameter is repeated"));
+            }
+            out[i] = Some(v.into_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn append_cookie(resp: &mut Response<GatewayBody>, c: &Cookie<'_>) {
+    if let Ok(v) = HeaderValue::from_str(&c.encoded().to_string()) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Appends `Set-Cookie` headers for `cookies` (used for error responses too).
+pub fn append_cookies(resp: &mut Response<GatewayBody>, cookies: &[Cookie<'static>]) {
+    for c in cookies {
+        append_cookie(resp, c);
+    }
+}
+
+/// `GET {prefix}/start?rd=`: remember where to return, bind a state to this browser, go to DingTalk.
+pub fn start(
+    app: &AppState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response<GatewayBody>, LoginFailure> {
+    let [rd] = query_params(query, ["rd"])?;
+    let return_to = match rd.as_deref() {
+        None | Some("") => "/".to_owned(),
+        Some(rd) => app.redirects.validate(rd).map_err(LoginError::BadReturnUrl)?,
+    };
+    let flow = app
+        .login_states
+        .begin(headers, &return_to, app.clock.now());
+    let url = app.dingtalk.authorize_url(
+        &app.config.callback_url(),
+        &flow.state,
+        app.config.dingtalk.corp_id.as_deref(),
+    );
+    let mut resp = pages::redirect(url.as_str());
+    append_cookie(&mut resp, &flow.cookie);
+    append_cookies(&mut resp, &flow.evicted);
+    Ok(resp)
+}
+
+/// `GET {prefix}/callback`: the state is checked before the code is looked at, so a forged or
+/// replayed callback never causes a DingTalk call.
+pub async fn callback(
+    app: &AppState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response<GatewayBody>, LoginFailure> {
+    let [state, auth_code, code, error] = query_params(query, ["state", "authCode", "code", "error"])?;
+    let state = state.unwrap_or_default();
+    let now = app.clock.now();
+    let flow = app
+        .login_states
+        .finish(headers, &state, now)
+        .map_err(|e| LoginFailure {
+            error: LoginError::State(e),
+            // A used or mismatching state cookie is worthless; drop it so it does not count
+            // against the per-browser flow limit.
+            cookies: app.login_states.clear_cookie_for(&state).into_iter().collect(),
+        })?;
+    let fail = |error: LoginError| LoginFailure {
+        error,
+        cookies: vec![flow.clear.clone()],
+    };
+
+    if let Some(err) = error {
+        let err: String = err
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "_-. ".contains(*c))
+            .take(64)
+            .collect();
+        return Err(fail(LoginError::Refused(err)));
+    }
+    let code = match (auth_code, code) {
+        (Some(a), Some(c)) if a != c => return Err(fail(LoginError::BadCode("authCode and code differ"))),
+        (Some(a), _) => a,
+        (None, Some(c)) => c,
+        (None, None) => return Err(fail(LoginError::BadCode("no authCode in the callback"))),
+    };
+    if code.is_empty() || code.len() > MAX_CODE_LEN || !code.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(fail(LoginError::BadCode("the authorization code is malformed")));
+    }
+
+    let token = app.dingtalk.exchange_code(&code).await.map_err(|e| {
+        fail(if e.is_bad_code() {
+            LoginError::CodeRejected(e)
+        } else {
+            LoginError::DingTalk(e)
+        })
+    })?;
+    let user = app
+        .dingtalk
+        .current_user(&token)
+        .await
+        .map_err(|e| fail(LoginError::DingTalk(e)))?;
+
+    if let Some(corp) = &app.config.dingtalk.corp_id {
+        // Fail closed: a missing corpId (scope without `corpid`) is not a match either.
+        if token.corp_id.as_deref() != Some(corp.as_str()) {
+            return Err(fail(LoginError::NotInOrganization {
+                name: user.nick.clone(),
+                corp: token.corp_id.clone(),
+            }));
+        }
+    }
+
+    let identity = Identity {
+        union_id: user.union_id,
+        name: user.nick,
+        avatar: user.avatar_url.filter(|s| !s.is_empty()),
+        email: user.email.filter(|s| !s.is_empty()),
+        corp_id: token.corp_id.clone(),
+        open_id: user.open_id.filter(|s| !s.is_empty()),
+    };
+    let jwt = app.sessions.mint(&identity, now);
+    tracing::info!(
+        union_id = %identity.union_id,
+        corp_id = identity.corp_id.as_deref().unwrap_or("-"),
+        "login succeeded"
+    );
+    let mut resp = pages::redirect(&flow.return_to);
+    append_cookie(&mut resp, &session_cookie(&app.cookies, &jwt));
+    append_cookie(&mut resp, &flow.clear);
+    Ok(resp)
+}
+
+/// `GET|POST {prefix}/sign_out?rd=`: clear the session; go to a validated `rd` or show a page.
+pub fn sign_out(
+    app: &AppState,
+    query: Option<&str>,
+    request_id: &str,
+) -> Result<Response<GatewayBody>, LoginFailure> {
+    let [rd] = query_params(query, ["rd"])?;
+    let target = match rd.as_deref() {
+        None | Some("") => None,
+        Some(rd) => Some(app.redirects.validate(rd).map_err(LoginError::BadReturnUrl)?),
+    };
+    let start = format!("{}/start", app.config.prefix);
+    let mut resp = match target {
+        Some(url) => pages::redirect(&url),
+        None => pages::html(
+            http::StatusCode::OK,
+            &pages::Page {
+                title: "You are signed out",
+                title_zh: "您已退出登录",
+                message: "Your session on this gateway has ended. Closing DingTalk is not needed.",
+                message_zh: "您在此网关上的会话已结束。",
+                actions: &[("Sign in again · 重新登录", start.as_str())],
+                request_id,
+            },
+        ),
+    };
+    append_cookie(&mut resp, &clear_cookie(&app.cookies, &app.cookies.name));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_reads_decodes_and_refuses_repeats() {
+        let [a, b] = query_params(Some("a=%E5%BC%A0&b=2&c=3"), ["a", "b"]).unwrap();
+        assert_eq!(a.as_deref(), Some("张"));
+        assert_eq!(b.as_deref(), Some("2"));
+        assert!(matches!(
+            query_params(Some("a=1&a=2"), ["a"]),
+            Err(LoginError::BadQuery(_))
+        ));
+        let long = "a=".to_owned() + &"x".repeat(MAX_QUERY_LEN);
+        assert!(matches!(
+            query_params(Some(&long), ["a"]),
+            Err(LoginError::BadQuery(_))
+        ));
+        let [none] = query_params(None, ["a"]).unwrap();
+        assert!(none.is_none());
+    }
+}

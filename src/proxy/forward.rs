@@ -1,0 +1,255 @@
+//! Forwarding to the upstream: pooled client, streamed bodies, identity headers, timeouts, upgrades.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::body::GatewayBody;
+use crate::config::{IdentityHeaders, UpstreamConfig};
+use crate::identity::Identity;
+use crate::proxy::headers::{
+    identity_header_value, is_upgrade_request, remove_hop_by_hop, set_forwarded, strip_cookies,
+    strip_protected,
+};
+use crate::state::AppState;
+
+/// The pooled HTTP/1 client used for every upstream request.
+pub type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connection refused, reset, DNS failure or a broken response.
+    #[error("upstream unreachable or failed")]
+    Unreachable(#[source] hyper_util::client::legacy::Error),
+    /// No response head within the configured timeout.
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The forwarded URI could not be built from the request.
+    #[error("cannot build the upstream URI")]
+    BadUri(#[source] http::Error),
+}
+
+/// Builds the pooled upstream client (once, at startup).
+pub fn build_upstream_client(cfg: &UpstreamConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(cfg.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}
+
+/// Sets the configured identity headers for `id` (after client copies were stripped).
+pub fn apply_identity(headers: &mut HeaderMap, names: &IdentityHeaders, id: &Identity) {
+    let mut set = |name: &Option<HeaderName>, value: Option<&str>| {
+        if let (Some(name), Some(value)) = (name, value) {
+            headers.insert(name.clone(), identity_header_value(value));
+        }
+    };
+    set(&names.user, Some(&id.union_id));
+    set(&names.email, id.email.as_deref());
+    set(&names.preferred_username, Some(&id.name));
+    set(&names.union_id, Some(&id.union_id));
+    set(&names.name, Some(&id.name));
+    set(&names.corp_id, id.corp_id.as_deref());
+}
+
+/// The upstream URI for a request path: upstream base path + request path + query.
+pub fn upstream_uri(base: &url::Url, request: &Uri) -> Result<Uri, http::Error> {
+    let base_path = base.path().trim_end_matches('/');
+    let path_and_query = request
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let authority = match base.port() {
+        Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
+        None => base.host_str().unwrap_or_default().to_owned(),
+    };
+    Uri::builder()
+        .scheme(base.scheme())
+        .authority(authority)
+        .path_and_query(format!("{base_path}{path_and_query}"))
+        .build()
+}
+
+/// Forwards an authenticated request and returns the upstream's response, streamed.
+pub async fn forward(
+    app: &AppState,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    identity: Option<&Identity>,
+) -> Result<Response<GatewayBody>, UpstreamError> {
+    let upgrade = is_upgrade_request(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let uri = upstream_uri(&app.config.upstream.url, req.uri()).map_err(UpstreamError::BadUri)?;
+    let original_host = req
+        .headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+
+    let (mut parts, body) = req.into_parts();
+    let headers = &mut parts.headers;
+    let client_forwarded = app
+        .config
+        .trust_forwarded_headers
+        .then(|| ClientForwarded::take(headers));
+    remove_hop_by_hop(headers);
+    strip_protected(headers, &app.protected);
+    strip_cookies(headers, |name| app.is_own_cookie(name));
+    set_forwarded(
+        headers,
+        peer.ip(),
+        app.config.public_url.scheme(),
+        original_host.as_ref(),
+    );
+    if let Some(prev) = client_forwarded {
+        prev.merge_into(headers);
+    }
+    if let Some(id) = identity {
+        apply_identity(headers, &app.config.headers, id);
+    }
+    headers.remove(header::HOST);
+    if app.config.upstream.pass_host_header {
+        if let Some(host) = original_host {
+            headers.insert(header::HOST, host);
+        }
+    }
+    if let Some(proto) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto.clone());
+    }
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let out = Request::from_parts(parts, body);
+
+    let timeout = app.config.upstream.timeout;
+    let mut resp = match tokio::time::timeout(timeout, app.upstream.request(out)).await {
+        Err(_) => return Err(UpstreamError::Timeout(timeout)),
+        Ok(Err(e)) => return Err(UpstreamError::Unreachable(e)),
+        Ok(Ok(resp)) => resp,
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                            tracing::debug!(error = %e, "upgraded connection closed with error");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "upgrade failed"),
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, GatewayBody::empty()));
+        }
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, GatewayBody::Upstream(body)))
+}
+
+/// The client's own `X-Forwarded-*` values, kept only when `trust_forwarded_headers` is on.
+struct ClientForwarded {
+    xff: Option<HeaderValue>,
+    proto: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+}
+
+impl ClientForwarded {
+    fn take(headers: &HeaderMap) -> Self {
+        let get = |name: &str| headers.get(name).cloned();
+        Self {
+            xff: get("x-forwarded-for"),
+            proto: get("x-forwarded-proto"),
+            host: get("x-forwarded-host"),
+        }
+    }
+
+    /// Prepends the trusted chain to our X-Forwarded-For and restores proto/host as the
+    /// trusted proxy saw them.
+    fn merge_into(self, headers: &mut HeaderMap) {
+        if let (Some(prev), Some(ours)) = (self.xff, headers.get("x-forwarded-for")) {
+            let joined = format!(
+                "{}, {}",
+                prev.to_str().unwrap_or_default(),
+                ours.to_str().unwrap_or_default()
+            );
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+        if let Some(p) = self.proto {
+            headers.insert("x-forwarded-proto", p);
+        }
+        if let Some(h) = self.host {
+            headers.insert("x-forwarded-host", h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_uri_joins_base_path_and_keeps_query() {
+        let base = url::Url::parse("http://127.0.0.1:8080/base/").unwrap();
+        let req: Uri = "/a/b?x=1&y=%E4%B8%AD".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, &req).unwrap().to_string(),
+            "http://127.0.0.1:8080/base/a/b?x=1&y=%E4%B8%AD"
+        );
+        let base = url::Url::parse("http://app.internal").unwrap();
+        assert_eq!(
+            upstream_uri(&base, &"/".parse().unwrap()).unwrap().to_string(),
+            "http://app.internal/"
+        );
+    }
+
+    #[test]
+    fn identity_headers_are_encoded_and_optional_ones_skipped() {
+        let names = IdentityHeaders {
+            user: Some(HeaderName::from_static("x-forwarded-user")),
+            email: Some(HeaderName::from_static("x-forwarded-email")),
+            preferred_username: None,
+            union_id: Some(HeaderName::from_static("x-dingtalk-unionid")),
+            name: Some(HeaderName::from_static("x-dingtalk-name")),
+            corp_id: Some(HeaderName::from_static("x-dingtalk-corpid")),
+        };
+        let id = Identity {
+            union_id: "u123".into(),
+            name: "张三".into(),
+            avatar: None,
+            email: None,
+            corp_id: Some("dingcorp".into()),
+            open_id: None,
+        };
+        let mut h = HeaderMap::new();
+        apply_identity(&mut h, &names, &id);
+        assert_eq!(h["x-forwarded-user"], "u123");
+        assert_eq!(h["x-dingtalk-name"], "%E5%BC%A0%E4%B8%89");
+        assert_eq!(h["x-dingtalk-corpid"], "dingcorp");
+        assert!(h.get("x-forwarded-email").is_none());
+        assert_eq!(h.len(), 4);
+    }
+}

@@ -1,0 +1,158 @@
+//! The one shared state, built once at startup from a validated `Config`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::dingtalk::{ClientSettings, DingTalkClient, Endpoints, RetryPolicy};
+use crate::login::redirect::RedirectPolicy;
+use crate::login::state::{LoginStates, StateSettings};
+use crate::proxy::forward::{build_upstream_client, UpstreamClient};
+use crate::proxy::headers::ProtectedHeaders;
+use crate::session::cookie::CookieSettings;
+use crate::session::jwt::{KeyRing, SessionCodec, SessionError};
+
+/// Wall-clock seconds with a test-adjustable offset (tests move time instead of sleeping).
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset: AtomicI64,
+}
+
+impl Clock {
+    /// Seconds since the Unix epoch, plus the offset.
+    pub fn now(&self) -> i64 {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        secs.saturating_add(self.offset.load(Ordering::Relaxed))
+    }
+
+    /// Moves the clock forward by `secs` (tests only; production never calls it).
+    pub fn advance(&self, secs: i64) {
+        self.offset.fetch_add(secs, Ordering::Relaxed);
+    }
+}
+
+/// Everything a request needs, shared behind one `Arc`.
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Config,
+    /// Mints and verifies session JWTs.
+    pub sessions: SessionCodec,
+    /// Session cookie attributes.
+    pub cookies: CookieSettings,
+    /// Login `state` cookies.
+    pub login_states: LoginStates,
+    /// Return-URL validation.
+    pub redirects: RedirectPolicy,
+    /// Header names no client may send upstream.
+    pub protected: ProtectedHeaders,
+    /// DingTalk API client (one reqwest client inside).
+    pub dingtalk: DingTalkClient,
+    /// Pooled upstream client.
+    pub upstream: UpstreamClient,
+    /// Time source.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the shared state could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The session key ring was refused.
+    #[error("session keys: {0}")]
+    Keys(#[source] SessionError),
+    /// The TLS/HTTP client for DingTalk could not be built.
+    #[error("cannot build the DingTalk HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+impl AppState {
+    /// Builds the state; the only place clients and keys are created.
+    pub fn build(config: Config) -> Result<AppState, BuildError> {
+        let ring = KeyRing::new(
+            config.session.signing_key.expose().clone(),
+            config
+                .session
+                .previous_signing_keys
+                .iter()
+                .map(|k| k.expose().clone())
+                .collect(),
+        )
+        .map_err(BuildError::Keys)?;
+        let sessions = SessionCodec::new(
+            ring,
+            config.session.issuer.clone(),
+            config.session.audience.clone(),
+            config.session.lifetime,
+        );
+        let cookies = CookieSettings {
+            name: config.session.cookie_name.clone(),
+            domain: config.session.cookie_domain.clone(),
+            secure: config.session.cookie_secure,
+            lifetime: config.session.lifetime,
+        };
+        let login_states = LoginStates::new(
+            config.session.signing_key.expose(),
+            StateSettings {
+                cookie_prefix: format!("{}_csrf_", config.session.cookie_name),
+                cookie_path: format!("{}/", config.prefix),
+                secure: config.session.cookie_secure,
+                ttl: config.session.login_timeout,
+                max_flows: config.session.max_login_flows,
+            },
+        );
+        let redirects = RedirectPolicy::new(&config.public_url, config.redirect_allowlist.clone());
+        let protected = ProtectedHeaders::new(config.headers.names().map(|h| h.as_str()));
+        let http = reqwest::Client::builder()
+            .timeout(config.dingtalk.timeout)
+            .connect_timeout(config.dingtalk.timeout)
+            .user_agent(concat!("dinggate/", env!("CARGO_PKG_VERSION")))
+            // DingTalk never redirects API calls; following one could leak the token header.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(BuildError::HttpClient)?;
+        let dingtalk = DingTalkClient::new(
+            ClientSettings {
+                endpoints: Endpoints {
+                    login: config.dingtalk.login_url.clone(),
+                    api: config.dingtalk.api_url.clone(),
+                    oapi: config.dingtalk.oapi_url.clone(),
+                },
+                client_id: config.dingtalk.client_id.clone(),
+                client_secret: config.dingtalk.client_secret.expose().clone(),
+                timeout: config.dingtalk.timeout,
+                retry: RetryPolicy {
+                    max_retries: 2,
+                    base_delay: std::time::Duration::from_secs(1),
+                },
+            },
+            http,
+        );
+        let upstream = build_upstream_client(&config.upstream);
+        Ok(AppState {
+            config,
+            sessions,
+            cookies,
+            login_states,
+            redirects,
+            protected,
+            dingtalk,
+            upstream,
+            clock: Clock::default(),
+        })
+    }
+
+    /// Whether a cookie name belongs to the gateway (never forwarded upstream).
+    pub fn is_own_cookie(&self, name: &str) -> bool {
+        name == self.cookies.name || self.login_states.is_state_cookie(name)
+    }
+}

@@ -1,0 +1,85 @@
+//! The `dinggate` binary: `check` on the shipped gateway.yaml, env overrides, and config errors.
+
+use std::process::Command;
+
+fn dinggate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dinggate"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Tests must not inherit a developer's overrides.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DINGGATE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn shipped_gateway_yaml_validates_with_secrets_from_env() {
+    let out = dinggate()
+        .args(["check", "--config", "gateway.yaml"])
+        .env("DINGGATE_DINGTALK__CLIENT_SECRET", "app-secret-from-env")
+        .env("DINGGATE_SESSION__SIGNING_KEY", "k".repeat(48))
+        .env("DINGGATE_SESSION__LIFETIME", "12h")
+        .env("DINGGATE_DINGTALK__CLIENT_ID", "12345")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check failed:\n{stderr}");
+    assert!(stdout.contains("lifetime: 12h"), "env override applied:\n{stdout}");
+    assert!(stdout.contains("client_id: '12345'") || stdout.contains("client_id: \"12345\""), "numeric env value read as a string:\n{stdout}");
+    assert!(!stdout.contains("app-secret-from-env"), "secret printed:\n{stdout}");
+    assert!(!stdout.contains(&"k".repeat(48)), "signing key printed");
+    assert!(stdout.contains("<redacted>"));
+    assert!(stderr.contains("https://gate.example.com/_dinggate/callback"));
+}
+
+#[test]
+fn shipped_gateway_yaml_without_secrets_names_what_is_missing() {
+    let out = dinggate()
+        .args(["check", "--config", "gateway.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dingtalk.client_secret: missing"), "{stderr}");
+    assert!(stderr.contains("session.signing_key: missing"), "{stderr}");
+}
+
+#[test]
+fn bad_config_reports_every_problem_and_exits_non_zero() {
+    let dir = std::env::temp_dir().join(format!("dinggate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "public_url: https://gate.example.com\nupstream: not-a-url\nupstreem: http://typo\ndingtalk:\n  client_id: x\n  client_secret: y\n  corp_id: c\nsession:\n  signing_key: short\n",
+    )
+    .unwrap();
+    let out = dinggate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("upstream: not an http(s) URL"), "{stderr}");
+    assert!(stderr.contains("upstreem: unknown key"), "{stderr}");
+    assert!(stderr.contains("session.signing_key: too short"), "{stderr}");
+    assert!(!stderr.contains("short\n") || stderr.contains("too short"), "value not echoed");
+
+    let out = dinggate()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "run refuses a bad config too");
+
+    let out = dinggate()
+        .args(["check", "--config", "/nonexistent/dinggate.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}

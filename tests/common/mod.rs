@@ -1,0 +1,114 @@
+//! Shared end-to-end helpers: a running stack and a cookie-keeping client that follows redirects by hand.
+#![allow(dead_code)]
+
+use dinggate::demo::Stack;
+use reqwest::header::{HeaderMap, ACCEPT, LOCATION};
+use reqwest::{Client, Response, StatusCode};
+
+pub const HTML: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+/// Starts mock + upstream + gateway with `extra_yaml` appended to the generated config.
+pub async fn stack(extra_yaml: &str) -> Stack {
+    Stack::start(0, extra_yaml).await.expect("stack starts")
+}
+
+/// A browser-like client: keeps cookies, does not follow redirects (tests inspect each hop).
+pub fn browser() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn location(resp: &Response) -> String {
+    resp.headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location on {} response", resp.status()))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Resolves a possibly relative Location against the gateway.
+pub fn absolute(stack: &Stack, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        loc.to_owned()
+    } else {
+        format!("{}{loc}", stack.url())
+    }
+}
+
+pub async fn get_html(client: &Client, url: &str) -> Response {
+    client.get(url).header(ACCEPT, HTML).send().await.unwrap()
+}
+
+/// Starts a login for `path` and returns the DingTalk authorize URL the gateway sent us to.
+pub async fn begin_login(stack: &Stack, client: &Client, path: &str) -> String {
+    let r = get_html(client, &format!("{}{path}", stack.url())).await;
+    assert_eq!(r.status(), StatusCode::FOUND, "unauthenticated navigation redirects");
+    let start = absolute(stack, &location(&r));
+    let r = get_html(client, &start).await;
+    assert_eq!(r.status(), StatusCode::FOUND, "start redirects to DingTalk");
+    location(&r)
+}
+
+/// Approves the authorize URL as `userid` at the mock and returns the callback URL it redirects to.
+pub async fn approve(client: &Client, authorize_url: &str, userid: &str) -> String {
+    let r = get_html(client, &format!("{authorize_url}&mock_user={userid}")).await;
+    assert_eq!(r.status(), StatusCode::FOUND, "mock approves {userid}");
+    location(&r)
+}
+
+/// Full login as `userid` starting at `path`; returns the final response of the callback.
+pub async fn login(stack: &Stack, client: &Client, path: &str, userid: &str) -> Response {
+    let authorize = begin_login(stack, client, path).await;
+    let callback = approve(client, &authorize, userid).await;
+    get_html(client, &callback).await
+}
+
+/// Logs in and asserts success (302 back to `path`).
+pub async fn logged_in(stack: &Stack, userid: &str) -> Client {
+    let client = browser();
+    let r = login(stack, &client, "/", userid).await;
+    assert_eq!(r.status(), StatusCode::FOUND, "login as {userid} succeeds");
+    assert_eq!(location(&r), "/");
+    client
+}
+
+/// GETs an echo URL with JSON accepted and returns the echoed request.
+pub async fn echo(client: &Client, url: &str, headers: HeaderMap) -> serde_json::Value {
+    let r = client
+        .get(url)
+        .header(ACCEPT, "application/json")
+        .headers(headers)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "echo through the gateway");
+    r.json().await.unwrap()
+}
+
+/// The single value of an echoed header, if present.
+pub fn header<'a>(echoed: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    let values = echoed["headers"].get(name)?.as_array()?;
+    assert_eq!(values.len(), 1, "header {name} appears once: {values:?}");
+    values[0].as_str()
+}
+
+/// Every Set-Cookie line of a response.
+pub fn set_cookies(resp: &Response) -> Vec<String> {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A query parameter of a URL.
+pub fn param(url: &str, name: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).unwrap();
+    u.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
