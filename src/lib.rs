@@ -1,5 +1,6 @@
 //! dinggate: an authentication gateway that puts internal web apps behind DingTalk login.
 #![forbid(unsafe_code)]
 
+pub mod dingtalk;
 pub mod identity;
 pub mod server;
