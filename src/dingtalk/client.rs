@@ -1,0 +1,1645 @@
+//! The DingTalk HTTP client: request building, timeouts, response classification, retries and the app-token cache.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rand::Rng;
+use reqwest::header::{HeaderValue, ACCEPT};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+use url::Url;
+
+use super::error::{effective_legacy_code, DingTalkError};
+use super::types::{
+    describe_decode_error, AppToken, ContactUser, InAppUser, RawAppToken, RawParentList,
+    RawUnionIdLookup, RawUserToken, UserDetail, UserToken,
+};
+
+/// Names of the DingTalk calls, as carried in [`DingTalkError`]'s `api` field.
+/// Each is also the call's path relative to its base URL.
+pub mod api {
+    /// `POST {api}/v1.0/oauth2/userAccessToken`: scan-login code → user token.
+    pub const USER_ACCESS_TOKEN: &str = "v1.0/oauth2/userAccessToken";
+    /// `GET {api}/v1.0/contact/users/me`: the token owner's profile.
+    pub const CURRENT_USER: &str = "v1.0/contact/users/me";
+    /// `POST {api}/v1.0/oauth2/accessToken`: the app token.
+    pub const APP_TOKEN: &str = "v1.0/oauth2/accessToken";
+    /// `POST {oapi}/topapi/user/getbyunionid`: unionId → userid.
+    pub const USER_ID_BY_UNION_ID: &str = "topapi/user/getbyunionid";
+    /// `POST {oapi}/topapi/v2/user/get`: userid → details.
+    pub const USER_DETAIL: &str = "topapi/v2/user/get";
+    /// `POST {oapi}/topapi/v2/department/listparentbyuser`: userid → department chains.
+    pub const DEPARTMENT_CHAINS: &str = "topapi/v2/department/listparentbyuser";
+    /// `POST {oapi}/topapi/v2/user/getuserinfo`: in-client (免登) code → user.
+    pub const IN_APP_USER: &str = "topapi/v2/user/getuserinfo";
+}
+
+/// Base URLs of the three DingTalk hosts. A base may carry a path prefix (useful behind a proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Scan-login pages, default `https://login.dingtalk.com`.
+    pub login: Url,
+    /// New API, default `https://api.dingtalk.com`.
+    pub api: Url,
+    /// Legacy API, default `https://oapi.dingtalk.com`.
+    pub oapi: Url,
+}
+
+impl Endpoints {
+    /// All three bases at one URL (the mock DingTalk serves every path on one listener).
+    pub fn single(base: Url) -> Self {
+        Self {
+            login: base.clone(),
+            api: base.clone(),
+            oapi: base,
+        }
+    }
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        fn parse(s: &str) -> Url {
+            Url::parse(s).expect("constant URL is valid")
+        }
+        Self {
+            login: parse("https://login.dingtalk.com"),
+            api: parse("https://api.dingtalk.com"),
+            oapi: parse("https://oapi.dingtalk.com"),
+        }
+    }
+}
+
+/// How QPS-limited calls are retried: up to `max_retries` more attempts, sleeping
+/// `base_delay * 2^n` plus up to 50 % jitter before retry `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 = never retry).
+    pub max_retries: u32,
+    /// Sleep before the first retry; doubles for each further one.
+    pub base_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Two retries starting at one second (DingTalk's QPS window is one second).
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything the client needs besides the shared HTTP client. `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// Where the three DingTalk hosts are.
+    pub endpoints: Endpoints,
+    /// The app's Client ID (AppKey).
+    pub client_id: String,
+    /// The app's Client Secret (AppSecret).
+    pub client_secret: String,
+    /// Upper bound for each request attempt, from sending to the last body byte.
+    pub timeout: Duration,
+    /// Back-off for QPS-limited answers.
+    pub retry: RetryPolicy,
+}
+
+impl fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("endpoints", &self.endpoints)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// Largest response body accepted; DingTalk's answers are a few kilobytes.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Longest DingTalk message kept in an error.
+const MAX_MESSAGE_CHARS: usize = 300;
+/// How long before DingTalk's stated expiry the cached app token is replaced.
+const APP_TOKEN_MARGIN: Duration = Duration::from_secs(300);
+
+/// Scan-login query values: everything but RFC 3986 unreserved characters is percent-encoded,
+/// so a space is `%20` (which both form and non-form decoders read as a space).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The DingTalk API client. Cheap to clone (shares one HTTP client and one app-token cache).
+#[derive(Clone)]
+pub struct DingTalkClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: ClientSettings,
+    http: reqwest::Client,
+    token: TokenCache,
+}
+
+impl fmt::Debug for DingTalkClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DingTalkClient")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The app-token cache. `state` is only locked briefly (never across an await); `refresh`
+/// is held while one caller fetches, which makes concurrent refreshes single-flight.
+#[derive(Default)]
+struct TokenCache {
+    state: Mutex<TokenState>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct TokenState {
+    token: Option<AppToken>,
+    /// Bumped after every fetch attempt, so waiters can tell a fetch finished while they queued.
+    generation: u64,
+    last_error: Option<DingTalkError>,
+}
+
+impl TokenCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn fresh(token: &Option<AppToken>, now: Instant) -> Option<AppToken> {
+    token.as_ref().filter(|t| now < expires_at(t)).cloned()
+}
+
+fn expires_at(token: &AppToken) -> Instant {
+    let life = Duration::from_secs(token.expire_in);
+    // Short-lived tokens (tests, odd tenants) keep half their life rather than none.
+    let margin = APP_TOKEN_MARGIN.min(life / 2);
+    token.fetched_at() + (life - margin)
+}
+
+/// Which wire conventions a call follows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `api.dingtalk.com`: HTTP status + `{code, message, requestid}`.
+    New,
+    /// `oapi.dingtalk.com`: HTTP 200 + `errcode`.
+    Legacy,
+}
+
+/// One DingTalk call, rebuilt for every attempt.
+struct Call<'a> {
+    api: &'static str,
+    family: Family,
+    method: Method,
+    url: Url,
+    body: Option<&'a Value>,
+    user_token: Option<&'a str>,
+}
+
+/// A JSON object answer and the HTTP status it came with.
+struct Answer {
+    status: u16,
+    body: Map<String, Value>,
+}
+
+impl DingTalkClient {
+    /// Builds the client around the process-wide HTTP client.
+    pub fn new(settings: ClientSettings, http: reqwest::Client) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                http,
+                token: TokenCache::default(),
+            }),
+        }
+    }
+
+    /// The settings the client was built with.
+    pub fn settings(&self) -> &ClientSettings {
+        &self.inner.settings
+    }
+
+    /// The scan-login authorize URL (`{login}/oauth2/auth`) with `redirect_uri`, `response_type=code`,
+    /// `client_id`, `scope` (`openid corpid` when `corp_id` is given, else `openid`), `state`,
+    /// `prompt=consent` and, when given, `corpId` (pre-selects the organization). Values are
+    /// percent-encoded; spaces as `%20`.
+    pub fn authorize_url(&self, redirect_uri: &str, state: &str, corp_id: Option<&str>) -> Url {
+        let settings = &self.inner.settings;
+        let mut url = join(&settings.endpoints.login, "oauth2/auth");
+        let scope = if corp_id.is_some() {
+            "openid corpid"
+        } else {
+            "openid"
+        };
+        let mut pairs = vec![
+            ("redirect_uri", redirect_uri),
+            ("response_type", "code"),
+            ("client_id", settings.client_id.as_str()),
+            ("scope", scope),
+            ("state", state),
+            ("prompt", "consent"),
+        ];
+        if let Some(corp) = corp_id {
+            pairs.push(("corpId", corp));
+        }
+        let mut query = url.query().unwrap_or_default().to_owned();
+        for (key, value) in pairs {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str(key);
+            query.push('=');
+            query.extend(utf8_percent_encode(value, QUERY_VALUE));
+        }
+        url.set_query(Some(&query));
+        url
+    }
+
+    /// Exchanges a scan-login code for a user token. Never retried on timeout (codes are single-use);
+    /// retried on QPS limits. A refused code is an error with [`DingTalkError::is_bad_code`].
+    pub async fn exchange_code(&self, code: &str) -> Result<UserToken, DingTalkError> {
+        let settings = &self.inner.settings;
+        let body = json!({
+            "clientId": settings.client_id,
+            "clientSecret": settings.client_secret,
+            "code": code,
+            "grantType": "authorization_code",
+        });
+        let answer = self
+            .execute(&Call {
+                api: api::USER_ACCESS_TOKEN,
+                family: Family::New,
+                method: Method::POST,
+                url: join(&settings.endpoints.api, api::USER_ACCESS_TOKEN),
+                body: Some(&body),
+                user_token: None,
+            })
+            .await?;
+        let raw: RawUserToken = decode(api::USER_ACCESS_TOKEN, answer.status, answer.body)?;
+        Ok(UserToken::new(raw.access_token, raw.corp_id, raw.expire_in))
+    }
+
+    /// The profile of the user who owns `token` (`unionId` required).
+    pub async fn current_user(&self, token: &UserToken) -> Result<ContactUser, DingTalkError> {
+        let answer = self
+            .execute(&Call {
+                api: api::CURRENT_USER,
+                family: Family::New,
+                method: Method::GET,
+                url: join(&self.inner.settings.endpoints.api, api::CURRENT_USER),
+                body: None,
+                user_token: Some(token.secret()),
+            })
+            .await?;
+        decode(api::CURRENT_USER, answer.status, answer.body)
+    }
+
+    /// The app token, from the cache while it has more than a margin (5 min, or half its life
+    /// when shorter) left. Concurrent callers share one fetch; callers that queued behind a
+    /// failed fetch get its error instead of each trying again.
+    pub async fn app_token(&self) -> Result<AppToken, DingTalkError> {
+        let cache = &self.inner.token;
+        let seen = {
+            let state = cache.lock();
+            if let Some(token) = fresh(&state.token, Instant::now()) {
+                return Ok(token);
+            }
+            state.generation
+        };
+        let _flight = cache.refresh.lock().await;
+        {
+            let state = cache.lock();
+            if let Some(token) = fresh(&state.token, Instant::now()) {
+                return Ok(token);
+            }
+            if state.generation != seen {
+                if let Some(err) = &state.last_error {
+                    return Err(err.clone());
+                }
+            }
+        }
+        let result = self.fetch_app_token().await;
+        let mut state = cache.lock();
+        state.generation = state.generation.wrapping_add(1);
+        match &result {
+            Ok(token) => {
+                state.token = Some(token.clone());
+                state.last_error = None;
+            }
+            Err(err) => state.last_error = Some(err.clone()),
+        }
+        result
+    }
+
+    async fn fetch_app_token(&self) -> Result<AppToken, DingTalkError> {
+        let settings = &self.inner.settings;
+        let body = json!({
+            "appKey": settings.client_id,
+            "appSecret": settings.client_secret,
+        });
+        let answer = self
+            .execute(&Call {
+                api: api::APP_TOKEN,
+                family: Family::New,
+                method: Method::POST,
+                url: join(&settings.endpoints.api, api::APP_TOKEN),
+                body: Some(&body),
+                user_token: None,
+            })
+            .await?;
+        let raw: RawAppToken = decode(api::APP_TOKEN, answer.status, answer.body)?;
+        tracing::debug!(expire_in = raw.expire_in, "fetched a DingTalk app token");
+        Ok(AppToken::new(
+            raw.access_token,
+            raw.expire_in,
+            Instant::now(),
+        ))
+    }
+
+    /// Drops `stale` from the cache unless a newer token already replaced it.
+    fn invalidate_app_token(&self, stale: &AppToken) {
+        let mut state = self.inner.token.lock();
+        if state.token.as_ref().is_some_and(|t| t.same_token(stale)) {
+            state.token = None;
+        }
+    }
+
+    /// The enterprise userid for a unionId; `Ok(None)` when the person is not an employee of the
+    /// organization (errcode 60121, or an external contact).
+    pub async fn user_id_by_union_id(
+        &self,
+        union_id: &str,
+    ) -> Result<Option<String>, DingTalkError> {
+        let body = json!({ "unionid": union_id });
+        let answer = match self.oapi(api::USER_ID_BY_UNION_ID, &body).await {
+            Ok(answer) => answer,
+            Err(DingTalkError::Legacy {
+                errcode, sub_code, ..
+            }) if effective_legacy_code(errcode, sub_code.as_deref()) == 60121 => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let found: RawUnionIdLookup = result(api::USER_ID_BY_UNION_ID, answer)?;
+        if found.contact_type != 0 {
+            tracing::debug!(
+                contact_type = found.contact_type,
+                "unionId belongs to an external contact, not an employee"
+            );
+            return Ok(None);
+        }
+        Ok(Some(found.userid))
+    }
+
+    /// Details of an organization member (errcode 60121 when there is no such user).
+    pub async fn user_detail(&self, userid: &str) -> Result<UserDetail, DingTalkError> {
+        let body = json!({ "userid": userid, "language": "zh_CN" });
+        let answer = self.oapi(api::USER_DETAIL, &body).await?;
+        result(api::USER_DETAIL, answer)
+    }
+
+    /// Every ancestor chain of the user's departments, each from the user's own department up
+    /// to the root (`1`).
+    pub async fn department_chains(&self, userid: &str) -> Result<Vec<Vec<u64>>, DingTalkError> {
+        let body = json!({ "userid": userid });
+        let answer = self.oapi(api::DEPARTMENT_CHAINS, &body).await?;
+        let list: RawParentList = result(api::DEPARTMENT_CHAINS, answer)?;
+        Ok(list
+            .parent_list
+            .into_iter()
+            .map(|chain| chain.parent_dept_id_list)
+            .collect())
+    }
+
+    /// The user behind an in-client (免登) JSAPI code. Never retried on timeout (single-use code);
+    /// an invalid, used or expired code is errcode 40078 ([`DingTalkError::is_bad_code`]).
+    pub async fn inapp_user(&self, jsapi_code: &str) -> Result<InAppUser, DingTalkError> {
+        let body = json!({ "code": jsapi_code });
+        let answer = self.oapi(api::IN_APP_USER, &body).await?;
+        result(api::IN_APP_USER, answer)
+    }
+
+    /// A POST to the legacy API with the cached app token. If DingTalk rejects the token, the
+    /// cache is dropped and the call is repeated once with a freshly fetched token.
+    async fn oapi(&self, api: &'static str, body: &Value) -> Result<Answer, DingTalkError> {
+        let token = self.app_token().await?;
+        match self.oapi_with(api, body, &token).await {
+            Err(err) if err.is_app_token_rejected() => {
+                tracing::info!(
+                    api,
+                    error = %err,
+                    "DingTalk rejected the cached app token; fetching a new one"
+                );
+                self.invalidate_app_token(&token);
+                let token = self.app_token().await?;
+                self.oapi_with(api, body, &token).await
+            }
+            other => other,
+        }
+    }
+
+    async fn oapi_with(
+        &self,
+        api: &'static str,
+        body: &Value,
+        token: &AppToken,
+    ) -> Result<Answer, DingTalkError> {
+        let mut url = join(&self.inner.settings.endpoints.oapi, api);
+        url.query_pairs_mut()
+            .append_pair("access_token", token.secret());
+        self.execute(&Call {
+            api,
+            family: Family::Legacy,
+            method: Method::POST,
+            url,
+            body: Some(body),
+            user_token: None,
+        })
+        .await
+    }
+
+    /// Runs `call`, retrying QPS-limit answers with exponential back-off and jitter.
+    /// Nothing else is retried: timeouts could have consumed a single-use code.
+    async fn execute(&self, call: &Call<'_>) -> Result<Answer, DingTalkError> {
+        let policy = self.inner.settings.retry;
+        let mut retries = 0;
+        loop {
+            match self.attempt(call, retries).await {
+                Err(err) if err.is_rate_limited() => {
+                    if retries >= policy.max_retries {
+                        return Err(DingTalkError::Throttled {
+                            api: call.api,
+                            detail: format!(
+                                "still rate limited after {retries} retries; last answer: {err}"
+                            ),
+                        });
+                    }
+                    let delay = backoff(policy, retries);
+                    tracing::debug!(
+                        api = call.api,
+                        retries,
+                        delay_ms = delay.as_millis() as u64,
+                        "rate limited; backing off"
+                    );
+                    tokio::time::sleep(delay).await;
+                    retries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn attempt(&self, call: &Call<'_>, retry: u32) -> Result<Answer, DingTalkError> {
+        let api = call.api;
+        let timeout = self.inner.settings.timeout;
+        let mut request = self
+            .inner
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .timeout(timeout)
+            .header(ACCEPT, "application/json");
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+        if let Some(token) = call.user_token {
+            let mut value = HeaderValue::from_str(token).map_err(|_| DingTalkError::Decode {
+                api,
+                status: 0,
+                detail: "the user token contains characters that cannot be sent in a header"
+                    .to_owned(),
+            })?;
+            value.set_sensitive(true);
+            request = request.header("x-acs-dingtalk-access-token", value);
+        }
+
+        let started = Instant::now();
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let header_request_id = response
+                .headers()
+                .get("x-acs-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let content_type = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = read_body(response).await?;
+            Ok::<_, reqwest::Error>((status, header_request_id, content_type, body))
+        };
+        let outcome = tokio::time::timeout(timeout, exchange).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let (status, header_request_id, content_type, body) = match outcome {
+            Err(_) => {
+                tracing::debug!(api, elapsed_ms, retry, "DingTalk call timed out");
+                return Err(DingTalkError::Timeout { api });
+            }
+            Ok(Err(err)) => {
+                let err = transport_error(api, err);
+                tracing::debug!(api, elapsed_ms, retry, error = ?err, "DingTalk call failed");
+                return Err(err);
+            }
+            Ok(Ok(parts)) => parts,
+        };
+        let Some(body) = body else {
+            return Err(DingTalkError::Decode {
+                api,
+                status,
+                detail: format!("response body larger than {MAX_BODY_BYTES} bytes"),
+            });
+        };
+        let parsed = serde_json::from_slice::<Value>(&body).ok();
+        let request_id = parsed
+            .as_ref()
+            .and_then(|v| v.as_object())
+            .and_then(body_request_id)
+            .or(header_request_id);
+        tracing::debug!(
+            api,
+            status,
+            elapsed_ms,
+            retry,
+            request_id = request_id.as_deref().unwrap_or("-"),
+            "DingTalk call"
+        );
+        let object = match parsed {
+            Some(Value::Object(object)) => object,
+            Some(_) => {
+                return Err(DingTalkError::Decode {
+                    api,
+                    status,
+                    detail: "the body is JSON but not an object".to_owned(),
+                })
+            }
+            None => {
+                return Err(DingTalkError::Throttled {
+                    api,
+                    detail: format!(
+                        "non-JSON response (HTTP {status}, content-type {}, {} bytes): \
+                         an IP ban page, a proxy or an outage",
+                        content_type.as_deref().unwrap_or("none"),
+                        body.len()
+                    ),
+                })
+            }
+        };
+        if object.get("punish").and_then(Value::as_str) == Some("deny") {
+            let wait = object.get("wait").map(Value::to_string);
+            return Err(DingTalkError::Throttled {
+                api,
+                detail: format!(
+                    "the gateway's IP is banned by DingTalk (punish: deny, wait {} s)",
+                    wait.as_deref().unwrap_or("?")
+                ),
+            });
+        }
+        match call.family {
+            Family::New => classify_new(api, status, object, request_id),
+            Family::Legacy => classify_legacy(api, status, object, request_id),
+        }
+    }
+}
+
+/// A new-API answer: the object itself on 2xx, `{code, message, requestid}` otherwise.
+fn classify_new(
+    api: &'static str,
+    status: u16,
+    object: Map<String, Value>,
+    request_id: Option<String>,
+) -> Result<Answer, DingTalkError> {
+    if (200..300).contains(&status) {
+        return Ok(Answer {
+            status,
+            body: object,
+        });
+    }
+    api_error(api, status, &object, request_id)
+}
+
+fn api_error(
+    api: &'static str,
+    status: u16,
+    object: &Map<String, Value>,
+    request_id: Option<String>,
+) -> Result<Answer, DingTalkError> {
+    let Some(code) = first_str(object, &["code", "Code"]) else {
+        return Err(DingTalkError::Decode {
+            api,
+            status,
+            detail: "error response without a code".to_owned(),
+        });
+    };
+    let message = first_str(object, &["message", "Message", "description"]).unwrap_or_default();
+    let required_scopes = [
+        "accessdenieddetail",
+        "accessDeniedDetail",
+        "AccessDeniedDetail",
+    ]
+    .iter()
+    .find_map(|key| object.get(*key))
+    .and_then(|detail| detail.get("requiredScopes"))
+    .and_then(Value::as_array)
+    .map(|scopes| {
+        scopes
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|s| truncate(s, 100))
+            .collect()
+    })
+    .unwrap_or_default();
+    Err(DingTalkError::Api {
+        api,
+        status,
+        code: truncate(&code, 100),
+        message: truncate(&message, MAX_MESSAGE_CHARS),
+        request_id,
+        required_scopes,
+    })
+}
+
+/// A legacy answer: success only when `errcode` is 0 and there is no `sub_code`.
+fn classify_legacy(
+    api: &'static str,
+    status: u16,
+    object: Map<String, Value>,
+    request_id: Option<String>,
+) -> Result<Answer, DingTalkError> {
+    let Some(errcode) = object.get("errcode") else {
+        if !(200..300).contains(&status) {
+            return api_error(api, status, &object, request_id);
+        }
+        return Err(DingTalkError::Decode {
+            api,
+            status,
+            detail: "no errcode in the response".to_owned(),
+        });
+    };
+    let errcode = match errcode {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let Some(errcode) = errcode else {
+        return Err(DingTalkError::Decode {
+            api,
+            status,
+            detail: "errcode is not an integer".to_owned(),
+        });
+    };
+    let sub_code = match object.get("sub_code") {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.trim() != "0" => {
+            Some(truncate(s.trim(), 100))
+        }
+        Some(Value::Number(n)) if n.as_i64() != Some(0) => Some(n.to_string()),
+        _ => None,
+    };
+    if errcode == 0 && sub_code.is_none() && (200..300).contains(&status) {
+        return Ok(Answer {
+            status,
+            body: object,
+        });
+    }
+    let sub_msg = first_str(&object, &["sub_msg"]).filter(|s| !s.is_empty());
+    let message = if sub_code.is_some() && sub_msg.is_some() {
+        sub_msg
+    } else {
+        first_str(&object, &["errmsg"])
+    }
+    .unwrap_or_default();
+    Err(DingTalkError::Legacy {
+        api,
+        errcode,
+        sub_code,
+        message: truncate(&message, MAX_MESSAGE_CHARS),
+        request_id,
+    })
+}
+
+/// The `result` object of a successful legacy answer, decoded as `T`.
+fn result<T: DeserializeOwned>(api: &'static str, mut answer: Answer) -> Result<T, DingTalkError> {
+    match answer.body.remove("result") {
+        Some(Value::Object(object)) => decode(api, answer.status, object),
+        _ => Err(DingTalkError::Decode {
+            api,
+            status: answer.status,
+            detail: "no result object in the response".to_owned(),
+        }),
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    api: &'static str,
+    status: u16,
+    object: Map<String, Value>,
+) -> Result<T, DingTalkError> {
+    serde_json::from_value(Value::Object(object)).map_err(|err| DingTalkError::Decode {
+        api,
+        status,
+        detail: describe_decode_error(&err),
+    })
+}
+
+fn body_request_id(object: &Map<String, Value>) -> Option<String> {
+    first_str(
+        object,
+        &["requestid", "requestId", "RequestId", "request_id"],
+    )
+    .map(|id| truncate(&id, 100))
+}
+
+fn first_str(object: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .find_map(|key| object.get(*key).and_then(Value::as_str))
+        .map(str::to_owned)
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// `base` with `path` appended to its path (so a base with a prefix keeps it).
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!("{}/{}", base.path().trim_end_matches('/'), path);
+    url.set_path(&joined);
+    url
+}
+
+fn backoff(policy: RetryPolicy, retry: u32) -> Duration {
+    let base = policy.base_delay.saturating_mul(1u32 << retry.min(10));
+    let jitter_ms = (base.as_millis() / 2).min(u128::from(u64::MAX)) as u64;
+    let jitter = rand::rng().random_range(0..=jitter_ms);
+    base.saturating_add(Duration::from_millis(jitter))
+}
+
+/// Reads at most `MAX_BODY_BYTES`; `None` when the body is larger.
+async fn read_body(mut response: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+fn transport_error(api: &'static str, err: reqwest::Error) -> DingTalkError {
+    if err.is_timeout() {
+        return DingTalkError::Timeout { api };
+    }
+    // The URL of an oapi call carries the app token in its query: never keep it.
+    DingTalkError::Transport {
+        api,
+        source: Arc::new(err.without_url()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, VecDeque};
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::server::{serve_http, ServerLimits};
+
+    const SECRET: &str = "client-secret-value";
+
+    #[derive(Clone)]
+    struct Canned {
+        status: u16,
+        body: String,
+        content_type: &'static str,
+        delay: Duration,
+    }
+
+    fn reply(status: u16, body: Value) -> Canned {
+        Canned {
+            status,
+            body: body.to_string(),
+            content_type: "application/json;charset=utf-8",
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn ok(body: Value) -> Canned {
+        reply(200, body)
+    }
+
+    fn delayed(canned: Canned, delay: Duration) -> Canned {
+        Canned { delay, ..canned }
+    }
+
+    fn app_token_reply(token: &str) -> Canned {
+        ok(json!({ "accessToken": token, "expireIn": 7200 }))
+    }
+
+    fn legacy_ok(result: Value) -> Canned {
+        ok(json!({ "errcode": 0, "errmsg": "ok", "request_id": "rid-ok", "result": result }))
+    }
+
+    fn token_rejected() -> Canned {
+        ok(json!({
+            "errcode": 88, "sub_code": "40014", "sub_msg": "不合法的access_token",
+            "errmsg": "ding talk error[subcode=40014,submsg=不合法的access_token]",
+            "request_id": "16l4ew3d47pdp"
+        }))
+    }
+
+    fn qps_limited() -> Canned {
+        ok(
+            json!({ "errcode": 90018, "errmsg": "当前应用调用该接口超过限流值", "request_id": "rid-qps" }),
+        )
+    }
+
+    #[derive(Debug, Clone)]
+    struct Recorded {
+        query: Option<String>,
+        token_header: Option<String>,
+        body: Value,
+    }
+
+    #[derive(Default)]
+    struct MockState {
+        replies: Mutex<HashMap<String, VecDeque<Canned>>>,
+        log: Mutex<HashMap<String, Vec<Recorded>>>,
+    }
+
+    /// A canned-response server: each path answers its replies in order, repeating the last one.
+    struct Mock {
+        base: Url,
+        state: Arc<MockState>,
+    }
+
+    impl Mock {
+        async fn start() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let state = Arc::new(MockState::default());
+            let shared = state.clone();
+            let handler = move |req: http::Request<Incoming>, _peer: SocketAddr| {
+                let state = shared.clone();
+                async move { Ok::<_, Infallible>(answer(&state, req).await) }
+            };
+            tokio::spawn(serve_http(
+                listener,
+                ServerLimits::default(),
+                handler,
+                std::future::pending(),
+            ));
+            Self {
+                base: Url::parse(&format!("http://{addr}")).unwrap(),
+                state,
+            }
+        }
+
+        fn on(&self, api: &str, replies: Vec<Canned>) {
+            self.state
+                .replies
+                .lock()
+                .unwrap()
+                .insert(format!("/{api}"), replies.into());
+        }
+
+        fn requests(&self, api: &str) -> Vec<Recorded> {
+            let log = self.state.log.lock().unwrap();
+            log.get(&format!("/{api}")).cloned().unwrap_or_default()
+        }
+
+        fn calls(&self, api: &str) -> usize {
+            self.requests(api).len()
+        }
+
+        fn settings(&self, timeout: Duration) -> ClientSettings {
+            ClientSettings {
+                endpoints: Endpoints::single(self.base.clone()),
+                client_id: "ding-client-id".to_owned(),
+                client_secret: SECRET.to_owned(),
+                timeout,
+                retry: RetryPolicy {
+                    max_retries: 2,
+                    base_delay: Duration::from_millis(5),
+                },
+            }
+        }
+
+        fn client(&self) -> DingTalkClient {
+            DingTalkClient::new(self.settings(Duration::from_secs(5)), http_client())
+        }
+    }
+
+    fn http_client() -> reqwest::Client {
+        reqwest::Client::builder().no_proxy().build().unwrap()
+    }
+
+    async fn answer(
+        state: &MockState,
+        req: http::Request<Incoming>,
+    ) -> http::Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().map(str::to_owned);
+        let token_header = req
+            .headers()
+            .get("x-acs-dingtalk-access-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        state
+            .log
+            .lock()
+            .unwrap()
+            .entry(path.clone())
+            .or_default()
+            .push(Recorded {
+                query,
+                token_header,
+                body,
+            });
+        let canned = {
+            let mut replies = state.replies.lock().unwrap();
+            match replies.get_mut(&path) {
+                Some(queue) if queue.len() > 1 => queue.pop_front(),
+                Some(queue) => queue.front().cloned(),
+                None => None,
+            }
+        }
+        .unwrap_or_else(|| reply(404, json!({ "code": "NotFound", "message": path })));
+        if !canned.delay.is_zero() {
+            tokio::time::sleep(canned.delay).await;
+        }
+        http::Response::builder()
+            .status(canned.status)
+            .header("content-type", canned.content_type)
+            .body(Full::new(Bytes::from(canned.body)))
+            .unwrap()
+    }
+
+    fn profile() -> Value {
+        json!({
+            "nick": "张三", "unionId": "union-zhangsan", "openId": "open-1",
+            "avatarUrl": "https://static.example.com/a.png", "email": "zhangsan@example.com",
+            "stateCode": "86", "visitor": false
+        })
+    }
+
+    #[test]
+    fn authorize_url_carries_every_parameter_encoded() {
+        let settings = ClientSettings {
+            endpoints: Endpoints::default(),
+            client_id: "dingabc".into(),
+            client_secret: SECRET.into(),
+            timeout: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+        };
+        let client = DingTalkClient::new(settings.clone(), http_client());
+        let redirect = "https://gw.example.com/_dinggate/callback?x=1&y=a b";
+        let url = client.authorize_url(redirect, "st-1/+=", Some("dingcorp"));
+        assert!(url
+            .as_str()
+            .starts_with("https://login.dingtalk.com/oauth2/auth?"));
+        let query = url.query().unwrap();
+        assert!(query.contains("scope=openid%20corpid"), "{query}");
+        assert!(query.contains(
+            "redirect_uri=https%3A%2F%2Fgw.example.com%2F_dinggate%2Fcallback%3Fx%3D1%26y%3Da%20b"
+        ));
+        assert!(query.contains("state=st-1%2F%2B%3D"), "{query}");
+        let pairs: HashMap<String, String> = url.query_pairs().into_owned().collect();
+        let expected: HashMap<String, String> = [
+            ("redirect_uri", redirect),
+            ("response_type", "code"),
+            ("client_id", "dingabc"),
+            ("scope", "openid corpid"),
+            ("state", "st-1/+="),
+            ("prompt", "consent"),
+            ("corpId", "dingcorp"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(pairs, expected);
+
+        let url = client.authorize_url("https://gw.example.com/cb", "s", None);
+        let pairs: HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(pairs["scope"], "openid");
+        assert!(!pairs.contains_key("corpId"));
+        assert!(url.query().unwrap().contains("scope=openid&"));
+
+        let mut prefixed = settings;
+        prefixed.endpoints.login = Url::parse("http://127.0.0.1:9/mock/").unwrap();
+        let url = DingTalkClient::new(prefixed, http_client()).authorize_url("x", "s", None);
+        assert_eq!(url.path(), "/mock/oauth2/auth");
+    }
+
+    #[tokio::test]
+    async fn exchanges_code_and_reads_profile() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::USER_ACCESS_TOKEN,
+            vec![ok(json!({
+                "accessToken": "user-token-1", "refreshToken": "refresh-1",
+                "expireIn": 7200, "corpId": "dingcorp"
+            }))],
+        );
+        mock.on(api::CURRENT_USER, vec![ok(profile())]);
+        let client = mock.client();
+
+        let token = client.exchange_code("the-auth-code").await.unwrap();
+        assert_eq!(token.corp_id.as_deref(), Some("dingcorp"));
+        assert_eq!(token.expire_in, 7200);
+        assert!(!format!("{token:?}").contains("user-token-1"));
+        let sent = &mock.requests(api::USER_ACCESS_TOKEN)[0].body;
+        assert_eq!(
+            sent,
+            &json!({
+                "clientId": "ding-client-id", "clientSecret": SECRET,
+                "code": "the-auth-code", "grantType": "authorization_code"
+            })
+        );
+
+        let user = client.current_user(&token).await.unwrap();
+        assert_eq!(user.union_id, "union-zhangsan");
+        assert_eq!(user.nick, "张三");
+        assert_eq!(user.open_id.as_deref(), Some("open-1"));
+        assert_eq!(
+            user.avatar_url.as_deref(),
+            Some("https://static.example.com/a.png")
+        );
+        assert_eq!(user.email.as_deref(), Some("zhangsan@example.com"));
+        assert_eq!(user.mobile, None);
+        let me = &mock.requests(api::CURRENT_USER)[0];
+        assert_eq!(me.token_header.as_deref(), Some("user-token-1"));
+        assert_eq!(me.query, None);
+    }
+
+    #[tokio::test]
+    async fn profile_without_union_id_is_a_decode_error() {
+        let mock = Mock::start().await;
+        mock.on(api::CURRENT_USER, vec![ok(json!({ "nick": "张三" }))]);
+        let err = mock
+            .client()
+            .current_user(&UserToken::new("t", None, 7200))
+            .await
+            .unwrap_err();
+        match &err {
+            DingTalkError::Decode {
+                api: which,
+                status,
+                detail,
+            } => {
+                assert_eq!(*which, api::CURRENT_USER);
+                assert_eq!(*status, 200);
+                assert!(detail.contains("unionId"), "{detail}");
+            }
+            other => panic!("expected Decode, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn token_response_of_the_wrong_shape_does_not_leak_its_values() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::USER_ACCESS_TOKEN,
+            vec![ok(
+                json!({ "accessToken": ["leaky-token"], "expireIn": 7200 }),
+            )],
+        );
+        let err = mock.client().exchange_code("code-1").await.unwrap_err();
+        assert!(matches!(err, DingTalkError::Decode { .. }), "{err:?}");
+        assert!(!format!("{err} {err:?}").contains("leaky-token"));
+    }
+
+    #[tokio::test]
+    async fn new_api_errors_keep_code_message_and_request_id() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::CURRENT_USER,
+            vec![reply(
+                400,
+                json!({ "code": "InvalidAuthentication", "message": "不合法的access_token", "requestid": "REQ-1" }),
+            )],
+        );
+        let err = mock
+            .client()
+            .current_user(&UserToken::new("user-token-x", None, 7200))
+            .await
+            .unwrap_err();
+        match &err {
+            DingTalkError::Api {
+                status,
+                code,
+                message,
+                request_id,
+                ..
+            } => {
+                assert_eq!(*status, 400);
+                assert_eq!(code, "InvalidAuthentication");
+                assert_eq!(message, "不合法的access_token");
+                assert_eq!(request_id.as_deref(), Some("REQ-1"));
+            }
+            other => panic!("expected Api, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("HTTP 400")
+                && text.contains("REQ-1")
+                && text.contains("InvalidAuthentication")
+        );
+        assert!(!text.contains("user-token-x"));
+        assert!(!err.is_bad_code() && !err.is_timeout());
+        assert!(err
+            .operator_hint()
+            .contains("dingtalk.client_id / client_secret"));
+    }
+
+    #[tokio::test]
+    async fn exchange_errors_tell_config_problems_from_bad_codes() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::USER_ACCESS_TOKEN,
+            vec![
+                reply(
+                    400,
+                    json!({ "Code": "invalidClientIdOrSecret", "Message": "无效的clientId或者clientSecret", "RequestId": "R-2" }),
+                ),
+                reply(400, json!({ "code": "invalidAuthCode", "message": "code expired", "requestid": "R-3" })),
+            ],
+        );
+        let client = mock.client();
+        let config = client.exchange_code("secret-code-1").await.unwrap_err();
+        assert!(
+            matches!(&config, DingTalkError::Api { code, request_id, .. }
+            if code == "invalidClientIdOrSecret" && request_id.as_deref() == Some("R-2"))
+        );
+        assert!(!config.is_bad_code());
+        assert!(config
+            .operator_hint()
+            .contains("dingtalk.client_id / client_secret"));
+
+        let bad = client.exchange_code("secret-code-2").await.unwrap_err();
+        assert!(bad.is_bad_code(), "{bad:?}");
+        assert!(bad.operator_hint().contains("redirect URL"));
+        for err in [&config, &bad] {
+            let text = format!("{err} {err:?} {}", err.operator_hint());
+            assert!(
+                !text.contains("secret-code") && !text.contains(SECRET),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn permission_error_names_the_missing_scope() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::CURRENT_USER,
+            vec![reply(
+                403,
+                json!({
+                    "code": "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+                    "message": "没有调用该接口的权限", "requestid": "R-4",
+                    "accessdenieddetail": { "requiredScopes": ["Contact.User.Read"] }
+                }),
+            )],
+        );
+        let err = mock
+            .client()
+            .current_user(&UserToken::new("t", None, 7200))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DingTalkError::Api { required_scopes, .. } if required_scopes == &["Contact.User.Read"])
+        );
+        assert!(err
+            .operator_hint()
+            .contains("grant the permission Contact.User.Read"));
+        assert_eq!(mock.calls(api::CURRENT_USER), 1);
+    }
+
+    #[tokio::test]
+    async fn legacy_auth_error_is_parsed_from_sub_code_and_retried_once() {
+        let mock = Mock::start().await;
+        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(api::USER_DETAIL, vec![token_rejected()]);
+        let err = mock.client().user_detail("zhangsan").await.unwrap_err();
+        match &err {
+            DingTalkError::Legacy {
+                api: which,
+                errcode,
+                sub_code,
+                message,
+                request_id,
+            } => {
+                assert_eq!(*which, api::USER_DETAIL);
+                assert_eq!(*errcode, 88);
+                assert_eq!(sub_code.as_deref(), Some("40014"));
+                assert_eq!(message, "不合法的access_token");
+                assert_eq!(request_id.as_deref(), Some("16l4ew3d47pdp"));
+            }
+            other => panic!("expected Legacy, got {other:?}"),
+        }
+        // One refetch and one retry, not a loop.
+        assert_eq!(mock.calls(api::APP_TOKEN), 2);
+        assert_eq!(mock.calls(api::USER_DETAIL), 2);
+        assert!(!format!("{err} {err:?}").contains("app-token-1"));
+    }
+
+    #[tokio::test]
+    async fn rejected_app_token_is_refetched_and_the_call_retried() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::APP_TOKEN,
+            vec![
+                app_token_reply("app-token-1"),
+                app_token_reply("app-token-2"),
+            ],
+        );
+        mock.on(
+            api::USER_ID_BY_UNION_ID,
+            vec![
+                token_rejected(),
+                legacy_ok(json!({ "contact_type": 0, "userid": "zhangsan" })),
+            ],
+        );
+        let client = mock.client();
+        assert_eq!(
+            client.user_id_by_union_id("union-zhangsan").await.unwrap(),
+            Some("zhangsan".to_owned())
+        );
+        let sent = mock.requests(api::USER_ID_BY_UNION_ID);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].query.as_deref(), Some("access_token=app-token-1"));
+        assert_eq!(sent[1].query.as_deref(), Some("access_token=app-token-2"));
+        assert_eq!(sent[1].body, json!({ "unionid": "union-zhangsan" }));
+        assert_eq!(mock.calls(api::APP_TOKEN), 2);
+
+        client.user_id_by_union_id("union-zhangsan").await.unwrap();
+        assert_eq!(mock.calls(api::APP_TOKEN), 2, "the new token is cached");
+        assert_eq!(
+            mock.requests(api::USER_ID_BY_UNION_ID)[2].query.as_deref(),
+            Some("access_token=app-token-2")
+        );
+    }
+
+    #[tokio::test]
+    async fn html_body_is_throttled_without_retry() {
+        let mock = Mock::start().await;
+        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(
+            api::USER_DETAIL,
+            vec![Canned {
+                status: 200,
+                body: "<html><body>访问被拒绝</body></html>".to_owned(),
+                content_type: "text/html",
+                delay: Duration::ZERO,
+            }],
+        );
+        let err = mock.client().user_detail("zhangsan").await.unwrap_err();
+        assert!(matches!(err, DingTalkError::Throttled { .. }), "{err:?}");
+        assert!(err.to_string().contains("text/html"));
+        assert_eq!(mock.calls(api::USER_DETAIL), 1);
+    }
+
+    #[tokio::test]
+    async fn ip_ban_is_throttled_without_retry() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::CURRENT_USER,
+            vec![reply(
+                403,
+                json!({ "status": 1111, "wait": 5, "source": "x5", "punish": "deny", "uuid": "u-1" }),
+            )],
+        );
+        let err = mock
+            .client()
+            .current_user(&UserToken::new("t", None, 7200))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DingTalkError::Throttled { detail, .. } if detail.contains("punish: deny")),
+            "{err:?}"
+        );
+        assert_eq!(mock.calls(api::CURRENT_USER), 1);
+    }
+
+    #[tokio::test]
+    async fn rate_limits_are_retried_then_succeed() {
+        let mock = Mock::start().await;
+        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(
+            api::USER_ID_BY_UNION_ID,
+            vec![
+                qps_limited(),
+                ok(json!({ "errcode": "90018", "errmsg": "limited" })),
+                legacy_ok(json!({ "contact_type": "0", "userid": "lisi" })),
+            ],
+        );
+        mock.on(
+            api::CURRENT_USER,
+            vec![
+                reply(403, json!({ "code": "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "message": "qps" })),
+                ok(profile()),
+            ],
+        );
+        let client = mock.client();
+        assert_eq!(
+            client.user_id_by_union_id("u").await.unwrap(),
+            Some("lisi".to_owned())
+        );
+        assert_eq!(mock.calls(api::USER_ID_BY_UNION_ID), 3);
+        let user = client
+            .current_user(&UserToken::new("t", None, 1))
+            .await
+            .unwrap();
+        assert_eq!(user.nick, "张三");
+        assert_eq!(mock.calls(api::CURRENT_USER), 2);
+    }
+
+    #[tokio::test]
+    async fn exhausted_rate_limit_retries_are_throttled() {
+        let mock = Mock::start().await;
+        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(api::DEPARTMENT_CHAINS, vec![qps_limited()]);
+        mock.on(
+            api::USER_ACCESS_TOKEN,
+            vec![reply(
+                403,
+                json!({ "code": "Forbidden.AccessDenied.QpsLimitForApi", "message": "qps" }),
+            )],
+        );
+        let client = mock.client();
+        let err = client.department_chains("zhangsan").await.unwrap_err();
+        assert!(
+            matches!(&err, DingTalkError::Throttled { detail, .. } if detail.contains("90018")),
+            "{err:?}"
+        );
+        assert_eq!(mock.calls(api::DEPARTMENT_CHAINS), 3);
+
+        let err = client.exchange_code("code-1").await.unwrap_err();
+        assert!(matches!(err, DingTalkError::Throttled { .. }), "{err:?}");
+        assert!(!err.is_bad_code());
+        assert_eq!(mock.calls(api::USER_ACCESS_TOKEN), 3);
+    }
+
+    #[tokio::test]
+    async fn hanging_server_times_out_quickly_and_codes_are_not_resent() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::USER_ACCESS_TOKEN,
+            vec![delayed(ok(json!({})), Duration::from_secs(30))],
+        );
+        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(
+            api::IN_APP_USER,
+            vec![delayed(ok(json!({})), Duration::from_secs(30))],
+        );
+        let client = DingTalkClient::new(mock.settings(Duration::from_millis(200)), http_client());
+
+        let started = std::time::Instant::now();
+        let err = client.exchange_code("code-1").await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(
+            elapsed >= Duration::from_millis(190) && elapsed < Duration::from_millis(1500),
+            "{elapsed:?}"
+        );
+        assert!(err.operator_hint().contains("dingtalk.timeout"));
+        assert_eq!(mock.calls(api::USER_ACCESS_TOKEN), 1);
+
+        let err = client.inapp_user("jsapi-code").await.unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(mock.calls(api::IN_APP_USER), 1);
+    }
+
+    #[tokio::test]
+    async fn unreachable_host_is_a_transport_error_without_the_token() {
+        let mock = Mock::start().await;
+        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let mut settings = mock.settings(Duration::from_secs(2));
+        settings.endpoints.oapi = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let err = DingTalkClient::new(settings, http_client())
+            .user_detail("zhangsan")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DingTalkError::Transport { .. }), "{err:?}");
+        let mut text = format!("{err} {err:?}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        assert!(!text.contains("app-token-1"), "{text}");
+        assert!(err.operator_hint().contains("dingtalk.oapi_url"));
+    }
+
+    #[tokio::test]
+    async fn app_token_is_cached() {
+        let mock = Mock::start().await;
+        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        let client = mock.client();
+        let first = client.app_token().await.unwrap();
+        let second = client.app_token().await.unwrap();
+        assert!(first.same_token(&second));
+        assert_eq!(first.expire_in, 7200);
+        assert_eq!(mock.calls(api::APP_TOKEN), 1);
+        assert_eq!(
+            mock.requests(api::APP_TOKEN)[0].body,
+            json!({ "appKey": "ding-client-id", "appSecret": SECRET })
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_app_token_callers_share_one_fetch() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::APP_TOKEN,
+            vec![delayed(
+                app_token_reply("app-token-1"),
+                Duration::from_millis(100),
+            )],
+        );
+        let client = mock.client();
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { client.app_token().await })
+            })
+            .collect();
+        for result in futures_util::future::join_all(tasks).await {
+            assert_eq!(result.unwrap().unwrap().secret(), "app-token-1");
+        }
+        assert_eq!(mock.calls(api::APP_TOKEN), 1);
+    }
+
+    #[tokio::test]
+    async fn callers_queued_behind_a_failed_fetch_share_its_error() {
+        let mock = Mock::start().await;
+        mock.on(
+            api::APP_TOKEN,
+            vec![
+                delayed(
+                    reply(
+                        400,
+                        json!({ "code": "invalidClientIdOrSecret", "message": "bad" }),
+                    ),
+                    Duration::from_millis(100),
+                ),
+                app_token_reply("app-token-1"),
+            ],
+        );
+        let client = mock.client();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { client.app_token().await })
+            })
+            .collect();
+        for result in futures_util::future::join_all(tasks).await {
+            let err = result.unwrap().unwrap_err();
+            assert!(
+                matches!(&err, DingTalkError::Api { code, .. } if code == "invalidClientIdOrSecret")
+            );
+        }
+        assert_eq!(mock.calls(api::APP_TOKEN), 1);
+        // A caller arriving after the failure tries again.
+        assert_eq!(client.app_token().await.unwrap().secret(), "app-token-1");
+        assert_eq!(mock.calls(api::APP_TOKEN), 2);
+    }
+
+    #[test]
+    fn app_token_is_replaced_before_it_expires() {
+        let now = Instant::now();
+        let long = AppToken::new("a".into(), 7200, now);
+        assert_eq!(expires_at(&long), now + Duration::from_secs(6900));
+        let short = AppToken::new("a".into(), 10, now);
+        assert_eq!(expires_at(&short), now + Duration::from_secs(5));
+        assert!(fresh(&Some(AppToken::new("a".into(), 0, now)), now).is_none());
+    }
+
+    #[tokio::test]
+    async fn enterprise_lookups_parse() {
+        let mock = Mock::start().await;
+        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(
+            api::USER_DETAIL,
+            vec![legacy_ok(json!({
+                "userid": "zhangsan", "unionid": "union-zhangsan", "name": "张三", "title": "工程师",
+                "dept_id_list": [2, "3"], "admin": false, "boss": false, "active": true,
+                "org_email": "zs@corp.example.com", "job_number": "007",
+                "leader_in_dept": [{ "dept_id": 2, "leader": true }],
+                "role_list": [{ "id": 1, "name": "主管理员", "group_name": "默认" }]
+            }))],
+        );
+        mock.on(
+            api::DEPARTMENT_CHAINS,
+            vec![legacy_ok(json!({
+                "parent_list": [{ "parent_dept_id_list": [3, 2, 1] }, { "parent_dept_id_list": [5, 1] }]
+            }))],
+        );
+        mock.on(
+            api::IN_APP_USER,
+            vec![
+                legacy_ok(json!({
+                    "userid": "zhangsan", "unionid": "union-zhangsan", "name": "张三",
+                    "device_id": "d", "sys": true, "sys_level": 1
+                })),
+                ok(json!({ "errcode": 40078, "errmsg": "不存在的临时授权码", "request_id": "r" })),
+            ],
+        );
+        mock.on(
+            api::USER_ID_BY_UNION_ID,
+            vec![
+                ok(json!({ "errcode": 60121, "errmsg": "找不到该用户", "request_id": "r" })),
+                legacy_ok(json!({ "contact_type": 1, "userid": "external-1" })),
+            ],
+        );
+        let client = mock.client();
+
+        let detail = client.user_detail("zhangsan").await.unwrap();
+        assert_eq!(detail.name, "张三");
+        assert_eq!(detail.dept_id_list, vec![2, 3]);
+        assert_eq!(detail.org_email.as_deref(), Some("zs@corp.example.com"));
+        assert!(detail.active && !detail.admin);
+        assert_eq!(detail.role_list[0].name, "主管理员");
+        assert_eq!(
+            mock.requests(api::USER_DETAIL)[0].body,
+            json!({ "userid": "zhangsan", "language": "zh_CN" })
+        );
+
+        let chains = client.department_chains("zhangsan").await.unwrap();
+        assert_eq!(chains, vec![vec![3, 2, 1], vec![5, 1]]);
+
+        let user = client.inapp_user("jsapi-code-1").await.unwrap();
+        assert_eq!(
+            (user.userid.as_str(), user.unionid.as_str()),
+            ("zhangsan", "union-zhangsan")
+        );
+        assert!(user.sys);
+        assert_eq!(user.sys_level, 1);
+        assert_eq!(
+            mock.requests(api::IN_APP_USER)[0].body,
+            json!({ "code": "jsapi-code-1" })
+        );
+        let err = client.inapp_user("jsapi-code-2").await.unwrap_err();
+        assert!(err.is_bad_code(), "{err:?}");
+        assert!(!err.to_string().contains("jsapi-code-2"));
+
+        assert_eq!(client.user_id_by_union_id("nobody").await.unwrap(), None);
+        assert_eq!(client.user_id_by_union_id("external").await.unwrap(), None);
+        assert_eq!(mock.calls(api::APP_TOKEN), 1);
+    }
+
+    #[test]
+    fn debug_output_has_no_secret() {
+        let settings = ClientSettings {
+            endpoints: Endpoints::default(),
+            client_id: "dingabc".into(),
+            client_secret: SECRET.into(),
+            timeout: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+        };
+        let client = DingTalkClient::new(settings.clone(), http_client());
+        let text = format!("{settings:?} {client:?}");
+        assert!(!text.contains(SECRET), "{text}");
+        assert!(text.contains("dingabc"));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter() {
+        let policy = RetryPolicy {
+            max_retries: 2,
+            base_delay: Duration::from_millis(100),
+        };
+        for retry in 0..3 {
+            let delay = backoff(policy, retry);
+            let floor = Duration::from_millis(100 << retry);
+            assert!(
+                delay >= floor && delay <= floor + floor / 2,
+                "{retry}: {delay:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The one error type of the DingTalk boundary, with the operator-facing advice for each failure.
+
+use std::sync::Arc;
+
+use super::client::api;
+
+/// Why a DingTalk call failed. Every variant names the call (`api`, one of [`api`]'s constants).
+///
+/// Display text carries the call, HTTP status, DingTalk's code and message and the request id,
+/// never a token, code or secret. The enum is `Clone` (the transport error sits behind an `Arc`)
+/// so that callers waiting on the same app-token fetch can all receive its failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DingTalkError {
+    /// No complete response within `dingtalk.timeout`.
+    #[error("DingTalk {api}: no response within the configured timeout")]
+    Timeout { api: &'static str },
+
+    /// Connection, TLS or protocol failure before a response arrived.
+    #[error("DingTalk {api}: request failed")]
+    Transport {
+        api: &'static str,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+
+    /// A new-API (`api.dingtalk.com`) error: HTTP 4xx/5xx with `{code, message, requestid}`.
+    #[error(
+        "DingTalk {api}: HTTP {status} {code}: {message} (request id {})",
+        show(.request_id)
+    )]
+    Api {
+        api: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+        /// `accessdenieddetail.requiredScopes` on permission errors.
+        required_scopes: Vec<String>,
+    },
+
+    /// A legacy (`oapi.dingtalk.com`) error: `errcode != 0`, the real reason possibly in `sub_code`.
+    #[error(
+        "DingTalk {api}: errcode {errcode}{}: {message} (request id {})",
+        sub(.sub_code),
+        show(.request_id)
+    )]
+    Legacy {
+        api: &'static str,
+        errcode: i64,
+        sub_code: Option<String>,
+        message: String,
+        request_id: Option<String>,
+    },
+
+    /// Rate limited after all retries, IP-banned (`punish: deny`), or a non-JSON body.
+    #[error("DingTalk {api}: throttled or blocked: {detail}")]
+    Throttled { api: &'static str, detail: String },
+
+    /// JSON of the wrong shape (missing or mistyped fields). `detail` never quotes field values.
+    #[error("DingTalk {api}: unexpected response (HTTP {status}): {detail}")]
+    Decode {
+        api: &'static str,
+        status: u16,
+        detail: String,
+    },
+}
+
+fn show(request_id: &Option<String>) -> &str {
+    request_id.as_deref().unwrap_or("none")
+}
+
+fn sub(sub_code: &Option<String>) -> String {
+    match sub_code {
+        Some(code) => format!(" sub_code {code}"),
+        None => String::new(),
+    }
+}
+
+/// New-API codes that mean "too many requests; wait and retry".
+fn is_rate_limit_code(code: &str) -> bool {
+    code.starts_with("Forbidden.AccessDenied.QpsLimit")
+        || code.starts_with("Forbidden.AccessDenied.QpmLimit")
+        || code.eq_ignore_ascii_case("qps.exceed.limit")
+        || code.eq_ignore_ascii_case("request.overlimit")
+}
+
+/// New-API codes caused by the app's configuration rather than by the user.
+fn is_config_code(code: &str) -> bool {
+    code.starts_with("Forbidden.AccessDenied.")
+        || code.eq_ignore_ascii_case("invalidClientIdOrSecret")
+        || code == "invalid.client"
+        || code == "unauthorized.client"
+        || code == "unsupported.grant.type"
+        || code.starts_with("AuthenticationFailed.")
+}
+
+/// The legacy code that decides the outcome: a numeric `sub_code` wins over `errcode`
+/// (auth failures arrive as errcode 88 with the reason in `sub_code`).
+pub(super) fn effective_legacy_code(errcode: i64, sub_code: Option<&str>) -> i64 {
+    sub_code
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .filter(|c| *c != 0)
+        .unwrap_or(errcode)
+}
+
+impl DingTalkError {
+    /// The call that failed.
+    pub fn api(&self) -> &'static str {
+        match self {
+            Self::Timeout { api }
+            | Self::Transport { api, .. }
+            | Self::Api { api, .. }
+            | Self::Legacy { api, .. }
+            | Self::Throttled { api, .. }
+            | Self::Decode { api, .. } => api,
+        }
+    }
+
+    /// True when DingTalk did not answer in time (the gateway answers 504 rather than 502).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    /// True when the user's login code was bad, used or expired and the login should simply restart:
+    /// any new-API 4xx on `userAccessToken` that is not a configuration or rate-limit problem,
+    /// or legacy errcode 40078 (nonexistent temporary auth code).
+    pub fn is_bad_code(&self) -> bool {
+        match self {
+            Self::Api {
+                api, status, code, ..
+            } => {
+                *api == api::USER_ACCESS_TOKEN
+                    && (400..500).contains(status)
+                    && !is_config_code(code)
+                    && !is_rate_limit_code(code)
+            }
+            Self::Legacy {
+                errcode, sub_code, ..
+            } => effective_legacy_code(*errcode, sub_code.as_deref()) == 40078,
+            _ => false,
+        }
+    }
+
+    /// True when DingTalk says the person is not (visibly) a member of the organization:
+    /// legacy 60121 (user not found) or 50002 (outside the app's visible range).
+    pub fn is_not_member(&self) -> bool {
+        match self {
+            Self::Legacy {
+                errcode, sub_code, ..
+            } => matches!(
+                effective_legacy_code(*errcode, sub_code.as_deref()),
+                60121 | 50002
+            ),
+            _ => false,
+        }
+    }
+
+    /// QPS-limit answers that are worth retrying after a back-off.
+    pub(super) fn is_rate_limited(&self) -> bool {
+        match self {
+            Self::Api { status, code, .. } => *status == 429 || is_rate_limit_code(code),
+            Self::Legacy {
+                errcode, sub_code, ..
+            } => matches!(
+                effective_legacy_code(*errcode, sub_code.as_deref()),
+                90018 | 90002 | -1
+            ),
+            _ => false,
+        }
+    }
+
+    /// DingTalk rejected the app token (invalid or expired): drop the cache, refetch, retry once.
+    pub(super) fn is_app_token_rejected(&self) -> bool {
+        match self {
+            Self::Api { code, .. } => code == "InvalidAuthentication",
+            Self::Legacy {
+                errcode, sub_code, ..
+            } => matches!(
+                effective_legacy_code(*errcode, sub_code.as_deref()),
+                40014 | 42001
+            ),
+            _ => false,
+        }
+    }
+
+    /// One actionable sentence for the operator log: what to check or change, and where.
+    pub fn operator_hint(&self) -> String {
+        let url_key = url_key(self.api());
+        match self {
+            Self::Timeout { .. } => format!(
+                "DingTalk did not answer in time: check egress from the gateway to the host in {url_key} \
+                 (DNS, firewall, proxy) and raise dingtalk.timeout if the network is slow"
+            ),
+            Self::Transport { .. } => format!(
+                "could not talk to DingTalk: check egress from the gateway to the host in {url_key} \
+                 (DNS, firewall, proxy, TLS trust store)"
+            ),
+            Self::Throttled { .. } => "DingTalk is rate-limiting or blocking this gateway (20 requests/s per app \
+                 and API; an IP that sends 10,000 requests in 20 s is banned for 5 minutes): spread logins out, \
+                 check for other clients sharing the app or egress IP, and retry later"
+                .to_owned(),
+            Self::Decode { .. } => format!(
+                "DingTalk answered with an unexpected response: check that {url_key} points at DingTalk \
+                 (or the mock) and not at a proxy or captive portal"
+            ),
+            Self::Api {
+                api,
+                status,
+                code,
+                required_scopes,
+                ..
+            } => api_hint(api, *status, code, required_scopes, url_key),
+            Self::Legacy {
+                api,
+                errcode,
+                sub_code,
+                ..
+            } => legacy_hint(api, effective_legacy_code(*errcode, sub_code.as_deref())),
+        }
+    }
+}
+
+fn url_key(api: &str) -> &'static str {
+    if api.starts_with("topapi/") {
+        "dingtalk.oapi_url"
+    } else {
+        "dingtalk.api_url"
+    }
+}
+
+const CREDENTIALS: &str =
+    "check dingtalk.client_id / client_secret (the app's Client ID and Client Secret \
+     in the DingTalk developer console)";
+
+fn api_hint(api: &str, status: u16, code: &str, scopes: &[String], url_key: &str) -> String {
+    if code == "Forbidden.AccessDenied.AccessTokenPermissionDenied" {
+        return if scopes.is_empty() {
+            format!("grant the permission required by {api} to the app in the developer console (权限管理)")
+        } else {
+            format!(
+                "grant the permission {} to the app in the developer console (权限管理)",
+                scopes.join(", ")
+            )
+        };
+    }
+    if code == "Forbidden.AccessDenied.IpNotInWhiteList" {
+        return "add the gateway's egress IP to the app's server IP whitelist in the developer console \
+                (安全设置)"
+            .to_owned();
+    }
+    if code == "Forbidden.AccessDenied.ApiCountLimitForOrg" {
+        return "the organization's monthly DingTalk API quota is used up; upgrade the edition or wait for \
+                the next month"
+            .to_owned();
+    }
+    if is_rate_limit_code(code) {
+        return "DingTalk rate limit hit: spread logins out and check for other clients sharing the app"
+            .to_owned();
+    }
+    if code.eq_ignore_ascii_case("invalidClientIdOrSecret")
+        || code == "invalid.client"
+        || code == "unauthorized.client"
+    {
+        return CREDENTIALS.to_owned();
+    }
+    if code == "InvalidAuthentication" {
+        return if api == api::CURRENT_USER {
+            format!("DingTalk rejected the user's token; the user must log in again. If every login fails, {CREDENTIALS}")
+        } else {
+            format!("DingTalk rejected the access token; {CREDENTIALS}")
+        };
+    }
+    if code == "accesstoken.expired" {
+        return "the user's DingTalk token expired; the user must log in again".to_owned();
+    }
+    if code.starts_with("AuthenticationFailed.") {
+        return format!("the request was missing its credentials; check that {url_key} points at the DingTalk API host");
+    }
+    if api == api::USER_ACCESS_TOKEN && (400..500).contains(&status) {
+        return format!(
+            "DingTalk refused the login code (used, expired, or issued for another app): the user must log in \
+             again. If every login fails, check that the gateway's callback URL is registered as a redirect URL \
+             of the app (developer console → 安全设置 → 重定向URL) and {CREDENTIALS}"
+        );
+    }
+    if status >= 500 {
+        return "DingTalk reported a server error; retry later".to_owned();
+    }
+    format!("DingTalk refused {api} with code {code}; see the DingTalk error-code documentation")
+}
+
+fn legacy_hint(api: &str, code: i64) -> String {
+    match code {
+        40014 | 42001 | 40001 => format!("DingTalk rejected the app token even after a refetch; {CREDENTIALS}"),
+        40096 | 40089 => CREDENTIALS.to_owned(),
+        40078 => "the in-app login code is invalid, expired or already used (or a scan-login code was sent \
+                  to the in-app endpoint): the user must retry"
+            .to_owned(),
+        60011 => format!(
+            "grant the permission {} to the app in the developer console (权限管理)",
+            legacy_permission(api)
+        ),
+        60020 => "add the gateway's egress IP to the app's server IP whitelist in the developer console \
+                  (安全设置)"
+            .to_owned(),
+        60121 => "the user is not a member of the organization (or not visible to the app)".to_owned(),
+        50002 => "the user is outside the app's visible range (可使用范围); widen it in the developer console \
+                  if they should get in"
+            .to_owned(),
+        90018 | 90002 | -1 | 90005 | 90006 | 90019 => {
+            "DingTalk rate limit hit: spread logins out and check for other clients sharing the app".to_owned()
+        }
+        90020 => "the organization's monthly DingTalk API quota is used up".to_owned(),
+        22 => "DingTalk does not know this API path: check that dingtalk.oapi_url is the oapi host".to_owned(),
+        40000 | 41001 | 40035 | 400002 | 33012 => {
+            format!("DingTalk rejected the {api} request as malformed; this is a gateway bug, please report it")
+        }
+        _ => format!("DingTalk refused {api} with errcode {code}; see the DingTalk error-code documentation"),
+    }
+}
+
+fn legacy_permission(api: &str) -> &'static str {
+    match api {
+        api::DEPARTMENT_CHAINS => "通讯录部门信息读权限 (qyapi_get_department_list)",
+        api::IN_APP_USER => "企业员工身份 (qyapi_base)",
+        _ => "成员信息读权限 (qyapi_get_member)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn legacy(errcode: i64, sub_code: Option<&str>) -> DingTalkError {
+        DingTalkError::Legacy {
+            api: api::USER_DETAIL,
+            errcode,
+            sub_code: sub_code.map(str::to_owned),
+            message: "m".into(),
+            request_id: Some("rid-1".into()),
+        }
+    }
+
+    fn new_api(api: &'static str, status: u16, code: &str) -> DingTalkError {
+        DingTalkError::Api {
+            api,
+            status,
+            code: code.into(),
+            message: "msg".into(),
+            request_id: None,
+            required_scopes: vec![],
+        }
+    }
+
+    #[test]
+    fn sub_code_wins_over_errcode() {
+        assert_eq!(effective_legacy_code(88, Some("40014")), 40014);
+        assert_eq!(effective_legacy_code(88, Some("")), 88);
+        assert_eq!(effective_legacy_code(88, Some("isv.x")), 88);
+        assert_eq!(effective_legacy_code(42001, None), 42001);
+        assert!(legacy(88, Some("40014")).is_app_token_rejected());
+        assert!(legacy(42001, None).is_app_token_rejected());
+        assert!(!legacy(88, Some("60011")).is_app_token_rejected());
+        assert!(legacy(88, Some("90018")).is_rate_limited());
+        assert!(legacy(-1, None).is_rate_limited());
+        assert!(!legacy(90020, None).is_rate_limited());
+    }
+
+    #[test]
+    fn bad_code_classification() {
+        assert!(new_api(api::USER_ACCESS_TOKEN, 400, "InvalidAuthCode").is_bad_code());
+        assert!(!new_api(api::USER_ACCESS_TOKEN, 400, "invalidClientIdOrSecret").is_bad_code());
+        assert!(!new_api(
+            api::USER_ACCESS_TOKEN,
+            403,
+            "Forbidden.AccessDenied.QpsLimitForApi"
+        )
+        .is_bad_code());
+        assert!(!new_api(api::USER_ACCESS_TOKEN, 500, "server.error").is_bad_code());
+        assert!(!new_api(api::CURRENT_USER, 400, "InvalidAuthentication").is_bad_code());
+        assert!(legacy(40078, None).is_bad_code());
+        assert!(!legacy(60121, None).is_bad_code());
+        assert!(legacy(60121, None).is_not_member());
+    }
+
+    #[test]
+    fn display_has_code_message_and_request_id() {
+        let text = legacy(88, Some("40014")).to_string();
+        assert_eq!(
+            text,
+            "DingTalk topapi/v2/user/get: errcode 88 sub_code 40014: m (request id rid-1)"
+        );
+        let text = new_api(api::CURRENT_USER, 400, "InvalidAuthentication").to_string();
+        assert_eq!(
+            text,
+            "DingTalk v1.0/contact/users/me: HTTP 400 InvalidAuthentication: msg (request id none)"
+        );
+    }
+
+    #[test]
+    fn hints_point_at_the_fix() {
+        assert!(new_api(api::APP_TOKEN, 400, "invalidClientIdOrSecret")
+            .operator_hint()
+            .contains("dingtalk.client_id / client_secret"));
+        assert!(legacy(60020, None).operator_hint().contains("whitelist"));
+        assert!(legacy(88, Some("60011"))
+            .operator_hint()
+            .contains("qyapi_get_member"));
+        assert!(new_api(api::USER_ACCESS_TOKEN, 400, "whatever")
+            .operator_hint()
+            .contains("redirect URL"));
+        let timeout = DingTalkError::Timeout {
+            api: api::DEPARTMENT_CHAINS,
+        };
+        assert!(timeout.operator_hint().contains("dingtalk.oapi_url"));
+        assert!(timeout.operator_hint().contains("dingtalk.timeout"));
+    }
+}

@@ -1,0 +1,9 @@
+//! DingTalk open-platform client: scan-login URL, token exchange, profile and enterprise look-ups.
+
+mod client;
+mod error;
+mod types;
+
+pub use client::{api, ClientSettings, DingTalkClient, Endpoints, RetryPolicy};
+pub use error::DingTalkError;
+pub use types::{AppToken, ContactUser, DeptLeader, InAppUser, Role, UserDetail, UserToken};
