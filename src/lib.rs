@@ -2,4 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod identity;
+pub mod login;
+pub mod proxy;
 pub mod server;
+pub mod session;

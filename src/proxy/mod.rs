@@ -1,0 +1,3 @@
+//! Reverse-proxy plumbing: pure header operations (and, later, request forwarding).
+
+pub mod headers;
