@@ -8,7 +8,8 @@ pub mod dingtalk;
 pub mod gateway;
 pub mod identity;
 pub mod login;
-pub mod mock;
+// mock: merged later
+
 pub mod pages;
 pub mod proxy;
 pub mod server;

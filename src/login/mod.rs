@@ -1,0 +1,5 @@
+//! The login flow: return-URL validation, login-state cookies, and the DingTalk round trip.
+
+pub mod flow;
+pub mod redirect;
+pub mod state;

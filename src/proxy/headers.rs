@@ -1,0 +1,591 @@
+//! Pure header operations for proxied requests: hop-by-hop removal, identity-header protection,
+//! cookie stripping, forwarding headers and request classification.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use http::header::{ACCEPT, CONNECTION, COOKIE, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+/// Header names that are connection-specific by definition (RFC 9110 §7.6.1, RFC 9112, plus the
+/// non-standard `Keep-Alive` and `Proxy-Connection` that clients still send).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers before forwarding: the fixed list above and every header named in
+/// any `Connection` header (RFC 9110 §7.6.1).
+///
+/// Call [`is_upgrade_request`] first if upgrades are to be bridged: this removes `Connection` and
+/// `Upgrade`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(comma_tokens)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Comma-separated tokens of a header value, trimmed; non-UTF-8 values yield nothing.
+fn comma_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
+    std::str::from_utf8(v.as_bytes())
+        .unwrap_or("")
+        .split(',')
+        .map(|t| t.trim_matches([' ', '\t']))
+        .filter(|t| !t.is_empty())
+}
+
+/// The canonical form used to compare header names: ASCII-lowercase with `_` turned into `-`.
+///
+/// Many upstream stacks (CGI/WSGI, PHP, nginx with `underscores_in_headers`) read `X_User` and
+/// `X-User` as the same header, so protection must treat them as the same name.
+pub fn normalize_header_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '_' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Name prefixes that clients may never set, whatever the configuration.
+const PROTECTED_PREFIXES: &[&str] = &["x-dingtalk-", "x-forwarded-"];
+/// Exact names that clients may never set, whatever the configuration.
+const PROTECTED_NAMES: &[&str] = &["forwarded", "x-real-ip"];
+
+/// The set of header names that only the gateway may send upstream.
+#[derive(Debug, Clone, Default)]
+pub struct ProtectedHeaders {
+    names: HashSet<String>,
+}
+
+impl ProtectedHeaders {
+    /// Builds the set from the configured identity header names. Names starting with
+    /// `x-dingtalk-` or `x-forwarded-`, and `forwarded` and `x-real-ip`, are always protected.
+    /// All comparisons use [`normalize_header_name`].
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            names: names.into_iter().map(normalize_header_name).collect(),
+        }
+    }
+
+    /// Whether `name` (any case, `_` or `-`) is protected.
+    pub fn is_protected(&self, name: &str) -> bool {
+        let n = normalize_header_name(name);
+        PROTECTED_NAMES.contains(&n.as_str())
+            || PROTECTED_PREFIXES.iter().any(|p| n.starts_with(p))
+            || self.names.contains(&n)
+    }
+}
+
+/// Removes every client-sent copy of a protected header, whatever its spelling, and returns how
+/// many header lines were removed.
+pub fn strip_protected(headers: &mut HeaderMap, protected: &ProtectedHeaders) -> usize {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| protected.is_protected(name.as_str()))
+        .cloned()
+        .collect();
+    doomed
+        .into_iter()
+        .map(|name| match headers.entry(name) {
+            http::header::Entry::Occupied(e) => e.remove_entry_mult().1.count(),
+            http::header::Entry::Vacant(_) => 0,
+        })
+        .sum()
+}
+
+/// Removes the gateway's own cookies (`is_ours(name)`) from the request.
+///
+/// All `Cookie` headers (HTTP/2 clients may send one per cookie) are merged into a single header,
+/// as RFC 9113 §8.2.3 requires before forwarding to HTTP/1.1, with the remaining `name=value`
+/// pairs kept byte-for-byte and in order. The header is removed when nothing remains. A single
+/// header from which nothing is dropped is left untouched.
+pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
+    let mut count = 0;
+    let mut dropped = false;
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        count += 1;
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = trim_ows(pair);
+            if pair.is_empty() {
+                continue;
+            }
+            let name = trim_ows(pair.split(|&b| b == b'=').next().unwrap_or(pair));
+            if std::str::from_utf8(name).is_ok_and(&is_ours) {
+                dropped = true;
+            } else {
+                kept.push(pair);
+            }
+        }
+    }
+    if count == 0 || (count == 1 && !dropped) {
+        return;
+    }
+    let merged = (!kept.is_empty()).then(|| kept.join(&b"; "[..]));
+    headers.remove(COOKIE);
+    // The pairs come from valid header values and "; " is valid, so this cannot fail; if it ever
+    // did, dropping the header is the safe outcome (our cookies must not pass).
+    if let Some(Ok(v)) = merged.map(HeaderValue::from_maybe_shared) {
+        headers.insert(COOKIE, v);
+    }
+}
+
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// Bytes escaped in identity header values: controls (incl. tab and DEL) and `%`. Non-ASCII is
+/// always escaped by `utf8_percent_encode`.
+const IDENTITY_VALUE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Encodes an identity value (e.g. a Chinese display name) for an HTTP header.
+///
+/// Non-ASCII (as UTF-8), control characters, `%`, and leading/trailing spaces (which HTTP parsers
+/// would trim) are percent-encoded; other printable ASCII is kept, so `decodeURIComponent` or
+/// `urllib.parse.unquote` on the upstream side returns the original string. `+` is kept as is
+/// (neither decoder turns it into a space).
+pub fn identity_header_value(value: &str) -> HeaderValue {
+    let inner = value.trim_matches(' ');
+    let lead = value.len() - value.trim_start_matches(' ').len();
+    let trail = if inner.is_empty() {
+        0
+    } else {
+        value.len() - value.trim_end_matches(' ').len()
+    };
+    let mut out = String::with_capacity(value.len() + 8);
+    out.push_str(&"%20".repeat(lead));
+    out.extend(utf8_percent_encode(inner, IDENTITY_VALUE_ESCAPES));
+    out.push_str(&"%20".repeat(trail));
+    // Every byte is now visible ASCII or an inner space, which HeaderValue accepts.
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Sets `X-Forwarded-For` (the client address), `X-Forwarded-Proto` and, when known,
+/// `X-Forwarded-Host`, replacing any existing value.
+///
+/// Call after [`strip_protected`], so that every `X-Forwarded-*` header upstream sees is the
+/// gateway's own. An invalid `proto` is skipped rather than sent.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    proto: &str,
+    host: Option<&HeaderValue>,
+) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
+        headers.insert(xff, v);
+    }
+    match HeaderValue::from_str(proto) {
+        Ok(v) if !proto.is_empty() => {
+            headers.insert(xfp, v);
+        }
+        _ => {
+            headers.remove(xfp);
+        }
+    }
+    match host {
+        Some(h) => {
+            headers.insert(xfh, h.clone());
+        }
+        None => {
+            headers.remove(xfh);
+        }
+    }
+}
+
+/// Whether an unauthenticated request is a browser navigation that should be redirected to the
+/// login page (`true`), rather than answered with 401 (`false`).
+///
+/// Requires all of: `GET` or `HEAD`; no `X-Requested-With: XMLHttpRequest`; `Sec-Fetch-Mode`
+/// absent or `navigate`; `Sec-Fetch-Dest` absent or `document`/`iframe`/`frame`; and an `Accept`
+/// header listing `text/html` or `application/xhtml+xml` with a non-zero quality. So `curl`
+/// (`Accept: */*`), `fetch()` and `Accept: application/json` clients get a 401.
+pub fn wants_html(headers: &HeaderMap, method: &Method) -> bool {
+    if method != Method::GET && method != Method::HEAD {
+        return false;
+    }
+    let header_is = |name: &str, pred: &dyn Fn(&str) -> bool| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().map(|s| pred(s.trim())).unwrap_or(true))
+    };
+    if header_is("x-requested-with", &|s| {
+        s.eq_ignore_ascii_case("xmlhttprequest")
+    }) {
+        return false;
+    }
+    if header_is("sec-fetch-mode", &|s| !s.eq_ignore_ascii_case("navigate")) {
+        return false;
+    }
+    if header_is("sec-fetch-dest", &|s| {
+        !["document", "iframe", "frame"]
+            .iter()
+            .any(|d| s.eq_ignore_ascii_case(d))
+    }) {
+        return false;
+    }
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(accepts_html)
+}
+
+/// Whether one `Accept` member is `text/html` or `application/xhtml+xml` with `q` > 0.
+fn accepts_html(member: &str) -> bool {
+    let mut parts = member.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("text/html")
+        && !media.eq_ignore_ascii_case("application/xhtml+xml")
+    {
+        return false;
+    }
+    for param in parts {
+        if let Some((k, v)) = param.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("q") {
+                return v.trim().parse::<f32>().is_ok_and(|q| q > 0.0);
+            }
+        }
+    }
+    true
+}
+
+/// For an HTTP/1.1 upgrade request (`Connection` lists `upgrade` and `Upgrade` is present),
+/// returns the requested protocol (e.g. `websocket`). Call before [`remove_hop_by_hop`].
+pub fn is_upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(comma_tokens)
+        .any(|t| t.eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return None;
+    }
+    headers.get(UPGRADE).filter(|v| !v.is_empty()).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use percent_encoding::percent_decode_str;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_fixed_list_and_connection_listed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "Another-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic xxx"),
+            ("proxy-authenticate", "Basic"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-secret-hop", "1"),
+            ("another-hop", "2"),
+            ("accept", "text/html"),
+            ("cookie", "a=b"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "cookie"]);
+    }
+
+    #[test]
+    fn hop_by_hop_ignores_garbage_tokens() {
+        let mut h = map(&[("connection", " , bad header name ,,"), ("x-a", "1")]);
+        remove_hop_by_hop(&mut h);
+        assert!(h.contains_key("x-a"));
+        assert!(!h.contains_key("connection"));
+    }
+
+    #[test]
+    fn normalize_names() {
+        assert_eq!(
+            normalize_header_name("X_Forwarded_User"),
+            "x-forwarded-user"
+        );
+        assert_eq!(normalize_header_name("Remote-USER"), "remote-user");
+    }
+
+    #[test]
+    fn protected_names_and_builtin_prefixes() {
+        let p = ProtectedHeaders::new(["X-Auth-Request-User", "remote_user"]);
+        for n in [
+            "x-auth-request-user",
+            "X_AUTH_REQUEST_USER",
+            "Remote-User",
+            "REMOTE_USER",
+            "X-DingTalk-UnionId",
+            "x_dingtalk_name",
+            "X-Forwarded-For",
+            "X_Forwarded_User",
+            "Forwarded",
+            "X-Real-IP",
+            "x_real_ip",
+        ] {
+            assert!(p.is_protected(n), "{n} should be protected");
+        }
+        for n in [
+            "x-auth-request",
+            "remote-user-agent",
+            "accept",
+            "x-dingtalkish",
+            "forwarded-x",
+        ] {
+            assert!(!p.is_protected(n), "{n} should not be protected");
+        }
+    }
+
+    #[test]
+    fn strip_protected_every_spelling() {
+        let p = ProtectedHeaders::new(["X-Forwarded-User", "X-Auth-Email"]);
+        // HeaderName lower-cases on parse; underscores survive as distinct names.
+        let mut h = map(&[
+            ("X_Forwarded_User", "mallory"),
+            ("x-forwarded-user", "mallory"),
+            ("X-FORWARDED-USER", "mallory"),
+            ("x_auth_email", "m@evil"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("x-dingtalk-unionid", "forged"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("accept", "*/*"),
+            ("x-other", "kept"),
+        ]);
+        let removed = strip_protected(&mut h, &p);
+        assert_eq!(removed, 8);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-other"]);
+        assert_eq!(strip_protected(&mut h, &p), 0);
+    }
+
+    fn cookie_values(h: &HeaderMap) -> Vec<&str> {
+        h.get_all(COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn strip_cookies_single_header() {
+        let mut h = map(&[("cookie", "a=1; _dinggate=tok; b=\"x y\";c=3")]);
+        strip_cookies(&mut h, |n| n == "_dinggate");
+        assert_eq!(cookie_values(&h), ["a=1; b=\"x y\"; c=3"]);
+    }
+
+    #[test]
+    fn strip_cookies_across_headers_merges_in_order() {
+        let mut h = map(&[
+            ("cookie", "a=1"),
+            ("cookie", "_dinggate=tok"),
+            ("cookie", "b=2; _dinggate_state=s"),
+            ("cookie", "c==weird=; d"),
+        ]);
+        strip_cookies(&mut h, |n| n == "_dinggate" || n.starts_with("_dinggate_"));
+        assert_eq!(cookie_values(&h), ["a=1; b=2; c==weird=; d"]);
+    }
+
+    #[test]
+    fn strip_cookies_removes_header_when_empty() {
+        let mut h = map(&[("cookie", "_dinggate=tok"), ("cookie", " _dinggate=old ; ")]);
+        strip_cookies(&mut h, |n| n == "_dinggate");
+        assert!(!h.contains_key(COOKIE));
+    }
+
+    #[test]
+    fn strip_cookies_untouched_when_not_ours() {
+        let mut h = map(&[("cookie", "a=1;b=2")]);
+        strip_cookies(&mut h, |n| n == "_dinggate");
+        assert_eq!(cookie_values(&h), ["a=1;b=2"]);
+        let mut empty = HeaderMap::new();
+        strip_cookies(&mut empty, |_| true);
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn strip_cookies_keeps_non_utf8_pairs() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_bytes(b"n=\xe4\xb8; _dinggate=t; m=\xff").unwrap(),
+        );
+        strip_cookies(&mut h, |n| n == "_dinggate");
+        assert_eq!(h.get(COOKIE).unwrap().as_bytes(), b"n=\xe4\xb8; m=\xff");
+    }
+
+    #[test]
+    fn identity_value_round_trips_chinese() {
+        for original in [
+            "张三",
+            "Zhang San",
+            "李四 (Li Si) 100%",
+            "a+b=c&d",
+            "tab\there\nnewline",
+            " padded ",
+            "   ",
+            "",
+            "émoji 🎉",
+        ] {
+            let v = identity_header_value(original);
+            let s = v.to_str().expect("visible ASCII");
+            assert!(s.bytes().all(|b| (0x20..0x7f).contains(&b)));
+            assert!(!s.starts_with(' ') && !s.ends_with(' '));
+            let back = percent_decode_str(s).decode_utf8().unwrap();
+            assert_eq!(back, original);
+        }
+        assert_eq!(
+            identity_header_value("张三").to_str().unwrap(),
+            "%E5%BC%A0%E4%B8%89"
+        );
+        assert_eq!(
+            identity_header_value("Zhang San").to_str().unwrap(),
+            "Zhang San"
+        );
+        assert_eq!(identity_header_value("50%").to_str().unwrap(), "50%25");
+    }
+
+    #[test]
+    fn forwarded_headers_set_and_replaced() {
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-host", "evil")]);
+        let host = HeaderValue::from_static("app.example.com");
+        set_forwarded(&mut h, "10.1.2.3".parse().unwrap(), "https", Some(&host));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+
+        set_forwarded(&mut h, "2001:db8::1".parse().unwrap(), "http", None);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    const CHROME_NAV: &[(&str, &str)] = &[
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8",
+        ),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+    ];
+
+    #[test]
+    fn wants_html_browser_navigation() {
+        assert!(wants_html(&map(CHROME_NAV), &Method::GET));
+        assert!(wants_html(&map(CHROME_NAV), &Method::HEAD));
+        // Older browsers without fetch metadata.
+        assert!(wants_html(
+            &map(&[("accept", "text/html, application/xhtml+xml, */*")]),
+            &Method::GET
+        ));
+        assert!(wants_html(
+            &map(&[
+                ("accept", "application/xhtml+xml"),
+                ("sec-fetch-dest", "iframe")
+            ]),
+            &Method::GET
+        ));
+    }
+
+    #[test]
+    fn wants_html_api_and_xhr() {
+        assert!(!wants_html(&map(CHROME_NAV), &Method::POST));
+        assert!(!wants_html(
+            &map(&[("accept", "application/json")]),
+            &Method::GET
+        ));
+        assert!(!wants_html(&map(&[("accept", "*/*")]), &Method::GET));
+        assert!(!wants_html(&HeaderMap::new(), &Method::GET));
+        assert!(!wants_html(
+            &map(&[("accept", "text/html;q=0")]),
+            &Method::GET
+        ));
+        assert!(!wants_html(
+            &map(&[("accept", "text/html; q=0.0")]),
+            &Method::GET
+        ));
+        assert!(wants_html(
+            &map(&[("accept", "text/html; q=0.1")]),
+            &Method::GET
+        ));
+
+        let mut xhr = map(CHROME_NAV);
+        xhr.insert(
+            "x-requested-with",
+            HeaderValue::from_static("XMLHttpRequest"),
+        );
+        assert!(!wants_html(&xhr, &Method::GET));
+
+        for mode in ["cors", "no-cors", "same-origin", "websocket"] {
+            let mut h = map(CHROME_NAV);
+            h.insert("sec-fetch-mode", HeaderValue::from_static(mode));
+            assert!(!wants_html(&h, &Method::GET), "{mode}");
+        }
+        for dest in ["empty", "image", "script", "style"] {
+            let mut h = map(CHROME_NAV);
+            h.insert("sec-fetch-dest", HeaderValue::from_static(dest));
+            assert!(!wants_html(&h, &Method::GET), "{dest}");
+        }
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let ws = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(
+            is_upgrade_request(&ws),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        assert_eq!(is_upgrade_request(&map(&[("upgrade", "websocket")])), None);
+        assert_eq!(is_upgrade_request(&map(&[("connection", "upgrade")])), None);
+        assert_eq!(
+            is_upgrade_request(&map(&[("connection", "close"), ("upgrade", "h2c")])),
+            None
+        );
+    }
+}

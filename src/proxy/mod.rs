@@ -1,0 +1,4 @@
+//! Reverse-proxy plumbing: pure header operations and request forwarding.
+
+pub mod forward;
+pub mod headers;

@@ -1,0 +1,4 @@
+//! Sessions: the signed session JWT and the cookie that carries it.
+
+pub mod cookie;
+pub mod jwt;
