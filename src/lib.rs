@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod identity;
+pub mod mock;
 pub mod server;
