@@ -8,7 +8,7 @@ pub mod dingtalk;
 pub mod gateway;
 pub mod identity;
 pub mod login;
-// mock: merged later
+pub mod mock;
 
 pub mod pages;
 pub mod proxy;

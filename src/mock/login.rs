@@ -1,0 +1,206 @@
+//! `GET /oauth2/auth`: validates the authorize request like login.dingtalk.com, shows the account picker, redirects back with a code.
+
+use http::StatusCode;
+use url::Url;
+
+use super::org::{Org, User, ROOT_DEPARTMENT};
+use super::pages::{self, LoginPage, LoginRow, Standing};
+use super::state::UserGrant;
+use super::wire::{self, Resp};
+use super::{MockDingTalk, MockRequest};
+
+/// Query parameters that steer the mock itself; they are never part of a real authorize URL.
+const MOCK_USER: &str = "mock_user";
+const MOCK_REFUSE: &str = "mock_refuse";
+
+/// An authorize request that passed validation.
+struct AuthorizeRequest {
+    redirect_uri: Url,
+    scope: String,
+    with_corp: bool,
+    state: Option<String>,
+}
+
+impl AuthorizeRequest {
+    fn parse(req: &MockRequest, client_id: &str) -> Result<AuthorizeRequest, String> {
+        if req.query("client_id") != Some(client_id) {
+            return Err("无效的应用：client_id 不存在或未开通钉钉登录。".into());
+        }
+        let redirect = req
+            .query_non_empty("redirect_uri")
+            .ok_or("缺少参数 redirect_uri。")?;
+        let redirect_uri = Url::parse(redirect)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or("redirect_uri 不是有效的 http(s) 地址。")?;
+        if req.query("response_type") != Some("code") {
+            return Err("response_type 必须为 code。".into());
+        }
+        let scope = req.query_non_empty("scope").ok_or("缺少参数 scope。")?;
+        let tokens: Vec<&str> = scope.split_whitespace().collect();
+        if !tokens.contains(&"openid") {
+            return Err("scope 必须包含 openid。".into());
+        }
+        // Only `consent` is documented; tolerate its absence, reject anything else.
+        if req.query("prompt").is_some_and(|p| p != "consent") {
+            return Err("prompt 只支持 consent。".into());
+        }
+        Ok(AuthorizeRequest {
+            redirect_uri,
+            scope: tokens.join(" "),
+            with_corp: tokens.contains(&"corpid"),
+            state: req.query("state").map(str::to_owned),
+        })
+    }
+
+    /// `redirect_uri` with `pairs` and then `state` appended to its query (joined with `&` if it has one).
+    fn callback(&self, pairs: &[(&str, &str)]) -> String {
+        let mut url = self.redirect_uri.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            for (key, value) in pairs {
+                query.append_pair(key, value);
+            }
+            if let Some(state) = &self.state {
+                query.append_pair("state", state);
+            }
+        }
+        url.into()
+    }
+}
+
+pub(super) fn authorize(mock: &MockDingTalk, req: &MockRequest) -> Resp {
+    let request = match AuthorizeRequest::parse(req, &mock.settings().client_id) {
+        Ok(request) => request,
+        Err(message) => return error_page(StatusCode::BAD_REQUEST, &message),
+    };
+    if req.query(MOCK_REFUSE).is_some() {
+        return wire::redirect(&request.callback(&[("error", "access_denied")]));
+    }
+    match req.query(MOCK_USER) {
+        Some(userid) => approve(mock, &request, userid),
+        None => account_picker(mock, &request, req),
+    }
+}
+
+fn approve(mock: &MockDingTalk, request: &AuthorizeRequest, userid: &str) -> Resp {
+    let code = {
+        let mut state = mock.state();
+        let Some(user) = state.org.user(userid) else {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("未知的模拟用户：{userid}"),
+            );
+        };
+        if !user.active {
+            return error_page(
+                StatusCode::FORBIDDEN,
+                &format!("账号「{}」尚未激活，无法扫码登录。", user.name),
+            );
+        }
+        let grant = UserGrant {
+            userid: user.userid.clone(),
+            with_corp: request.with_corp,
+        };
+        state.mint_auth_code(grant, mock.settings().code_ttl)
+    };
+    // DingTalk sends the code twice, as `code` and `authCode` (observed on the wire).
+    wire::redirect(&request.callback(&[("code", &code), ("authCode", &code)]))
+}
+
+fn account_picker(mock: &MockDingTalk, request: &AuthorizeRequest, req: &MockRequest) -> Resp {
+    let org = mock.org();
+    let rows = org
+        .users()
+        .iter()
+        .map(|user| LoginRow {
+            name: user.name.clone(),
+            userid: user.userid.clone(),
+            departments: department_text(&org, user),
+            corp: corp_text(&org, user),
+            standing: if user.active {
+                Standing::Active
+            } else {
+                Standing::Inactive
+            },
+            approve_href: self_link(req, MOCK_USER, &user.userid),
+        })
+        .collect();
+    let page = LoginPage {
+        client_id: mock.settings().client_id.clone(),
+        scope: request.scope.clone(),
+        rows,
+        refuse_href: self_link(req, MOCK_REFUSE, "1"),
+    };
+    wire::html(StatusCode::OK, pages::login_page(&page))
+}
+
+/// This same authorize URL (relative), with the mock's own parameters replaced by `key=value`.
+fn self_link(req: &MockRequest, key: &str, value: &str) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &req.query {
+        if k != MOCK_USER && k != MOCK_REFUSE {
+            query.append_pair(k, v);
+        }
+    }
+    query.append_pair(key, value);
+    format!("/oauth2/auth?{}", query.finish())
+}
+
+/// "研发部 › 平台组；财务部": each department as its path below the root.
+fn department_text(org: &Org, user: &User) -> String {
+    if user.departments.is_empty() {
+        return "无部门".to_owned();
+    }
+    user.departments
+        .iter()
+        .map(|&dept| {
+            let mut chain = org.parent_chain(dept);
+            if chain.len() > 1 {
+                chain.retain(|&id| id != ROOT_DEPARTMENT);
+            }
+            chain
+                .iter()
+                .rev()
+                .filter_map(|&id| org.department(id).map(|d| d.name.as_str()))
+                .collect::<Vec<_>>()
+                .join(" › ")
+        })
+        .collect::<Vec<_>>()
+        .join("；")
+}
+
+fn corp_text(org: &Org, user: &User) -> String {
+    match user.corp_id.as_deref() {
+        Some(corp_id) => org
+            .corp_by_id(corp_id)
+            .map_or_else(|| corp_id.to_owned(), |c| c.name.clone()),
+        None => "未加入任何组织".to_owned(),
+    }
+}
+
+/// An HTML error page in login.dingtalk.com's place.
+pub(super) fn error_page(status: StatusCode, message: &str) -> Resp {
+    wire::html(status, pages::error_page(message))
+}
+
+pub(super) fn method_not_allowed() -> Resp {
+    error_page(StatusCode::METHOD_NOT_ALLOWED, "请使用 GET 打开登录页。")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn department_text_shows_paths_below_the_root() {
+        let org = Org::default_org();
+        let chen = org.user("chenxiaoming").unwrap();
+        assert_eq!(department_text(&org, chen), "研发部 › 平台组；财务部");
+        let boss = org.user("zhaoliu").unwrap();
+        assert_eq!(department_text(&org, boss), "示例科技");
+        let alice = org.user("alice.partner").unwrap();
+        assert_eq!(department_text(&org, alice), "无部门");
+        assert_eq!(corp_text(&org, alice), "远景咨询有限公司");
+    }
+}
