@@ -529,7 +529,10 @@ impl Check {
                 default
             }
             Err(e) => {
-                self.issue(key, format!("not a duration like `30s`, `5m` or `8h` ({e})"));
+                self.issue(
+                    key,
+                    format!("not a duration like `30s`, `5m` or `8h` ({e})"),
+                );
                 default
             }
         }
@@ -547,12 +550,21 @@ impl Check {
         }
     }
 
-    fn number(&mut self, key: &str, v: Option<String>, default: usize, range: (usize, usize)) -> usize {
+    fn number(
+        &mut self,
+        key: &str,
+        v: Option<String>,
+        default: usize,
+        range: (usize, usize),
+    ) -> usize {
         let Some(s) = v else { return default };
         match s.trim().parse::<usize>() {
             Ok(n) if n >= range.0 && n <= range.1 => n,
             _ => {
-                self.issue(key, format!("must be a whole number from {} to {}", range.0, range.1));
+                self.issue(
+                    key,
+                    format!("must be a whole number from {} to {}", range.0, range.1),
+                );
                 default
             }
         }
@@ -587,8 +599,16 @@ impl Check {
     }
 
     /// A secret given inline or through a `*_file` path (exactly one of them).
-    fn secret(&mut self, key: &str, inline: Option<String>, file: Option<String>) -> Option<String> {
-        match (inline.filter(|s| !s.is_empty()), file.filter(|s| !s.is_empty())) {
+    fn secret(
+        &mut self,
+        key: &str,
+        inline: Option<String>,
+        file: Option<String>,
+    ) -> Option<String> {
+        match (
+            inline.filter(|s| !s.is_empty()),
+            file.filter(|s| !s.is_empty()),
+        ) {
             (Some(_), Some(_)) => {
                 self.issue(key, format!("set either {key} or {key}_file, not both"));
                 None
@@ -603,7 +623,10 @@ impl Check {
                 }
             },
             (None, None) => {
-                self.issue(key, format!("missing (set {key} or {key}_file, or the env var)"));
+                self.issue(
+                    key,
+                    format!("missing (set {key} or {key}_file, or the env var)"),
+                );
                 None
             }
         }
@@ -640,13 +663,21 @@ impl RawConfig {
             .unwrap_or_else(|| "127.0.0.1:4180".to_owned())
             .trim()
             .parse::<SocketAddr>()
-            .map_err(|_| c.issue("listen", "not an address like 127.0.0.1:4180 or 0.0.0.0:4180"))
+            .map_err(|_| {
+                c.issue(
+                    "listen",
+                    "not an address like 127.0.0.1:4180 or 0.0.0.0:4180",
+                )
+            })
             .ok();
 
         let public_url = c.http_url("public_url", self.public_url, None);
         if let Some(u) = &public_url {
             if u.path() != "/" {
-                c.issue("public_url", "must not have a path (the gateway owns the whole origin)");
+                c.issue(
+                    "public_url",
+                    "must not have a path (the gateway owns the whole origin)",
+                );
             }
         }
 
@@ -660,12 +691,18 @@ impl RawConfig {
             || prefix.contains("//")
             || prefix.contains("..")
         {
-            c.issue("prefix", "must be a path like /_dinggate (letters, digits, - _ . /)");
+            c.issue(
+                "prefix",
+                "must be a path like /_dinggate (letters, digits, - _ . /)",
+            );
         }
 
         let upstream_url = c.http_url("upstream", self.upstream, None);
-        let upstream_timeout =
-            c.duration("upstream_timeout", self.upstream_timeout, Duration::from_secs(30));
+        let upstream_timeout = c.duration(
+            "upstream_timeout",
+            self.upstream_timeout,
+            Duration::from_secs(30),
+        );
         let connect_timeout = c.duration(
             "upstream_connect_timeout",
             self.upstream_connect_timeout,
@@ -681,8 +718,11 @@ impl RawConfig {
                 Err(e) => c.issue(&format!("redirect_allowlist[{i}]"), e),
             }
         }
-        let trust_forwarded_headers =
-            c.boolean("trust_forwarded_headers", self.trust_forwarded_headers, false);
+        let trust_forwarded_headers = c.boolean(
+            "trust_forwarded_headers",
+            self.trust_forwarded_headers,
+            false,
+        );
 
         let dingtalk = self.dingtalk.validate(&mut c);
         let session = self.session.validate(&mut c, public_url.as_ref());
@@ -709,7 +749,10 @@ impl RawConfig {
 
         let level = self.log.level.unwrap_or_else(|| "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            c.issue("log.level", "not a log filter like `info` or `dinggate=debug,info`");
+            c.issue(
+                "log.level",
+                "not a log filter like `info` or `dinggate=debug,info`",
+            );
         }
         let format = match self.log.format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -757,7 +800,10 @@ impl RawDingTalk {
             self.client_secret,
             self.client_secret_file,
         );
-        let corp_id = self.corp_id.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let corp_id = self
+            .corp_id
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
         let allow_any_corp = c.boolean("dingtalk.allow_any_corp", self.allow_any_corp, false);
         if corp_id.is_none() && !allow_any_corp {
             c.issue(
@@ -766,11 +812,26 @@ impl RawDingTalk {
             );
         }
         if corp_id.is_some() && allow_any_corp {
-            c.issue("dingtalk.allow_any_corp", "cannot be true when dingtalk.corp_id is set");
+            c.issue(
+                "dingtalk.allow_any_corp",
+                "cannot be true when dingtalk.corp_id is set",
+            );
         }
-        let login_url = c.http_url("dingtalk.login_url", self.login_url, Some("https://login.dingtalk.com"));
-        let api_url = c.http_url("dingtalk.api_url", self.api_url, Some("https://api.dingtalk.com"));
-        let oapi_url = c.http_url("dingtalk.oapi_url", self.oapi_url, Some("https://oapi.dingtalk.com"));
+        let login_url = c.http_url(
+            "dingtalk.login_url",
+            self.login_url,
+            Some("https://login.dingtalk.com"),
+        );
+        let api_url = c.http_url(
+            "dingtalk.api_url",
+            self.api_url,
+            Some("https://api.dingtalk.com"),
+        );
+        let oapi_url = c.http_url(
+            "dingtalk.oapi_url",
+            self.oapi_url,
+            Some("https://oapi.dingtalk.com"),
+        );
         let timeout = c.duration("dingtalk.timeout", self.timeout, Duration::from_secs(10));
         Some(DingTalkConfig {
             client_id: client_id?,
@@ -819,13 +880,23 @@ impl RawSession {
                 if host != bare && !host.ends_with(&format!(".{bare}")) {
                     c.issue(
                         "session.cookie_domain",
-                        format!("browsers will reject it: public_url host {host} is not inside {bare}"),
+                        format!(
+                            "browsers will reject it: public_url host {host} is not inside {bare}"
+                        ),
                     );
                 }
             }
         }
-        let lifetime = c.duration("session.lifetime", self.lifetime, Duration::from_secs(8 * 3600));
-        let key = c.secret("session.signing_key", self.signing_key, self.signing_key_file);
+        let lifetime = c.duration(
+            "session.lifetime",
+            self.lifetime,
+            Duration::from_secs(8 * 3600),
+        );
+        let key = c.secret(
+            "session.signing_key",
+            self.signing_key,
+            self.signing_key_file,
+        );
         let key = key.and_then(|k| {
             if k.len() < MIN_KEY_BYTES {
                 c.issue(
@@ -838,7 +909,12 @@ impl RawSession {
             }
         });
         let mut previous = Vec::new();
-        for (i, k) in self.previous_signing_keys.unwrap_or_default().into_iter().enumerate() {
+        for (i, k) in self
+            .previous_signing_keys
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             if k.len() < MIN_KEY_BYTES {
                 c.issue(
                     &format!("session.previous_signing_keys[{i}]"),
@@ -928,8 +1004,14 @@ session:
         assert_eq!(c.session.lifetime, Duration::from_secs(8 * 3600));
         assert_eq!(c.session.issuer, "https://gate.example.com");
         assert_eq!(c.dingtalk.login_url.as_str(), "https://login.dingtalk.com/");
-        assert_eq!(c.callback_url(), "https://gate.example.com/_dinggate/callback");
-        assert_eq!(c.headers.user.as_ref().map(HeaderName::as_str), Some("x-forwarded-user"));
+        assert_eq!(
+            c.callback_url(),
+            "https://gate.example.com/_dinggate/callback"
+        );
+        assert_eq!(
+            c.headers.user.as_ref().map(HeaderName::as_str),
+            Some("x-forwarded-user")
+        );
     }
 
     #[test]
@@ -983,15 +1065,33 @@ log:
             &format!("signing_key_file: {}", key.display()),
         );
         let c = Config::from_yaml_str(&yaml).expect("valid");
-        assert_eq!(c.session.signing_key.expose().as_slice(), b"abcdefghijklmnopqrstuvwxyz0123456789");
+        assert_eq!(
+            c.session.signing_key.expose().as_slice(),
+            b"abcdefghijklmnopqrstuvwxyz0123456789"
+        );
 
-        let both = yaml.replace("signing_key_file", "signing_key: \"0123456789abcdef0123456789abcdef\"\n  signing_key_file");
-        assert!(issues(&both).iter().any(|i| i.contains("not both")), "{:?}", issues(&both));
+        let both = yaml.replace(
+            "signing_key_file",
+            "signing_key: \"0123456789abcdef0123456789abcdef\"\n  signing_key_file",
+        );
+        assert!(
+            issues(&both).iter().any(|i| i.contains("not both")),
+            "{:?}",
+            issues(&both)
+        );
 
-        let missing = MINIMAL.replace("\"0123456789abcdef0123456789abcdef\"", "\"\"")
-            .replace("signing_key:", "signing_key_file: /nonexistent/dinggate-key\n  x_unused:");
+        let missing = MINIMAL
+            .replace("\"0123456789abcdef0123456789abcdef\"", "\"\"")
+            .replace(
+                "signing_key:",
+                "signing_key_file: /nonexistent/dinggate-key\n  x_unused:",
+            );
         let got = issues(&missing);
-        assert!(got.iter().any(|i| i.starts_with("session.signing_key_file: cannot read")), "{got:?}");
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("session.signing_key_file: cannot read")),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -1010,15 +1110,21 @@ log:
         let c = Config::from_yaml_str(&open).unwrap();
         assert!(c.dingtalk.corp_id.is_none());
         let neither = MINIMAL.replace("corp_id: dingcorp", "timeout: 5s");
-        assert!(issues(&neither).iter().any(|i| i.starts_with("dingtalk.corp_id: missing")));
+        assert!(issues(&neither)
+            .iter()
+            .any(|i| i.starts_with("dingtalk.corp_id: missing")));
     }
 
     #[test]
     fn bad_header_name_and_cookie_domain() {
         let yaml = format!("{MINIMAL}headers:\n  user: \"Bad Header\"\n");
-        assert!(issues(&yaml).iter().any(|i| i.starts_with("headers.user: not a valid")));
+        assert!(issues(&yaml)
+            .iter()
+            .any(|i| i.starts_with("headers.user: not a valid")));
         let yaml = MINIMAL.replace("signing_key:", "cookie_domain: other.org\n  signing_key:");
-        assert!(issues(&yaml).iter().any(|i| i.starts_with("session.cookie_domain: browsers will reject")));
+        assert!(issues(&yaml)
+            .iter()
+            .any(|i| i.starts_with("session.cookie_domain: browsers will reject")));
     }
 
     #[test]

@@ -121,7 +121,7 @@ session:
             tokio::spawn(serve_http(
                 upstream_listener,
                 ServerLimits::default(),
-                |req, peer| upstream_handler(req, peer),
+                upstream_handler,
                 stop(rx.clone()),
             )),
             tokio::spawn(crate::serve(gateway_listener, state.clone(), stop(rx))),
@@ -179,7 +179,12 @@ pub async fn upstream_handler(
     mut req: Request<Incoming>,
     _peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if let Some(ms) = req.uri().path().strip_prefix("/slow").and(query_ms(req.uri().query())) {
+    if let Some(ms) = req
+        .uri()
+        .path()
+        .strip_prefix("/slow")
+        .and(query_ms(req.uri().query()))
+    {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let upgrade = req
@@ -217,7 +222,11 @@ pub async fn upstream_handler(
             .entry(name.as_str().to_owned())
             .or_insert_with(|| serde_json::Value::Array(Vec::new()));
         if let serde_json::Value::Array(values) = entry {
-            values.push(String::from_utf8_lossy(value.as_bytes()).into_owned().into());
+            values.push(
+                String::from_utf8_lossy(value.as_bytes())
+                    .into_owned()
+                    .into(),
+            );
         }
     }
     if wants_json {
@@ -265,7 +274,11 @@ fn identity_page(headers: &http::HeaderMap) -> Response<Full<Bytes>> {
         .collect();
     let name = headers
         .get("x-dingtalk-name")
-        .map(|v| percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy().into_owned())
+        .map(|v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .unwrap_or_else(|| "(unknown)".to_owned());
     let html = format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>Demo app</title>

@@ -205,9 +205,9 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             | LoginError::BadReturnUrl(_)
             | LoginError::BadCode(_)
             | LoginError::CodeRejected(_) => StatusCode::BAD_REQUEST,
-            LoginError::State(_) | LoginError::Refused(_) | LoginError::NotInOrganization { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            LoginError::State(_)
+            | LoginError::Refused(_)
+            | LoginError::NotInOrganization { .. } => StatusCode::FORBIDDEN,
             LoginError::DingTalk(d) if d.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             LoginError::DingTalk(_) => StatusCode::BAD_GATEWAY,
         },
@@ -289,19 +289,29 @@ pub fn error_response(
     )
 }
 
-/// `{prefix}/start?rd=<return_to>`; falls back to `rd=/` when the URL would be too long to carry.
+/// `{prefix}/start?rd=<return_to>`. The return URL must pass the same validation `/start`
+/// applies; when the full path and query do not (say, a query carrying `//`), the path alone is
+/// used, and failing that `/`, so the user still gets through the login.
 fn start_url(app: &AppState, return_to: &str) -> String {
-    let rd = if return_to.len() <= crate::login::redirect::RedirectPolicy::MAX_LEN {
-        return_to
-    } else {
-        "/"
-    };
+    let path = return_to.split(['?', '#']).next().unwrap_or("/");
+    let rd = [return_to, path]
+        .into_iter()
+        .find(|candidate| app.redirects.validate(candidate).is_ok())
+        .unwrap_or("/");
     let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
     format!("{}/start?rd={encoded}", app.config.prefix)
 }
 
 /// Machine code, titles and messages (English, Chinese) for an error.
-fn describe(error: &GatewayError) -> (&'static str, &'static str, &'static str, &'static str, &'static str) {
+fn describe(
+    error: &GatewayError,
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+) {
     match error {
         GatewayError::Unauthenticated => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
         GatewayError::NotFound => ("not_found", "Not found", "未找到", "There is no such page on this gateway.", "网关上没有这个页面。"),

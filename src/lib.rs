@@ -26,7 +26,11 @@ pub use config::Config;
 pub use state::AppState;
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains connections.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = server::ServerLimits {
         header_read_timeout: state.config.server.header_read_timeout,
         max_header_bytes: state.config.server.max_header_bytes,

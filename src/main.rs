@@ -11,7 +11,11 @@ use dinggate::mock::{MockDingTalk, MockSettings, Org};
 use dinggate::AppState;
 
 #[derive(Parser)]
-#[command(name = "dinggate", version, about = "Puts internal web apps behind DingTalk login")]
+#[command(
+    name = "dinggate",
+    version,
+    about = "Puts internal web apps behind DingTalk login"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dinggate: cannot start the async runtime: {e}");
@@ -73,7 +80,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
                 print!("{}", cfg.redacted_yaml());
-                eprintln!("{}: OK (register {} as the DingTalk redirect URL)", config.display(), cfg.callback_url());
+                eprintln!(
+                    "{}: OK (register {} as the DingTalk redirect URL)",
+                    config.display(),
+                    cfg.callback_url()
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

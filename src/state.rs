@@ -28,6 +28,19 @@ impl Clock {
         secs.saturating_add(self.offset.load(Ordering::Relaxed))
     }
 
+    /// Microseconds since the Unix epoch, plus the offset (orders events within one second).
+    pub fn now_micros(&self) -> i64 {
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        micros.saturating_add(
+            self.offset
+                .load(Ordering::Relaxed)
+                .saturating_mul(1_000_000),
+        )
+    }
+
     /// Moves the clock forward by `secs` (tests only; production never calls it).
     pub fn advance(&self, secs: i64) {
         self.offset.fetch_add(secs, Ordering::Relaxed);

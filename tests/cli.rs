@@ -27,9 +27,18 @@ fn shipped_gateway_yaml_validates_with_secrets_from_env() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "check failed:\n{stderr}");
-    assert!(stdout.contains("lifetime: 12h"), "env override applied:\n{stdout}");
-    assert!(stdout.contains("client_id: '12345'") || stdout.contains("client_id: \"12345\""), "numeric env value read as a string:\n{stdout}");
-    assert!(!stdout.contains("app-secret-from-env"), "secret printed:\n{stdout}");
+    assert!(
+        stdout.contains("lifetime: 12h"),
+        "env override applied:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("client_id: '12345'") || stdout.contains("client_id: \"12345\""),
+        "numeric env value read as a string:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("app-secret-from-env"),
+        "secret printed:\n{stdout}"
+    );
     assert!(!stdout.contains(&"k".repeat(48)), "signing key printed");
     assert!(stdout.contains("<redacted>"));
     assert!(stderr.contains("https://gate.example.com/_dinggate/callback"));
@@ -43,7 +52,10 @@ fn shipped_gateway_yaml_without_secrets_names_what_is_missing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("dingtalk.client_secret: missing"), "{stderr}");
+    assert!(
+        stderr.contains("dingtalk.client_secret: missing"),
+        "{stderr}"
+    );
     assert!(stderr.contains("session.signing_key: missing"), "{stderr}");
 }
 
@@ -66,8 +78,14 @@ fn bad_config_reports_every_problem_and_exits_non_zero() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("upstream: not an http(s) URL"), "{stderr}");
     assert!(stderr.contains("upstreem: unknown key"), "{stderr}");
-    assert!(stderr.contains("session.signing_key: too short"), "{stderr}");
-    assert!(!stderr.contains("short\n") || stderr.contains("too short"), "value not echoed");
+    assert!(
+        stderr.contains("session.signing_key: too short"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("short\n") || stderr.contains("too short"),
+        "value not echoed"
+    );
 
     let out = dinggate()
         .args(["run", "--config"])

@@ -13,7 +13,11 @@ async fn full_login_reaches_the_upstream_with_identity_headers() {
     let stack = stack("").await;
     let client = browser();
 
-    let r = get_html(&client, &format!("{}/hello/world?x=1&y=%E4%B8%AD", stack.url())).await;
+    let r = get_html(
+        &client,
+        &format!("{}/hello/world?x=1&y=%E4%B8%AD", stack.url()),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert_eq!(
         location(&r),
@@ -26,8 +30,16 @@ async fn full_login_reaches_the_upstream_with_identity_headers() {
         .into_iter()
         .find(|c| c.starts_with("_dinggate_csrf_"))
         .expect("a state cookie");
-    for attr in ["HttpOnly", "SameSite=Lax", "Path=/_dinggate/", "Max-Age=600"] {
-        assert!(state_cookie.contains(attr), "{attr} missing in {state_cookie}");
+    for attr in [
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/_dinggate/",
+        "Max-Age=600",
+    ] {
+        assert!(
+            state_cookie.contains(attr),
+            "{attr} missing in {state_cookie}"
+        );
     }
     let authorize = location(&r);
     assert!(authorize.starts_with(&format!("http://{}/oauth2/auth?", stack.mock_addr)));
@@ -50,6 +62,7 @@ async fn full_login_reaches_the_upstream_with_identity_headers() {
     let r = get_html(&client, &callback).await;
     assert_eq!(r.status(), StatusCode::FOUND, "{}", r.text().await.unwrap());
     assert_eq!(location(&r), "/hello/world?x=1&y=%E4%B8%AD");
+    let session_value = cookie_value(&r, "_dinggate").expect("session cookie value");
     let cookies = set_cookies(&r);
     let session = cookies
         .iter()
@@ -58,7 +71,10 @@ async fn full_login_reaches_the_upstream_with_identity_headers() {
     for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=28800"] {
         assert!(session.contains(attr), "{attr} missing in {session}");
     }
-    assert!(!session.contains("Secure"), "plain-http public_url: no Secure");
+    assert!(
+        !session.contains("Secure"),
+        "plain-http public_url: no Secure"
+    );
     assert!(
         cookies
             .iter()
@@ -67,16 +83,31 @@ async fn full_login_reaches_the_upstream_with_identity_headers() {
     );
 
     let mut extra = HeaderMap::new();
-    extra.insert(COOKIE, HeaderValue::from_static("app_pref=dark"));
+    // An explicit Cookie header replaces the jar's, so it carries the session too.
+    extra.insert(
+        COOKIE,
+        HeaderValue::from_str(&format!(
+            "app_pref=dark; _dinggate={session_value}; theme=1"
+        ))
+        .unwrap(),
+    );
     let echoed = echo(&client, &format!("{}/echo/x?q=1", stack.url()), extra).await;
     let user = stack.mock.settings().org.user(ZHANGSAN).unwrap().clone();
-    assert_eq!(header(&echoed, "x-forwarded-user"), Some(user.union_id.as_str()));
-    assert_eq!(header(&echoed, "x-dingtalk-unionid"), Some(user.union_id.as_str()));
+    assert_eq!(
+        header(&echoed, "x-forwarded-user"),
+        Some(user.union_id.as_str())
+    );
+    assert_eq!(
+        header(&echoed, "x-dingtalk-unionid"),
+        Some(user.union_id.as_str())
+    );
     assert_eq!(header(&echoed, "x-dingtalk-corpid"), Some(corp.as_str()));
     let encoded_name = header(&echoed, "x-dingtalk-name").unwrap();
     assert!(encoded_name.is_ascii());
     assert_eq!(
-        percent_encoding::percent_decode_str(encoded_name).decode_utf8().unwrap(),
+        percent_encoding::percent_decode_str(encoded_name)
+            .decode_utf8()
+            .unwrap(),
         user.name
     );
     assert_eq!(
@@ -89,7 +120,10 @@ async fn full_login_reaches_the_upstream_with_identity_headers() {
     assert_eq!(echoed["query"], "q=1");
     // The app's own cookie survives; the gateway's never reaches the upstream.
     let cookie_values = echoed["headers"]["cookie"].to_string();
-    assert!(cookie_values.contains("app_pref=dark"), "{cookie_values}");
+    assert!(
+        cookie_values.contains("app_pref=dark; theme=1"),
+        "{cookie_values}"
+    );
     assert!(!cookie_values.contains("_dinggate"), "{cookie_values}");
 
     let info: serde_json::Value = client
@@ -109,7 +143,7 @@ async fn full_login_reaches_the_upstream_with_identity_headers() {
 const ZHANGSAN: &str = "zhangsan";
 const LISI: &str = "lisi";
 const WANGWU: &str = "wangwu";
-const OUTSIDER: &str = "alice";
+const OUTSIDER: &str = "alice.partner";
 
 #[tokio::test]
 async fn bad_missing_and_replayed_state_are_refused_before_any_token_exchange() {
@@ -134,7 +168,11 @@ async fn bad_missing_and_replayed_state_are_refused_before_any_token_exchange() 
     let other = browser();
     let r = get_html(&other, &callback).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_eq!(stack.mock.call_count(TOKEN_PATH), 0, "no exchange on a bad state");
+    assert_eq!(
+        stack.mock.call_count(TOKEN_PATH),
+        0,
+        "no exchange on a bad state"
+    );
 
     // The real callback works once...
     let r = get_html(&client, &callback).await;
@@ -203,7 +241,10 @@ async fn too_many_parallel_logins_evict_the_oldest_not_the_newest() {
     let cb_a = approve(&client, &a, LISI).await;
     let cb_b = approve(&client, &b, LISI).await;
     let cb_c = approve(&client, &c, LISI).await;
-    assert_eq!(get_html(&client, &cb_a).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get_html(&client, &cb_a).await.status(),
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(location(&get_html(&client, &cb_c).await), "/c");
     assert_eq!(location(&get_html(&client, &cb_b).await), "/b");
     stack.stop().await;
@@ -219,7 +260,7 @@ async fn a_reused_code_fails_and_the_user_is_told_to_sign_in_again() {
     let used_code = param(&first, "code").unwrap();
 
     // A fresh, valid state carrying the already-used code.
-    let authorize = begin_login(&stack, &client, "/").await;
+    let authorize = start_login(&stack, &client, "/").await;
     let fresh = approve(&client, &authorize, ZHANGSAN).await;
     let state = param(&fresh, "state").unwrap();
     let replayed = format!(
@@ -340,7 +381,11 @@ async fn expired_tampered_and_foreign_sessions_are_like_no_session() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::FOUND, "token {token:.20} must not pass");
+        assert_eq!(
+            r.status(),
+            StatusCode::FOUND,
+            "token {token:.20} must not pass"
+        );
         assert!(location(&r).starts_with("/_dinggate/start?rd="));
     }
     let r = fresh
@@ -375,7 +420,9 @@ async fn api_requests_without_a_session_get_401_json() {
     assert_eq!(body["login_url"], "/_dinggate/start?rd=%2Fapi%2Fitems");
 
     for req in [
-        client.post(format!("{}/form", stack.url())).header(ACCEPT, HTML),
+        client
+            .post(format!("{}/form", stack.url()))
+            .header(ACCEPT, HTML),
         client
             .get(format!("{}/x", stack.url()))
             .header(ACCEPT, HTML)
@@ -388,12 +435,52 @@ async fn api_requests_without_a_session_get_401_json() {
 }
 
 #[tokio::test]
+async fn deep_links_that_fail_return_url_checks_fall_back_to_their_path() {
+    let stack = stack("").await;
+    let client = browser();
+    let cases = [
+        (
+            "/report?next=https%3A%2F%2Fexample.org%2F",
+            "/_dinggate/start?rd=%2Freport",
+        ),
+        (
+            &*format!("/big?{}", "a".repeat(2000)),
+            "/_dinggate/start?rd=%2Fbig",
+        ),
+    ];
+    for (path, want) in cases {
+        let r = get_html(&client, &format!("{}{path}", stack.url())).await;
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(location(&r), want, "for {path:.40}");
+    }
+    // A path that is itself unsafe as a redirect target (`//host`) falls back to `/`.
+    let r = client
+        .get(format!("{}//evil.example/x", stack.url()))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(location(&r), "/_dinggate/start?rd=%2F");
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn bad_return_urls_are_refused_at_start() {
     let stack = stack("").await;
     let client = browser();
-    for rd in ["https://evil.example/", "//evil.example", "/%2f%2fevil.example", "javascript:alert(1)"] {
+    for rd in [
+        "https://evil.example/",
+        "//evil.example",
+        "/%2f%2fevil.example",
+        "javascript:alert(1)",
+    ] {
         let enc: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-        let r = get_html(&client, &format!("{}/_dinggate/start?rd={enc}", stack.url())).await;
+        let r = get_html(
+            &client,
+            &format!("{}/_dinggate/start?rd={enc}", stack.url()),
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "rd={rd}");
         assert!(set_cookies(&r).is_empty(), "no state for a refused rd");
     }
@@ -417,12 +504,19 @@ async fn sign_out_clears_the_session() {
     assert_eq!(r.status(), StatusCode::FOUND, "signed out");
 
     let client = logged_in(&stack, ZHANGSAN).await;
-    let r = get_html(&client, &format!("{}/_dinggate/sign_out?rd=%2Fbye", stack.url())).await;
+    let r = get_html(
+        &client,
+        &format!("{}/_dinggate/sign_out?rd=%2Fbye", stack.url()),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert_eq!(location(&r), "/bye");
     let r = get_html(
         &client,
-        &format!("{}/_dinggate/sign_out?rd=https%3A%2F%2Fevil.example", stack.url()),
+        &format!(
+            "{}/_dinggate/sign_out?rd=https%3A%2F%2Fevil.example",
+            stack.url()
+        ),
     )
     .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);

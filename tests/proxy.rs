@@ -11,7 +11,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn spoofed_identity_headers_never_reach_the_upstream() {
     let stack = stack("").await;
     let client = logged_in(&stack, "zhangsan").await;
-    let union_id = stack.mock.settings().org.user("zhangsan").unwrap().union_id.clone();
+    let union_id = stack
+        .mock
+        .settings()
+        .org
+        .user("zhangsan")
+        .unwrap()
+        .union_id
+        .clone();
 
     let mut spoof = HeaderMap::new();
     for name in [
@@ -38,7 +45,10 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
 
     let echoed = echo(&client, &format!("{}/echo", stack.url()), spoof).await;
     let all = echoed["headers"].to_string();
-    assert!(!all.contains("attacker"), "a spoofed value got through: {all}");
+    assert!(
+        !all.contains("attacker"),
+        "a spoofed value got through: {all}"
+    );
     assert_eq!(header(&echoed, "x-forwarded-user"), Some(union_id.as_str()));
     assert_eq!(header(&echoed, "x-forwarded-for"), Some("127.0.0.1"));
     assert!(echoed["headers"].get("x_forwarded_user").is_none());
@@ -75,7 +85,10 @@ async fn hop_by_hop_headers_are_removed() {
     let mut h = HeaderMap::new();
     h.insert("connection", HeaderValue::from_static("x-secret-hop"));
     h.insert("x-secret-hop", HeaderValue::from_static("1"));
-    h.insert("proxy-authorization", HeaderValue::from_static("Basic Zm9vOmJhcg=="));
+    h.insert(
+        "proxy-authorization",
+        HeaderValue::from_static("Basic Zm9vOmJhcg=="),
+    );
     h.insert("te", HeaderValue::from_static("trailers"));
     h.insert("x-kept", HeaderValue::from_static("yes"));
     let echoed = echo(&client, &format!("{}/echo", stack.url()), h).await;
@@ -145,7 +158,10 @@ async fn upgrades_are_bridged_after_101() {
     let n = tcp.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
     tcp.write_all("ping 你好".as_bytes()).await.unwrap();
     let mut got = vec![0u8; "ping 你好".len()];
     tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_exact(&mut got))

@@ -14,6 +14,8 @@ use crate::state::AppState;
 
 /// Longest query string a login endpoint reads; anything longer is refused unparsed.
 pub const MAX_QUERY_LEN: usize = 4096;
+/// Longest display name kept in the session (longer ones are cut).
+const MAX_NAME_CHARS: usize = 64;
 /// Longest authorization code accepted (DingTalk's are 32 hex characters).
 const MAX_CODE_LEN: usize = 256;
 
@@ -37,7 +39,7 @@ pub enum LoginError {
     BadCode(&'static str),
     /// DingTalk rejected the code (expired, reused): the user should start again.
     #[error("DingTalk rejected the authorization code")]
-    CodeRejected(#[source] DingTalkError),
+    CodeRejected(#[source] Box<DingTalkError>),
     /// The account is not a member of the configured organization.
     #[error("account {name} logged in through organization {corp:?}, not the configured one")]
     NotInOrganization {
@@ -48,7 +50,7 @@ pub enum LoginError {
     },
     /// DingTalk failed (outage, timeout, misconfiguration).
     #[error("DingTalk call failed")]
-    DingTalk(#[source] DingTalkError),
+    DingTalk(#[source] Box<DingTalkError>),
 }
 
 /// A failed login step plus cookies that must still be set on the error response.
@@ -113,11 +115,14 @@ pub fn start(
     let [rd] = query_params(query, ["rd"])?;
     let return_to = match rd.as_deref() {
         None | Some("") => "/".to_owned(),
-        Some(rd) => app.redirects.validate(rd).map_err(LoginError::BadReturnUrl)?,
+        Some(rd) => app
+            .redirects
+            .validate(rd)
+            .map_err(LoginError::BadReturnUrl)?,
     };
     let flow = app
         .login_states
-        .begin(headers, &return_to, app.clock.now());
+        .begin(headers, &return_to, app.clock.now_micros());
     let url = app.dingtalk.authorize_url(
         &app.config.callback_url(),
         &flow.state,
@@ -136,17 +141,21 @@ pub async fn callback(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response<GatewayBody>, LoginFailure> {
-    let [state, auth_code, code, error] = query_params(query, ["state", "authCode", "code", "error"])?;
+    let [state, auth_code, code, error] =
+        query_params(query, ["state", "authCode", "code", "error"])?;
     let state = state.unwrap_or_default();
-    let now = app.clock.now();
     let flow = app
         .login_states
-        .finish(headers, &state, now)
+        .finish(headers, &state, app.clock.now_micros())
         .map_err(|e| LoginFailure {
             error: LoginError::State(e),
             // A used or mismatching state cookie is worthless; drop it so it does not count
             // against the per-browser flow limit.
-            cookies: app.login_states.clear_cookie_for(&state).into_iter().collect(),
+            cookies: app
+                .login_states
+                .clear_cookie_for(&state)
+                .into_iter()
+                .collect(),
         })?;
     let fail = |error: LoginError| LoginFailure {
         error,
@@ -162,27 +171,31 @@ pub async fn callback(
         return Err(fail(LoginError::Refused(err)));
     }
     let code = match (auth_code, code) {
-        (Some(a), Some(c)) if a != c => return Err(fail(LoginError::BadCode("authCode and code differ"))),
+        (Some(a), Some(c)) if a != c => {
+            return Err(fail(LoginError::BadCode("authCode and code differ")))
+        }
         (Some(a), _) => a,
         (None, Some(c)) => c,
         (None, None) => return Err(fail(LoginError::BadCode("no authCode in the callback"))),
     };
     if code.is_empty() || code.len() > MAX_CODE_LEN || !code.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(fail(LoginError::BadCode("the authorization code is malformed")));
+        return Err(fail(LoginError::BadCode(
+            "the authorization code is malformed",
+        )));
     }
 
     let token = app.dingtalk.exchange_code(&code).await.map_err(|e| {
         fail(if e.is_bad_code() {
-            LoginError::CodeRejected(e)
+            LoginError::CodeRejected(Box::new(e))
         } else {
-            LoginError::DingTalk(e)
+            LoginError::DingTalk(Box::new(e))
         })
     })?;
     let user = app
         .dingtalk
         .current_user(&token)
         .await
-        .map_err(|e| fail(LoginError::DingTalk(e)))?;
+        .map_err(|e| fail(LoginError::DingTalk(Box::new(e))))?;
 
     if let Some(corp) = &app.config.dingtalk.corp_id {
         // Fail closed: a missing corpId (scope without `corpid`) is not a match either.
@@ -194,15 +207,30 @@ pub async fn callback(
         }
     }
 
+    if user.union_id.len() > 128 {
+        return Err(fail(LoginError::DingTalk(Box::new(
+            DingTalkError::Decode {
+                api: crate::dingtalk::api::CURRENT_USER,
+                status: 200,
+                detail: format!(
+                    "unionId is {} bytes long; expected at most 128",
+                    user.union_id.len()
+                ),
+            },
+        ))));
+    }
+    // Profile fields are bounded so the session cookie can never outgrow what browsers and
+    // the JWT verifier accept (a cookie that fails to verify would loop the user through login).
+    let bounded = |v: Option<String>, max: usize| v.filter(|s| !s.is_empty() && s.len() <= max);
     let identity = Identity {
         union_id: user.union_id,
-        name: user.nick,
-        avatar: user.avatar_url.filter(|s| !s.is_empty()),
-        email: user.email.filter(|s| !s.is_empty()),
+        name: user.nick.chars().take(MAX_NAME_CHARS).collect(),
+        avatar: bounded(user.avatar_url, 512),
+        email: bounded(user.email, 254),
         corp_id: token.corp_id.clone(),
-        open_id: user.open_id.filter(|s| !s.is_empty()),
+        open_id: bounded(user.open_id, 128),
     };
-    let jwt = app.sessions.mint(&identity, now);
+    let jwt = app.sessions.mint(&identity, app.clock.now());
     tracing::info!(
         union_id = %identity.union_id,
         corp_id = identity.corp_id.as_deref().unwrap_or("-"),
@@ -223,7 +251,11 @@ pub fn sign_out(
     let [rd] = query_params(query, ["rd"])?;
     let target = match rd.as_deref() {
         None | Some("") => None,
-        Some(rd) => Some(app.redirects.validate(rd).map_err(LoginError::BadReturnUrl)?),
+        Some(rd) => Some(
+            app.redirects
+                .validate(rd)
+                .map_err(LoginError::BadReturnUrl)?,
+        ),
     };
     let start = format!("{}/start", app.config.prefix);
     let mut resp = match target {

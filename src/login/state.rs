@@ -36,7 +36,9 @@ pub enum StateError {
     #[error("the callback has no valid state parameter")]
     Missing,
     /// No login cookie for this state (another browser, cookies blocked, or already used).
-    #[error("no login cookie matches the state (different browser, cookies blocked, or already used)")]
+    #[error(
+        "no login cookie matches the state (different browser, cookies blocked, or already used)"
+    )]
     NoCookie,
     /// The cookie exists but its signature does not match this state.
     #[error("the login cookie does not match the state")]
@@ -124,7 +126,8 @@ impl LoginStates {
     }
 
     /// Starts a flow that will return to `return_to` (already validated), evicting the oldest
-    /// flows in `headers` beyond the per-browser limit.
+    /// flows in `headers` beyond the per-browser limit. `now` is in microseconds: flows started
+    /// in the same second must still be ordered, so the oldest is the one evicted.
     pub fn begin(&self, headers: &HeaderMap, return_to: &str, now: i64) -> NewFlow {
         let state = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let rd = URL_SAFE_NO_PAD.encode(return_to.as_bytes());
@@ -154,8 +157,13 @@ impl LoginStates {
         }
     }
 
-    /// Checks `state` against the browser's cookies and consumes it.
-    pub fn finish(&self, headers: &HeaderMap, state: &str, now: i64) -> Result<FinishedFlow, StateError> {
+    /// Checks `state` against the browser's cookies and consumes it (`now` in microseconds).
+    pub fn finish(
+        &self,
+        headers: &HeaderMap,
+        state: &str,
+        now: i64,
+    ) -> Result<FinishedFlow, StateError> {
         if state.len() != STATE_LEN
             || !state
                 .bytes()
@@ -175,14 +183,20 @@ impl LoginStates {
             return Err(StateError::Mismatch);
         };
         let iat: i64 = iat.parse().map_err(|_| StateError::Mismatch)?;
-        let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| StateError::Mismatch)?;
-        let mut expected = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        let mac = URL_SAFE_NO_PAD
+            .decode(mac)
+            .map_err(|_| StateError::Mismatch)?;
+        let mut expected =
+            HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
         expected.update(&mac_input(state, iat, rd));
         // verify_slice compares in constant time.
-        expected.verify_slice(&mac).map_err(|_| StateError::Mismatch)?;
+        expected
+            .verify_slice(&mac)
+            .map_err(|_| StateError::Mismatch)?;
 
-        let ttl = i64::try_from(self.settings.ttl.as_secs()).unwrap_or(i64::MAX);
-        if now < iat.saturating_sub(60) || now > iat.saturating_add(ttl) {
+        let ttl = i64::try_from(self.settings.ttl.as_micros()).unwrap_or(i64::MAX);
+        // Up to a minute of clock skew between replicas is tolerated.
+        if now < iat.saturating_sub(60_000_000) || now > iat.saturating_add(ttl) {
             return Err(StateError::Expired);
         }
         let return_to = URL_SAFE_NO_PAD
@@ -259,6 +273,9 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// One second in microseconds.
+    const S: i64 = 1_000_000;
+
     fn states(max_flows: usize) -> LoginStates {
         LoginStates::new(
             b"0123456789abcdef0123456789abcdef",
@@ -286,67 +303,94 @@ mod tests {
     #[test]
     fn round_trip_returns_the_url_and_is_single_use() {
         let s = states(4);
-        let flow = s.begin(&HeaderMap::new(), "/app?x=1", 1000);
+        let flow = s.begin(&HeaderMap::new(), "/app?x=1", 1000 * S);
         assert_eq!(flow.state.len(), STATE_LEN);
         assert!(flow.cookie.http_only().unwrap_or(false));
         assert_eq!(flow.cookie.same_site(), Some(SameSite::Lax));
         assert_eq!(flow.cookie.path(), Some("/_dinggate/"));
         let h = jar(&[&flow.cookie]);
-        let done = s.finish(&h, &flow.state, 1010).expect("valid");
+        let done = s.finish(&h, &flow.state, 1010 * S).expect("valid");
         assert_eq!(done.return_to, "/app?x=1");
         assert_eq!(done.clear.max_age(), Some(cookie::time::Duration::ZERO));
-        assert_eq!(s.finish(&h, &flow.state, 1011).unwrap_err(), StateError::Replayed);
+        assert_eq!(
+            s.finish(&h, &flow.state, 1011 * S).unwrap_err(),
+            StateError::Replayed
+        );
     }
 
     #[test]
     fn wrong_missing_expired_states_fail() {
         let s = states(4);
-        let a = s.begin(&HeaderMap::new(), "/a", 1000);
-        let b = s.begin(&HeaderMap::new(), "/b", 1000);
+        let a = s.begin(&HeaderMap::new(), "/a", 1000 * S);
+        let b = s.begin(&HeaderMap::new(), "/b", 1000 * S);
         let h = jar(&[&a.cookie]);
-        assert_eq!(s.finish(&h, "", 1000).unwrap_err(), StateError::Missing);
-        assert_eq!(s.finish(&h, "../../etc", 1000).unwrap_err(), StateError::Missing);
-        assert_eq!(s.finish(&h, &b.state, 1000).unwrap_err(), StateError::NoCookie);
+        assert_eq!(s.finish(&h, "", 1000 * S).unwrap_err(), StateError::Missing);
+        assert_eq!(
+            s.finish(&h, "../../etc", 1000 * S).unwrap_err(),
+            StateError::Missing
+        );
+        assert_eq!(
+            s.finish(&h, &b.state, 1000 * S).unwrap_err(),
+            StateError::NoCookie
+        );
         // Same cookie name prefix but a different state: the MAC must not verify.
         let forged = format!("{}{}", &a.state[..NAME_CHARS], &b.state[NAME_CHARS..]);
-        assert_eq!(s.finish(&h, &forged, 1000).unwrap_err(), StateError::Mismatch);
-        assert_eq!(s.finish(&h, &a.state, 1000 + 601).unwrap_err(), StateError::Expired);
+        assert_eq!(
+            s.finish(&h, &forged, 1000 * S).unwrap_err(),
+            StateError::Mismatch
+        );
+        assert_eq!(
+            s.finish(&h, &a.state, (1000 + 601) * S).unwrap_err(),
+            StateError::Expired
+        );
     }
 
     #[test]
     fn tampered_return_url_fails() {
         let s = states(4);
-        let a = s.begin(&HeaderMap::new(), "/a", 1000);
+        let a = s.begin(&HeaderMap::new(), "/a", 1000 * S);
         let mut parts: Vec<&str> = a.cookie.value().split('.').collect();
         let evil = URL_SAFE_NO_PAD.encode("https://evil.example");
         parts[1] = &evil;
         let forged = Cookie::new(a.cookie.name().to_owned(), parts.join("."));
-        assert_eq!(s.finish(&jar(&[&forged]), &a.state, 1000).unwrap_err(), StateError::Mismatch);
+        assert_eq!(
+            s.finish(&jar(&[&forged]), &a.state, 1000 * S).unwrap_err(),
+            StateError::Mismatch
+        );
     }
 
     #[test]
     fn parallel_flows_all_finish_and_oldest_is_evicted_past_the_cap() {
         let s = states(3);
-        let f1 = s.begin(&HeaderMap::new(), "/1", 1000);
-        let f2 = s.begin(&jar(&[&f1.cookie]), "/2", 1001);
-        let f3 = s.begin(&jar(&[&f1.cookie, &f2.cookie]), "/3", 1002);
+        let f1 = s.begin(&HeaderMap::new(), "/1", 1000 * S);
+        let f2 = s.begin(&jar(&[&f1.cookie]), "/2", 1001 * S);
+        let f3 = s.begin(&jar(&[&f1.cookie, &f2.cookie]), "/3", 1002 * S);
         assert!(f2.evicted.is_empty() && f3.evicted.is_empty());
         let all = jar(&[&f1.cookie, &f2.cookie, &f3.cookie]);
-        let f4 = s.begin(&all, "/4", 1003);
+        let f4 = s.begin(&all, "/4", 1003 * S);
         assert_eq!(f4.evicted.len(), 1);
         assert_eq!(f4.evicted[0].name(), f1.cookie.name());
         // In any order, each of the live flows completes.
         let all4 = jar(&[&f2.cookie, &f3.cookie, &f4.cookie]);
-        assert_eq!(s.finish(&all4, &f3.state, 1004).unwrap().return_to, "/3");
-        assert_eq!(s.finish(&all4, &f2.state, 1004).unwrap().return_to, "/2");
-        assert_eq!(s.finish(&all4, &f4.state, 1004).unwrap().return_to, "/4");
+        assert_eq!(
+            s.finish(&all4, &f3.state, 1004 * S).unwrap().return_to,
+            "/3"
+        );
+        assert_eq!(
+            s.finish(&all4, &f2.state, 1004 * S).unwrap().return_to,
+            "/2"
+        );
+        assert_eq!(
+            s.finish(&all4, &f4.state, 1004 * S).unwrap().return_to,
+            "/4"
+        );
     }
 
     #[test]
     fn cookie_stays_small_even_with_a_long_return_url() {
         let s = states(4);
         let long = format!("/{}", "a".repeat(1023));
-        let f = s.begin(&HeaderMap::new(), &long, 1000);
+        let f = s.begin(&HeaderMap::new(), &long, 1000 * S);
         let len = f.cookie.name().len() + f.cookie.value().len();
         assert!(len < 1500, "state cookie is {len} bytes");
     }

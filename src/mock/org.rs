@@ -282,6 +282,39 @@ impl Org {
         &self.corp
     }
 
+    /// The org's own corpId (what the gateway's `dingtalk.corp_id` must be).
+    pub fn corp_id(&self) -> &str {
+        &self.corp.corp_id
+    }
+
+    /// One line per person for terminal output: userid, name, department and status.
+    pub fn describe_users(&self) -> String {
+        let mut out = String::new();
+        for u in &self.users {
+            let dept = u
+                .departments
+                .first()
+                .and_then(|d| self.department(*d))
+                .map(|d| d.name.as_str())
+                .unwrap_or("-");
+            let status = if !self.is_member(u) {
+                let corp = u
+                    .corp_id
+                    .as_deref()
+                    .and_then(|c| self.corp_by_id(c))
+                    .map(|c| c.name.as_str())
+                    .unwrap_or("no organization");
+                format!("outsider ({corp}): refused")
+            } else if !u.active {
+                "inactive: cannot log in".to_owned()
+            } else {
+                dept.to_owned()
+            };
+            out.push_str(&format!("  {:<14} {:<8} {status}\n", u.userid, u.name));
+        }
+        out
+    }
+
     /// The corp with this id, the org's own or one of the others.
     pub fn corp_by_id(&self, corp_id: &str) -> Option<&Corp> {
         std::iter::once(&self.corp)

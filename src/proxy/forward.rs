@@ -91,15 +91,11 @@ pub async fn forward(
     let upgrade = is_upgrade_request(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let uri = upstream_uri(&app.config.upstream.url, req.uri()).map_err(UpstreamError::BadUri)?;
-    let original_host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+    let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
 
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
@@ -151,7 +147,9 @@ pub async fn forward(
                     Ok((client, upstream)) => {
                         let mut client = TokioIo::new(client);
                         let mut upstream = TokioIo::new(upstream);
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                        if let Err(e) =
+                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                        {
                             tracing::debug!(error = %e, "upgraded connection closed with error");
                         }
                     }
@@ -221,7 +219,9 @@ mod tests {
         );
         let base = url::Url::parse("http://app.internal").unwrap();
         assert_eq!(
-            upstream_uri(&base, &"/".parse().unwrap()).unwrap().to_string(),
+            upstream_uri(&base, &"/".parse().unwrap())
+                .unwrap()
+                .to_string(),
             "http://app.internal/"
         );
     }

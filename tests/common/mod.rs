@@ -46,11 +46,32 @@ pub async fn get_html(client: &Client, url: &str) -> Response {
 /// Starts a login for `path` and returns the DingTalk authorize URL the gateway sent us to.
 pub async fn begin_login(stack: &Stack, client: &Client, path: &str) -> String {
     let r = get_html(client, &format!("{}{path}", stack.url())).await;
-    assert_eq!(r.status(), StatusCode::FOUND, "unauthenticated navigation redirects");
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "unauthenticated navigation redirects"
+    );
     let start = absolute(stack, &location(&r));
     let r = get_html(client, &start).await;
     assert_eq!(r.status(), StatusCode::FOUND, "start redirects to DingTalk");
     location(&r)
+}
+
+/// Starts a login directly at `/_dinggate/start` (works with or without a session).
+pub async fn start_login(stack: &Stack, client: &Client, rd: &str) -> String {
+    let enc: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let r = get_html(client, &format!("{}/_dinggate/start?rd={enc}", stack.url())).await;
+    assert_eq!(r.status(), StatusCode::FOUND, "start redirects to DingTalk");
+    location(&r)
+}
+
+/// The value of the `name` cookie set by a response.
+pub fn cookie_value(resp: &Response, name: &str) -> Option<String> {
+    set_cookies(resp).iter().find_map(|c| {
+        let pair = c.split(';').next()?;
+        let (n, v) = pair.split_once('=')?;
+        (n == name).then(|| v.to_owned())
+    })
 }
 
 /// Approves the authorize URL as `userid` at the mock and returns the callback URL it redirects to.
