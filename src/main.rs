@@ -46,6 +46,12 @@ enum Command {
         #[arg(long)]
         client_secret: Option<String>,
     },
+    /// Run only the demo upstream (shows/echoes the headers it receives; for trials and benchmarks).
+    DemoUpstream {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
     /// Validate the configuration and print it with secrets redacted.
     Check {
         /// Configuration file (YAML); DINGGATE_* env vars override it.
@@ -119,6 +125,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo => {
             dinggate::telemetry::init(&default_log());
             dinggate::demo::run().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DemoUpstream { listen } => {
+            dinggate::telemetry::init(&default_log());
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!("demo upstream on http://{listen}");
+            dinggate::server::serve_http(
+                listener,
+                dinggate::server::ServerLimits::default(),
+                dinggate::demo::upstream_handler,
+                shutdown_signal(),
+            )
+            .await;
             Ok(ExitCode::SUCCESS)
         }
         Command::MockDingtalk {
