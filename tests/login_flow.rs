@@ -362,6 +362,7 @@ async fn expired_tampered_and_foreign_sessions_are_like_no_session() {
         email: None,
         corp_id: None,
         open_id: None,
+        enterprise: None,
     };
     let now = stack.state.clock.now();
     let expired = stack.state.sessions.mint(&id, now - 9 * 3600);

@@ -145,6 +145,7 @@ async fn upgrades_are_bridged_after_101() {
         email: None,
         corp_id: None,
         open_id: None,
+        enterprise: None,
     };
     let token = stack.state.sessions.mint(&id, stack.state.clock.now());
 

@@ -229,6 +229,7 @@ pub async fn callback(
         email: bounded(user.email, 254),
         corp_id: token.corp_id.clone(),
         open_id: bounded(user.open_id, 128),
+        enterprise: None,
     };
     let jwt = app.sessions.mint(&identity, app.clock.now());
     tracing::info!(

@@ -243,6 +243,7 @@ mod tests {
             email: None,
             corp_id: Some("dingcorp".into()),
             open_id: None,
+            enterprise: None,
         };
         let mut h = HeaderMap::new();
         apply_identity(&mut h, &names, &id);

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::identity::Identity;
+use crate::identity::{Enterprise, Identity};
 
 /// Shortest accepted HMAC secret, in bytes (RFC 7518 §3.2: at least the hash output size).
 pub const MIN_KEY_LEN: usize = 32;
@@ -172,6 +172,21 @@ pub struct SessionClaims {
     /// DingTalk openId.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_id: Option<String>,
+    /// Enterprise userid (present with enterprise look-ups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Departments the user is directly in (ids, never names: keeps the cookie small).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depts: Vec<u64>,
+    /// Ancestor departments of `depts` that are not themselves in `depts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dtree: Vec<u64>,
+    /// Organization administrator.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adm: bool,
+    /// Job title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 impl SessionClaims {
@@ -184,6 +199,18 @@ impl SessionClaims {
             email: self.email.clone(),
             corp_id: self.corp_id.clone(),
             open_id: self.open_id.clone(),
+            enterprise: self.uid.as_ref().map(|uid| {
+                let mut tree: Vec<u64> = self.depts.iter().chain(&self.dtree).copied().collect();
+                tree.sort_unstable();
+                tree.dedup();
+                Enterprise {
+                    user_id: uid.clone(),
+                    departments: self.depts.clone(),
+                    department_tree: tree,
+                    admin: self.adm,
+                    title: self.title.clone(),
+                }
+            }),
         }
     }
 }
@@ -236,21 +263,48 @@ impl SessionCodec {
     /// Mints a token for `identity` at time `now` (Unix seconds): a new random `sid`,
     /// `iat = auth_time = now`, `exp = now + lifetime`, signed HS256 with the current key's `kid`.
     pub fn mint(&self, identity: &Identity, now: i64) -> String {
-        let claims = SessionClaims {
+        let sid = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+        self.sign(&self.claims(identity, sid, now, now))
+    }
+
+    /// Re-issues a session after re-validation: fresh identity claims, `iat` = `now`, a new
+    /// `exp`, but the same `sid` and `auth_time` (the original login), so a maximum session
+    /// age can still be enforced.
+    pub fn remint(&self, previous: &SessionClaims, identity: &Identity, now: i64) -> String {
+        self.sign(&self.claims(identity, previous.sid.clone(), previous.auth_time, now))
+    }
+
+    fn claims(&self, identity: &Identity, sid: String, auth_time: i64, now: i64) -> SessionClaims {
+        let ent = identity.enterprise.as_ref();
+        let depts = ent.map(|e| e.departments.clone()).unwrap_or_default();
+        let dtree = ent
+            .map(|e| {
+                e.department_tree
+                    .iter()
+                    .copied()
+                    .filter(|d| !depts.contains(d))
+                    .collect()
+            })
+            .unwrap_or_default();
+        SessionClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: identity.union_id.clone(),
-            sid: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
+            sid,
             iat: now,
             exp: now.saturating_add(self.lifetime_secs),
-            auth_time: now,
+            auth_time,
             name: identity.name.clone(),
             avatar: identity.avatar.clone(),
             email: identity.email.clone(),
             corp_id: identity.corp_id.clone(),
             open_id: identity.open_id.clone(),
-        };
-        self.sign(&claims)
+            uid: ent.map(|e| e.user_id.clone()),
+            depts,
+            dtree,
+            adm: ent.is_some_and(|e| e.admin),
+            title: ent.and_then(|e| e.title.clone()),
+        }
     }
 
     fn sign(&self, claims: &SessionClaims) -> String {
@@ -348,6 +402,7 @@ mod tests {
             email: None,
             corp_id: Some("ding-corp".into()),
             open_id: Some("open-9".into()),
+            enterprise: None,
         }
     }
 
