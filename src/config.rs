@@ -84,6 +84,20 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Send unauthenticated browsers to the sign-in page instead of straight to DingTalk.
+    pub login_page: bool,
+    /// Branding of the gateway's pages.
+    pub ui: UiConfig,
+}
+
+/// Branding of the sign-in and error pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct UiConfig {
+    /// Name of the application shown on the sign-in page.
+    pub app_name: String,
+    /// Logo shown on the sign-in page.
+    #[serde(serialize_with = "ser_opt_display")]
+    pub logo_url: Option<Url>,
 }
 
 /// The upstream application.
@@ -125,6 +139,20 @@ pub struct DingTalkConfig {
     /// Timeout of each DingTalk API call.
     #[serde(serialize_with = "ser_duration")]
     pub timeout: Duration,
+    /// Look up userid, active flag and departments in the organization's directory at login
+    /// and re-validation (needs the corp and the 成员信息读权限 permission).
+    pub directory: bool,
+    /// How long directory answers are cached.
+    #[serde(serialize_with = "ser_duration")]
+    pub directory_cache_ttl: Duration,
+    /// Serve the login-free (免登) page to browsers inside the DingTalk client.
+    pub inapp_login: bool,
+    /// The DingTalk JSAPI script the in-client page loads.
+    #[serde(serialize_with = "ser_display")]
+    pub jsapi_url: Url,
+    /// The DTFrameLogin script the sign-in page loads for the embedded QR code.
+    #[serde(serialize_with = "ser_display")]
+    pub qr_script_url: Url,
 }
 
 /// Session cookie and JWT settings.
@@ -152,6 +180,16 @@ pub struct SessionConfig {
     /// How long a login may take between start and callback.
     #[serde(serialize_with = "ser_duration")]
     pub login_timeout: Duration,
+    /// Sessions older than this are re-checked against the directory before being honoured.
+    #[serde(serialize_with = "ser_duration")]
+    pub revalidate_after: Duration,
+    /// While DingTalk is unreachable, keep honouring a session for this long past
+    /// `revalidate_after` (0 = fail closed at once).
+    #[serde(serialize_with = "ser_duration")]
+    pub revalidate_grace: Duration,
+    /// A fresh DingTalk login is required after this long, however active the session.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_lifetime: Duration,
 }
 
 /// Names of the identity headers the upstream receives; `None` = not sent.
@@ -327,6 +365,13 @@ fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }
 
+fn ser_opt_display<T: fmt::Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str(""),
+    }
+}
+
 fn ser_opt_header<S: Serializer>(h: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
     match h {
         Some(h) => s.serialize_str(h.as_str()),
@@ -387,6 +432,20 @@ struct RawConfig {
     headers: RawHeaders,
     server: RawServer,
     log: RawLog,
+    #[serde(deserialize_with = "lenient")]
+    login_page: Option<String>,
+    ui: RawUi,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawUi {
+    #[serde(deserialize_with = "lenient")]
+    app_name: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    logo_url: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -412,6 +471,16 @@ struct RawDingTalk {
     oapi_url: Option<String>,
     #[serde(deserialize_with = "lenient")]
     timeout: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    directory: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    directory_cache_ttl: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    inapp_login: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    jsapi_url: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    qr_script_url: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -438,6 +507,12 @@ struct RawSession {
     max_login_flows: Option<String>,
     #[serde(deserialize_with = "lenient")]
     login_timeout: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    revalidate_after: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    revalidate_grace: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    max_lifetime: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -533,6 +608,20 @@ impl Check {
                     key,
                     format!("not a duration like `30s`, `5m` or `8h` ({e})"),
                 );
+                default
+            }
+        }
+    }
+
+    fn duration_or_zero(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
+        let Some(s) = v else { return default };
+        if s.trim() == "0" {
+            return Duration::ZERO;
+        }
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.issue(key, format!("not a duration like `0`, `30s` or `1h` ({e})"));
                 default
             }
         }
@@ -657,6 +746,7 @@ impl RawConfig {
         c.unknown("headers", &self.headers.unknown);
         c.unknown("server", &self.server.unknown);
         c.unknown("log", &self.log.unknown);
+        c.unknown("ui", &self.ui.unknown);
 
         let listen = self
             .listen
@@ -763,6 +853,19 @@ impl RawConfig {
             }
         };
 
+        let login_page = c.boolean("login_page", self.login_page, false);
+        let app_name = self
+            .ui
+            .app_name
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "dinggate".to_owned());
+        let logo_url = match self.ui.logo_url.filter(|s| !s.trim().is_empty()) {
+            None => None,
+            Some(u) => c.http_url("ui.logo_url", Some(u), None),
+        };
+        let ui = UiConfig { app_name, logo_url };
+
         match (listen, public_url, upstream_url, dingtalk, session) {
             (Some(listen), Some(public_url), Some(url), Some(dingtalk), Some(session))
                 if c.issues.is_empty() =>
@@ -785,6 +888,8 @@ impl RawConfig {
                     headers,
                     server,
                     log: LogConfig { level, format },
+                    login_page,
+                    ui,
                 })
             }
             _ => Err(c.issues),
@@ -833,6 +938,29 @@ impl RawDingTalk {
             Some("https://oapi.dingtalk.com"),
         );
         let timeout = c.duration("dingtalk.timeout", self.timeout, Duration::from_secs(10));
+        let directory = c.boolean("dingtalk.directory", self.directory, corp_id.is_some());
+        if directory && corp_id.is_none() {
+            c.issue(
+                "dingtalk.directory",
+                "needs dingtalk.corp_id (the directory belongs to one organization)",
+            );
+        }
+        let directory_cache_ttl = c.duration_or_zero(
+            "dingtalk.directory_cache_ttl",
+            self.directory_cache_ttl,
+            Duration::from_secs(300),
+        );
+        let inapp_login = c.boolean("dingtalk.inapp_login", self.inapp_login, true);
+        let jsapi_url = c.http_url(
+            "dingtalk.jsapi_url",
+            self.jsapi_url,
+            Some("https://g.alicdn.com/dingding/dingtalk-jsapi/3.0.25/dingtalk.open.js"),
+        );
+        let qr_script_url = c.http_url(
+            "dingtalk.qr_script_url",
+            self.qr_script_url,
+            Some("https://g.alicdn.com/dingding/h5-dingtalk-login/0.21.0/ddlogin.js"),
+        );
         Some(DingTalkConfig {
             client_id: client_id?,
             client_secret: Secret::new(client_secret?),
@@ -842,6 +970,11 @@ impl RawDingTalk {
             api_url: api_url?,
             oapi_url: oapi_url?,
             timeout,
+            directory,
+            directory_cache_ttl,
+            inapp_login,
+            jsapi_url: jsapi_url?,
+            qr_script_url: qr_script_url?,
         })
     }
 }
@@ -939,6 +1072,24 @@ impl RawSession {
             self.login_timeout,
             Duration::from_secs(600),
         );
+        let revalidate_after = c.duration(
+            "session.revalidate_after",
+            self.revalidate_after,
+            Duration::from_secs(15 * 60),
+        );
+        let revalidate_grace =
+            c.duration_or_zero("session.revalidate_grace", self.revalidate_grace, Duration::ZERO);
+        let max_lifetime = c.duration(
+            "session.max_lifetime",
+            self.max_lifetime,
+            Duration::from_secs(7 * 24 * 3600),
+        );
+        if max_lifetime < lifetime {
+            c.issue(
+                "session.max_lifetime",
+                "must not be shorter than session.lifetime",
+            );
+        }
         let cookie_secure = public_url.is_none_or(|u| u.scheme() == "https");
         Some(SessionConfig {
             cookie_name,
@@ -951,6 +1102,9 @@ impl RawSession {
             audience,
             max_login_flows,
             login_timeout,
+            revalidate_after,
+            revalidate_grace,
+            max_lifetime,
         })
     }
 }

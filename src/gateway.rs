@@ -207,7 +207,8 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             | LoginError::CodeRejected(_) => StatusCode::BAD_REQUEST,
             LoginError::State(_)
             | LoginError::Refused(_)
-            | LoginError::NotInOrganization { .. } => StatusCode::FORBIDDEN,
+            | LoginError::NotInOrganization { .. }
+            | LoginError::Inactive { .. } => StatusCode::FORBIDDEN,
             LoginError::DingTalk(d) if d.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             LoginError::DingTalk(_) => StatusCode::BAD_GATEWAY,
         },
@@ -324,6 +325,7 @@ fn describe(
             LoginError::Refused(_) => ("login_refused", "Sign-in was not completed", "登录未完成", "DingTalk reports that the sign-in was cancelled or not authorized.", "钉钉返回登录已取消或未授权。"),
             LoginError::BadCode(_) => ("bad_code", "Invalid sign-in response", "登录回调无效", "The response from DingTalk was incomplete. Please sign in again.", "钉钉返回的登录信息不完整，请重新登录。"),
             LoginError::CodeRejected(_) => ("code_rejected", "Sign-in expired", "登录凭证已失效", "DingTalk did not accept the sign-in code (it expires quickly and works once). Please sign in again.", "钉钉未接受此登录凭证（凭证很快过期且只能使用一次），请重新登录。"),
+            LoginError::Inactive { .. } => ("account_inactive", "Account not active", "账号未激活", "This DingTalk account is not active in the organization. Ask your administrator to activate it.", "该钉钉账号在组织中未激活，请联系管理员。"),
             LoginError::NotInOrganization { .. } => ("not_in_organization", "Account not in this organization", "账号不属于此组织", "This DingTalk account is not a member of the organization.", "该钉钉账号不属于此组织。"),
             LoginError::DingTalk(d) if d.is_timeout() => ("dingtalk_timeout", "DingTalk did not respond", "钉钉未响应", "DingTalk did not answer in time. Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "钉钉未能及时响应，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
             LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk returned an error. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉返回了错误，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),

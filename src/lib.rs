@@ -4,6 +4,7 @@
 pub mod body;
 pub mod config;
 pub mod demo;
+pub mod directory;
 pub mod dingtalk;
 pub mod gateway;
 pub mod identity;

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::dingtalk::{ClientSettings, DingTalkClient, Endpoints, RetryPolicy};
 use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
@@ -63,6 +64,8 @@ pub struct AppState {
     pub protected: ProtectedHeaders,
     /// DingTalk API client (one reqwest client inside).
     pub dingtalk: DingTalkClient,
+    /// Organization directory, when look-ups are on.
+    pub directory: Option<Directory>,
     /// Pooled upstream client.
     pub upstream: UpstreamClient,
     /// Time source.
@@ -150,6 +153,12 @@ impl AppState {
             },
             http,
         );
+        let directory = config.dingtalk.directory.then(|| {
+            Directory::new(
+                dingtalk.clone(),
+                i64::try_from(config.dingtalk.directory_cache_ttl.as_secs()).unwrap_or(i64::MAX),
+            )
+        });
         let upstream = build_upstream_client(&config.upstream);
         Ok(AppState {
             config,
@@ -159,6 +168,7 @@ impl AppState {
             redirects,
             protected,
             dingtalk,
+            directory,
             upstream,
             clock: Clock::default(),
         })

@@ -5,6 +5,7 @@ use http::{header, HeaderMap, HeaderValue, Response};
 
 use crate::body::GatewayBody;
 use crate::dingtalk::DingTalkError;
+use crate::directory::Membership;
 use crate::identity::Identity;
 use crate::login::redirect::RedirectError;
 use crate::login::state::StateError;
@@ -47,6 +48,12 @@ pub enum LoginError {
         name: String,
         /// The corp DingTalk returned, if any.
         corp: Option<String>,
+    },
+    /// The account exists in the organization but is not active.
+    #[error("account {name} is not active in the organization")]
+    Inactive {
+        /// Display name of the account.
+        name: String,
     },
     /// DingTalk failed (outage, timeout, misconfiguration).
     #[error("DingTalk call failed")]
@@ -231,6 +238,9 @@ pub async fn callback(
         open_id: bounded(user.open_id, 128),
         enterprise: None,
     };
+    let identity = with_membership(app, identity, Lookup::UnionId)
+        .await
+        .map_err(fail)?;
     let jwt = app.sessions.mint(&identity, app.clock.now());
     tracing::info!(
         union_id = %identity.union_id,
@@ -241,6 +251,50 @@ pub async fn callback(
     append_cookie(&mut resp, &session_cookie(&app.cookies, &jwt));
     append_cookie(&mut resp, &flow.clear);
     Ok(resp)
+}
+
+/// Which key the directory is asked with.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup {
+    /// By the identity's unionId (scan login, re-validation).
+    UnionId,
+    /// By a known enterprise userid (in-client login).
+    UserId,
+}
+
+/// Adds the organization's directory data to `identity` when look-ups are on; refuses people
+/// who are not (or no longer) active members. Without a directory, returns `identity` as is.
+pub async fn with_membership(
+    app: &AppState,
+    mut identity: Identity,
+    by: Lookup,
+) -> Result<Identity, LoginError> {
+    let Some(directory) = &app.directory else {
+        return Ok(identity);
+    };
+    let now = app.clock.now();
+    let answer = match (by, identity.enterprise.as_ref()) {
+        (Lookup::UserId, Some(e)) => directory.by_user_id(&e.user_id, now).await,
+        _ => directory.by_union_id(&identity.union_id, now).await,
+    };
+    match answer.map_err(|e| LoginError::DingTalk(Box::new(e)))? {
+        Membership::NotMember => Err(LoginError::NotInOrganization {
+            name: identity.name,
+            corp: identity.corp_id,
+        }),
+        Membership::Inactive => Err(LoginError::Inactive {
+            name: identity.name,
+        }),
+        Membership::Member(m) => {
+            if !m.name.trim().is_empty() {
+                identity.name = m.name.chars().take(MAX_NAME_CHARS).collect();
+            }
+            identity.avatar = identity.avatar.or(m.avatar.filter(|a| a.len() <= 512));
+            identity.email = identity.email.or(m.email.filter(|e| e.len() <= 254));
+            identity.enterprise = Some(m.enterprise);
+            Ok(identity)
+        }
+    }
 }
 
 /// `GET|POST {prefix}/sign_out?rd=`: clear the session; go to a validated `rd` or show a page.

@@ -1,0 +1,150 @@
+//! Organization membership from DingTalk's directory (userid, active flag, departments and their ancestry), briefly cached.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::dingtalk::{DingTalkClient, DingTalkError};
+use crate::identity::Enterprise;
+
+/// Most entries the cache holds before expired ones are dropped (and, if still full, all).
+const MAX_ENTRIES: usize = 50_000;
+
+/// What the directory says about a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// A current, active member.
+    Member(Member),
+    /// Not (or no longer) in the organization.
+    NotMember,
+    /// In the organization but the account is not active.
+    Inactive,
+}
+
+/// A current member with the details the gateway uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Directory data for policies and headers.
+    pub enterprise: Enterprise,
+    /// The person's name in the organization (preferred over the DingTalk nickname).
+    pub name: String,
+    /// Avatar from the directory, when set.
+    pub avatar: Option<String>,
+    /// E-mail (the enterprise mailbox when there is one), when set.
+    pub email: Option<String>,
+}
+
+/// Directory look-ups with a short TTL cache keyed by unionId or userid, so bursts of logins
+/// and re-validations stay far below DingTalk's per-API QPS limits.
+pub struct Directory {
+    client: DingTalkClient,
+    ttl_secs: i64,
+    cache: Mutex<HashMap<String, (i64, Membership)>>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("ttl_secs", &self.ttl_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Directory {
+    /// A directory over `client`, caching answers for `ttl_secs` (0 disables the cache).
+    pub fn new(client: DingTalkClient, ttl_secs: i64) -> Self {
+        Self {
+            client,
+            ttl_secs,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Membership of the person with this unionId (`getbyunionid`, then the userid look-ups).
+    pub async fn by_union_id(&self, union_id: &str, now: i64) -> Result<Membership, DingTalkError> {
+        let key = format!("u:{union_id}");
+        if let Some(hit) = self.cached(&key, now) {
+            return Ok(hit);
+        }
+        let membership = match self.client.user_id_by_union_id(union_id).await? {
+            None => Membership::NotMember,
+            Some(user_id) => self.fetch(&user_id).await?,
+        };
+        self.store(key, membership.clone(), now);
+        Ok(membership)
+    }
+
+    /// Membership of the person with this enterprise userid (the in-client login knows it already).
+    pub async fn by_user_id(&self, user_id: &str, now: i64) -> Result<Membership, DingTalkError> {
+        let key = format!("i:{user_id}");
+        if let Some(hit) = self.cached(&key, now) {
+            return Ok(hit);
+        }
+        let membership = self.fetch(user_id).await?;
+        self.store(key, membership.clone(), now);
+        Ok(membership)
+    }
+
+    async fn fetch(&self, user_id: &str) -> Result<Membership, DingTalkError> {
+        let detail = match self.client.user_detail(user_id).await {
+            Ok(d) => d,
+            Err(e) if e.is_not_member() => return Ok(Membership::NotMember),
+            Err(e) => return Err(e),
+        };
+        if !detail.active {
+            return Ok(Membership::Inactive);
+        }
+        let chains = match self.client.department_chains(user_id).await {
+            Ok(c) => c,
+            Err(e) if e.is_not_member() => return Ok(Membership::NotMember),
+            Err(e) => return Err(e),
+        };
+        let mut departments = detail.dept_id_list.clone();
+        departments.sort_unstable();
+        departments.dedup();
+        let mut tree: Vec<u64> = chains
+            .into_iter()
+            .flatten()
+            .chain(departments.iter().copied())
+            .collect();
+        tree.sort_unstable();
+        tree.dedup();
+        let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        Ok(Membership::Member(Member {
+            enterprise: Enterprise {
+                user_id: detail.userid.clone(),
+                departments,
+                department_tree: tree,
+                admin: detail.admin,
+                title: non_empty(detail.title.clone()),
+            },
+            name: detail.name.clone(),
+            avatar: non_empty(detail.avatar.clone()),
+            email: non_empty(detail.org_email.clone()).or_else(|| non_empty(detail.email.clone())),
+        }))
+    }
+
+    fn cached(&self, key: &str, now: i64) -> Option<Membership> {
+        if self.ttl_secs <= 0 {
+            return None;
+        }
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(key)
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, m)| m.clone())
+    }
+
+    fn store(&self, key: String, membership: Membership, now: i64) {
+        if self.ttl_secs <= 0 {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_ENTRIES {
+            cache.retain(|_, (expires, _)| *expires > now);
+            if cache.len() >= MAX_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (now.saturating_add(self.ttl_secs), membership));
+    }
+}
