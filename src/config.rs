@@ -213,6 +213,15 @@ pub struct IdentityHeaders {
     /// Organization id.
     #[serde(serialize_with = "ser_opt_header")]
     pub corp_id: Option<HeaderName>,
+    /// Enterprise userid (directory look-ups).
+    #[serde(serialize_with = "ser_opt_header")]
+    pub user_id: Option<HeaderName>,
+    /// Comma-separated ids of the departments the user is directly in.
+    #[serde(serialize_with = "ser_opt_header")]
+    pub departments: Option<HeaderName>,
+    /// Job title.
+    #[serde(serialize_with = "ser_opt_header")]
+    pub title: Option<HeaderName>,
 }
 
 impl IdentityHeaders {
@@ -225,6 +234,9 @@ impl IdentityHeaders {
             &self.union_id,
             &self.name,
             &self.corp_id,
+            &self.user_id,
+            &self.departments,
+            &self.title,
         ]
         .into_iter()
         .flatten()
@@ -532,6 +544,12 @@ struct RawHeaders {
     name: Option<String>,
     #[serde(deserialize_with = "lenient")]
     corp_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    user_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    departments: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    title: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1077,8 +1095,11 @@ impl RawSession {
             self.revalidate_after,
             Duration::from_secs(15 * 60),
         );
-        let revalidate_grace =
-            c.duration_or_zero("session.revalidate_grace", self.revalidate_grace, Duration::ZERO);
+        let revalidate_grace = c.duration_or_zero(
+            "session.revalidate_grace",
+            self.revalidate_grace,
+            Duration::ZERO,
+        );
         let max_lifetime = c.duration(
             "session.max_lifetime",
             self.max_lifetime,
@@ -1122,6 +1143,13 @@ impl RawHeaders {
             union_id: c.header("headers.union_id", self.union_id, "X-DingTalk-UnionId"),
             name: c.header("headers.name", self.name, "X-DingTalk-Name"),
             corp_id: c.header("headers.corp_id", self.corp_id, "X-DingTalk-CorpId"),
+            user_id: c.header("headers.user_id", self.user_id, "X-DingTalk-UserId"),
+            departments: c.header(
+                "headers.departments",
+                self.departments,
+                "X-DingTalk-Departments",
+            ),
+            title: c.header("headers.title", self.title, "X-DingTalk-Title"),
         }
     }
 }

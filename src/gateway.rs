@@ -11,13 +11,14 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::body::GatewayBody;
+use crate::dingtalk::DingTalkError;
 use crate::identity::Identity;
-use crate::login::flow::{self, append_cookies, LoginError, LoginFailure};
+use crate::login::flow::{self, append_cookies, LoginError, LoginFailure, Lookup};
 use crate::login::state::StateError;
 use crate::pages::{self, Page};
 use crate::proxy::forward::{apply_identity, forward, UpstreamError};
 use crate::proxy::headers::wants_html;
-use crate::session::cookie::find_cookie;
+use crate::session::cookie::{clear_cookie, find_cookie, session_cookie};
 use crate::state::AppState;
 
 /// Everything that can go wrong while serving a request, by boundary.
@@ -38,6 +39,9 @@ pub enum GatewayError {
     /// The upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A due session re-validation could not reach DingTalk (and the grace period is over).
+    #[error("session re-validation failed")]
+    Revalidation(#[source] Box<DingTalkError>),
 }
 
 /// Facts about the request that shape its error response.
@@ -130,11 +134,12 @@ async fn dispatch(
         .strip_prefix(prefix)
         .filter(|rest| rest.is_empty() || rest.starts_with('/'));
     let Some(endpoint) = reserved else {
-        let identity = authenticate(app, req.headers());
-        let Some(identity) = identity else {
+        let Some(session) = session(app, req.headers()).await? else {
             return Err(GatewayError::Unauthenticated.into());
         };
-        return Ok(forward(app, req, peer, Some(&identity)).await?);
+        let mut resp = forward(app, req, peer, Some(&session.identity)).await?;
+        append_cookies(&mut resp, session.refreshed.as_slice());
+        return Ok(resp);
     };
 
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
@@ -146,14 +151,18 @@ async fn dispatch(
         "/sign_out" if get || req.method() == Method::POST => {
             Ok(flow::sign_out(app, query, &ctx.request_id)?)
         }
-        "/userinfo" if get => match authenticate(app, req.headers()) {
-            Some(id) => Ok(userinfo(&id)),
-            None => Err(GatewayError::Unauthenticated.into()),
-        },
-        "/auth" if get => match authenticate(app, req.headers()) {
-            Some(id) => Ok(forward_auth_ok(app, &id)),
-            None => Err(GatewayError::Unauthenticated.into()),
-        },
+        "/userinfo" | "/auth" if get => {
+            let Some(session) = session(app, req.headers()).await? else {
+                return Err(GatewayError::Unauthenticated.into());
+            };
+            let mut resp = if endpoint == "/userinfo" {
+                userinfo(&session.identity)
+            } else {
+                forward_auth_ok(app, &session.identity)
+            };
+            append_cookies(&mut resp, session.refreshed.as_slice());
+            Ok(resp)
+        }
         "/healthz" | "/readyz" | "/start" | "/callback" | "/sign_out" | "/userinfo" | "/auth" => {
             Err(GatewayError::MethodNotAllowed.into())
         }
@@ -161,14 +170,65 @@ async fn dispatch(
     }
 }
 
-/// The identity of a valid session cookie, or `None` (missing, expired, tampered: all the same).
-pub fn authenticate(app: &AppState, headers: &HeaderMap) -> Option<Identity> {
-    let token = find_cookie(headers, &app.cookies.name)?;
-    match app.sessions.verify(token, app.clock.now()) {
-        Ok(claims) => Some(claims.identity()),
+/// A verified (and, when due, re-validated) session.
+pub struct Session {
+    /// Who the request belongs to.
+    pub identity: Identity,
+    /// A re-minted session cookie to set on the response after re-validation.
+    pub refreshed: Option<Cookie<'static>>,
+}
+
+/// The session of a request: `Ok(None)` when there is none (missing, expired, tampered, past
+/// `max_lifetime`: all the same). A session older than `revalidate_after` is re-checked against
+/// the directory first; a person who left or was deactivated is refused and their cookie cleared.
+async fn session(app: &AppState, headers: &HeaderMap) -> Result<Option<Session>, Failure> {
+    let Some(token) = find_cookie(headers, &app.cookies.name) else {
+        return Ok(None);
+    };
+    let now = app.clock.now();
+    let claims = match app.sessions.verify(token, now) {
+        Ok(claims) => claims,
         Err(e) => {
             tracing::debug!(reason = %e, "session cookie refused");
-            None
+            return Ok(None);
+        }
+    };
+    let s = &app.config.session;
+    let age = |since: i64| u64::try_from(now.saturating_sub(since)).unwrap_or(0);
+    if age(claims.auth_time) > s.max_lifetime.as_secs() {
+        return Ok(None);
+    }
+    let identity = claims.identity();
+    if app.directory.is_none() || age(claims.iat) <= s.revalidate_after.as_secs() {
+        return Ok(Some(Session {
+            identity,
+            refreshed: None,
+        }));
+    }
+    match flow::with_membership(app, identity.clone(), Lookup::UnionId).await {
+        Ok(fresh) => {
+            let token = app.sessions.remint(&claims, &fresh, now);
+            Ok(Some(Session {
+                identity: fresh,
+                refreshed: Some(session_cookie(&app.cookies, &token)),
+            }))
+        }
+        Err(LoginError::DingTalk(e))
+            if age(claims.iat) <= (s.revalidate_after + s.revalidate_grace).as_secs() =>
+        {
+            tracing::warn!(union_id = %identity.union_id, error = %e, "re-validation failed; within revalidate_grace, session kept");
+            Ok(Some(Session {
+                identity,
+                refreshed: None,
+            }))
+        }
+        Err(LoginError::DingTalk(e)) => Err(GatewayError::Revalidation(e).into()),
+        Err(e) => {
+            tracing::info!(union_id = %identity.union_id, reason = %e, "session revoked at re-validation");
+            Err(Failure {
+                error: GatewayError::Login(e),
+                cookies: vec![clear_cookie(&app.cookies, &app.cookies.name)],
+            })
         }
     }
 }
@@ -212,6 +272,8 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             LoginError::DingTalk(d) if d.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             LoginError::DingTalk(_) => StatusCode::BAD_GATEWAY,
         },
+        GatewayError::Revalidation(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+        GatewayError::Revalidation(_) => StatusCode::BAD_GATEWAY,
         GatewayError::Upstream(e) => match e {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
@@ -261,6 +323,7 @@ pub fn error_response(
     let retry: &[(&str, &str)] = &[("Sign in again · 重新登录", start.as_str())];
     let actions = match error {
         GatewayError::Login(_) => retry,
+        GatewayError::Revalidation(_) => &[("Reload · 重新加载", ctx.return_to.as_str())][..],
         GatewayError::Upstream(_) => &[("Reload · 重新加载", ctx.return_to.as_str())][..],
         GatewayError::NotFound | GatewayError::MethodNotAllowed | GatewayError::Unauthenticated => {
             &[]
@@ -330,6 +393,7 @@ fn describe(
             LoginError::DingTalk(d) if d.is_timeout() => ("dingtalk_timeout", "DingTalk did not respond", "钉钉未响应", "DingTalk did not answer in time. Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "钉钉未能及时响应，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
             LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk returned an error. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉返回了错误，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),
         },
+        GatewayError::Revalidation(_) => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and DingTalk could not be reached just now. Try again shortly.", "网关会定期向钉钉确认您的成员身份，但暂时无法连接钉钉，请稍后重试。"),
         GatewayError::Upstream(e) => match e {
             UpstreamError::Timeout(_) => ("upstream_timeout", "The application is too slow", "应用响应超时", "The application behind this gateway did not answer in time. Try again shortly.", "网关后面的应用未能及时响应，请稍后重试。"),
             UpstreamError::Unreachable(_) => ("upstream_unavailable", "The application is unavailable", "应用暂不可用", "The application behind this gateway cannot be reached right now. Try again shortly.", "目前无法连接网关后面的应用，请稍后重试。"),
@@ -348,9 +412,8 @@ fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
         source = s.source();
     }
     let hint = match error {
-        GatewayError::Login(LoginError::DingTalk(d) | LoginError::CodeRejected(d)) => {
-            Some(d.operator_hint())
-        }
+        GatewayError::Login(LoginError::DingTalk(d) | LoginError::CodeRejected(d))
+        | GatewayError::Revalidation(d) => Some(d.operator_hint()),
         GatewayError::Login(LoginError::NotInOrganization { corp, .. }) => Some(format!(
             "DingTalk returned corpId {}; only dingtalk.corp_id may log in",
             corp.as_deref().unwrap_or("(none)")

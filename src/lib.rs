@@ -4,8 +4,8 @@
 pub mod body;
 pub mod config;
 pub mod demo;
-pub mod directory;
 pub mod dingtalk;
+pub mod directory;
 pub mod gateway;
 pub mod identity;
 pub mod login;

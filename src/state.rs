@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::directory::Directory;
 use crate::dingtalk::{ClientSettings, DingTalkClient, Endpoints, RetryPolicy};
+use crate::directory::Directory;
 use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
 use crate::proxy::forward::{build_upstream_client, UpstreamClient};

@@ -61,6 +61,17 @@ pub fn apply_identity(headers: &mut HeaderMap, names: &IdentityHeaders, id: &Ide
     set(&names.union_id, Some(&id.union_id));
     set(&names.name, Some(&id.name));
     set(&names.corp_id, id.corp_id.as_deref());
+    if let Some(e) = &id.enterprise {
+        set(&names.user_id, Some(&e.user_id));
+        let departments = e
+            .departments
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        set(&names.departments, Some(&departments));
+        set(&names.title, e.title.as_deref());
+    }
 }
 
 /// The upstream URI for a request path: upstream base path + request path + query.
@@ -235,6 +246,9 @@ mod tests {
             union_id: Some(HeaderName::from_static("x-dingtalk-unionid")),
             name: Some(HeaderName::from_static("x-dingtalk-name")),
             corp_id: Some(HeaderName::from_static("x-dingtalk-corpid")),
+            user_id: Some(HeaderName::from_static("x-dingtalk-userid")),
+            departments: Some(HeaderName::from_static("x-dingtalk-departments")),
+            title: Some(HeaderName::from_static("x-dingtalk-title")),
         };
         let id = Identity {
             union_id: "u123".into(),
@@ -251,6 +265,25 @@ mod tests {
         assert_eq!(h["x-dingtalk-name"], "%E5%BC%A0%E4%B8%89");
         assert_eq!(h["x-dingtalk-corpid"], "dingcorp");
         assert!(h.get("x-forwarded-email").is_none());
+        assert!(
+            h.get("x-dingtalk-userid").is_none(),
+            "no directory data, no userid"
+        );
         assert_eq!(h.len(), 4);
+
+        let id = Identity {
+            enterprise: Some(crate::identity::Enterprise {
+                user_id: "zhangsan".into(),
+                departments: vec![101, 300],
+                department_tree: vec![1, 100, 101, 300],
+                admin: true,
+                title: Some("工程师".into()),
+            }),
+            ..id
+        };
+        apply_identity(&mut h, &names, &id);
+        assert_eq!(h["x-dingtalk-userid"], "zhangsan");
+        assert_eq!(h["x-dingtalk-departments"], "101,300");
+        assert_eq!(h["x-dingtalk-title"], "%E5%B7%A5%E7%A8%8B%E5%B8%88");
     }
 }
