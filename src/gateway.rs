@@ -148,6 +148,10 @@ async fn dispatch(
         "/healthz" | "/readyz" if get => Ok(pages::text(StatusCode::OK, "ok\n")),
         "/start" if get => Ok(flow::start(app, query, req.headers())?),
         "/callback" if get => Ok(flow::callback(app, query, req.headers()).await?),
+        "/inapp/callback" if req.method() == Method::POST => {
+            let (parts, body) = req.into_parts();
+            Ok(flow::inapp_callback(app, &parts.headers, body).await?)
+        }
         "/sign_out" if get || req.method() == Method::POST => {
             Ok(flow::sign_out(app, query, &ctx.request_id)?)
         }
@@ -163,7 +167,8 @@ async fn dispatch(
             append_cookies(&mut resp, session.refreshed.as_slice());
             Ok(resp)
         }
-        "/healthz" | "/readyz" | "/start" | "/callback" | "/sign_out" | "/userinfo" | "/auth" => {
+        "/healthz" | "/readyz" | "/start" | "/callback" | "/sign_out" | "/userinfo" | "/auth"
+        | "/inapp/callback" => {
             Err(GatewayError::MethodNotAllowed.into())
         }
         _ => Err(GatewayError::NotFound.into()),
@@ -331,7 +336,7 @@ pub fn error_response(
     };
     let personal;
     let (message, message_zh) = match error {
-        GatewayError::Login(LoginError::NotInOrganization { name, .. }) => {
+        GatewayError::Login(LoginError::NotInOrganization { name, .. }) if !name.is_empty() => {
             personal = (
                 format!("You signed in as “{name}”, but this account is not a member of the organization this application belongs to. Sign in with your company account."),
                 format!("您以“{name}”登录，但该账号不属于此应用所在的组织。请使用公司账号登录。"),

@@ -168,7 +168,6 @@ pub async fn callback(
         error,
         cookies: vec![flow.clear.clone()],
     };
-
     if let Some(err) = error {
         let err: String = err
             .chars()
@@ -248,6 +247,114 @@ pub async fn callback(
         "login succeeded"
     );
     let mut resp = pages::redirect(&flow.return_to);
+    append_cookie(&mut resp, &session_cookie(&app.cookies, &jwt));
+    append_cookie(&mut resp, &flow.clear);
+    Ok(resp)
+}
+
+/// Largest in-client callback body read (it carries a code and a state).
+const MAX_INAPP_BODY: usize = 4096;
+
+/// The JSON the in-client page posts.
+#[derive(Debug, serde::Deserialize)]
+struct InAppPost {
+    code: String,
+    state: String,
+}
+
+/// `POST {prefix}/inapp/callback` with `{"code","state"}` from the login-free (免登) page.
+///
+/// Answers JSON: `{"redirect": url}` with the session cookie on success; `409 {"retry": true,
+/// "state": new}` when DingTalk says the code is invalid (the page asks for a new code once);
+/// errors otherwise (the page then falls back to the QR login).
+pub async fn inapp_callback(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: hyper::body::Incoming,
+) -> Result<Response<GatewayBody>, LoginFailure> {
+    use http_body_util::BodyExt;
+    let bytes = http_body_util::Limited::new(body, MAX_INAPP_BODY)
+        .collect()
+        .await
+        .map_err(|_| LoginError::BadQuery("request body too large or unreadable"))?
+        .to_bytes();
+    let post: InAppPost = serde_json::from_slice(&bytes)
+        .map_err(|_| LoginError::BadQuery("expected JSON {\"code\", \"state\"}"))?;
+    let flow = app
+        .login_states
+        .finish(headers, &post.state, app.clock.now_micros())
+        .map_err(|e| LoginFailure {
+            error: LoginError::State(e),
+            cookies: app.login_states.clear_cookie_for(&post.state).into_iter().collect(),
+        })?;
+    let fail = |error: LoginError| LoginFailure {
+        error,
+        cookies: vec![flow.clear.clone()],
+    };
+    // Checked before DingTalk is called, like the state: nothing malformed leaves the gateway.
+    if post.code.is_empty()
+        || post.code.len() > MAX_CODE_LEN
+        || !post.code.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(fail(LoginError::BadCode("the in-client code is malformed")));
+    }
+    let user = match app.dingtalk.inapp_user(&post.code).await {
+        Ok(user) => user,
+        Err(e) if e.is_bad_code() => {
+            // 40078: expired, reused or not an in-client code. One retry with a fresh code and
+            // a fresh state; the page falls back to the QR login if that fails too.
+            tracing::info!(error = %e, "in-client code refused; asking the page to retry");
+            let retry = app
+                .login_states
+                .begin(headers, &flow.return_to, app.clock.now_micros());
+            let mut resp = pages::json(
+                http::StatusCode::CONFLICT,
+                &serde_json::json!({ "retry": true, "state": retry.state }),
+            );
+            append_cookie(&mut resp, &flow.clear);
+            append_cookie(&mut resp, &retry.cookie);
+            append_cookies(&mut resp, &retry.evicted);
+            return Ok(resp);
+        }
+        Err(e) if e.is_not_member() => {
+            return Err(fail(LoginError::NotInOrganization {
+                name: String::new(),
+                corp: None,
+            }))
+        }
+        Err(e) => return Err(fail(LoginError::DingTalk(Box::new(e)))),
+    };
+    let Some(corp) = app.config.dingtalk.corp_id.clone() else {
+        // The page is only served with a corp configured; a stray POST without one is refused.
+        return Err(fail(LoginError::NotInOrganization {
+            name: user.name,
+            corp: None,
+        }));
+    };
+    let identity = Identity {
+        union_id: user.unionid,
+        name: user.name.chars().take(MAX_NAME_CHARS).collect(),
+        avatar: None,
+        email: None,
+        corp_id: Some(corp),
+        open_id: None,
+        enterprise: Some(crate::identity::Enterprise {
+            user_id: user.userid,
+            departments: Vec::new(),
+            department_tree: Vec::new(),
+            admin: user.sys,
+            title: None,
+        }),
+    };
+    let identity = with_membership(app, identity, Lookup::UserId)
+        .await
+        .map_err(fail)?;
+    let jwt = app.sessions.mint(&identity, app.clock.now());
+    tracing::info!(union_id = %identity.union_id, "in-client login succeeded");
+    let mut resp = pages::json(
+        http::StatusCode::OK,
+        &serde_json::json!({ "redirect": flow.return_to }),
+    );
     append_cookie(&mut resp, &session_cookie(&app.cookies, &jwt));
     append_cookie(&mut resp, &flow.clear);
     Ok(resp)
