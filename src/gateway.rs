@@ -168,9 +168,7 @@ async fn dispatch(
             Ok(resp)
         }
         "/healthz" | "/readyz" | "/start" | "/callback" | "/sign_out" | "/userinfo" | "/auth"
-        | "/inapp/callback" => {
-            Err(GatewayError::MethodNotAllowed.into())
-        }
+        | "/inapp/callback" => Err(GatewayError::MethodNotAllowed.into()),
         _ => Err(GatewayError::NotFound.into()),
     }
 }

@@ -235,3 +235,51 @@ async fn the_session_cookie_stays_small_for_a_member_of_many_departments() {
     assert!(line.len() < 2048, "cookie is {} bytes", line.len());
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_logins_share_one_app_token_and_an_invalid_token_is_refetched_once() {
+    let stack = stack("").await;
+    let users = ["zhangsan", "lisi", "wangwu", "zhaoliu", "chenxiaoming"];
+    let logins = (0..20).map(|i| {
+        let stack = &stack;
+        async move {
+            let client = browser();
+            let r = login(stack, &client, "/", users[i % users.len()]).await;
+            assert_eq!(r.status(), StatusCode::FOUND);
+        }
+    });
+    futures_util::future::join_all(logins).await;
+    assert_eq!(stack.mock.call_count("/v1.0/oauth2/accessToken"), 1);
+
+    // DingTalk says the cached token is invalid: one refetch, one retry, and the login succeeds.
+    stack.state.clock.advance(3600); // past the directory cache
+    stack
+        .mock
+        .inject_fault("/topapi/user/getbyunionid", Fault::InvalidToken, 1);
+    let r = login(&stack, &browser(), "/", "lisi").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(stack.mock.call_count("/v1.0/oauth2/accessToken"), 2);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn qps_limit_errors_are_retried_and_directory_answers_are_cached() {
+    let stack = stack("").await;
+    stack
+        .mock
+        .inject_fault("/topapi/v2/user/get", Fault::QpsLimit, 1);
+    let r = login(&stack, &browser(), "/", "zhaoliu").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "one 90018 is absorbed by a retry"
+    );
+    assert_eq!(stack.mock.call_count("/topapi/v2/user/get"), 2);
+
+    // A second login of the same person within the cache TTL asks the directory nothing.
+    let r = login(&stack, &browser(), "/", "zhaoliu").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(stack.mock.call_count("/topapi/v2/user/get"), 2);
+    assert_eq!(stack.mock.call_count("/topapi/user/getbyunionid"), 1);
+    stack.stop().await;
+}

@@ -46,9 +46,21 @@ async fn an_in_client_code_logs_the_member_in() {
         "the userid is known: no unionId look-up"
     );
 
-    let echoed = echo(&client, &format!("{}/echo", stack.url()), Default::default()).await;
+    let echoed = echo(
+        &client,
+        &format!("{}/echo", stack.url()),
+        Default::default(),
+    )
+    .await;
     assert_eq!(header(&echoed, "x-dingtalk-userid"), Some("lisi"));
-    let union_id = stack.mock.settings().org.user("lisi").unwrap().union_id.clone();
+    let union_id = stack
+        .mock
+        .settings()
+        .org
+        .user("lisi")
+        .unwrap()
+        .union_id
+        .clone();
     assert_eq!(header(&echoed, "x-forwarded-user"), Some(union_id.as_str()));
     stack.stop().await;
 }
@@ -88,7 +100,11 @@ async fn a_scan_login_code_is_not_an_in_client_code() {
     let oauth_code = param(&callback, "code").unwrap();
     let state = fresh_state(&stack, &client, "/").await;
     let r = post(&stack, &client, &oauth_code, &state).await;
-    assert_eq!(r.status(), StatusCode::CONFLICT, "40078 → retry, never a session");
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "40078 → retry, never a session"
+    );
     assert!(cookie_value(&r, "_dinggate").is_none());
     stack.stop().await;
 }
@@ -145,12 +161,18 @@ async fn a_dingtalk_browser_without_a_session_gets_the_in_client_page() {
     let state_cookie = set_cookies(&r)
         .into_iter()
         .find(|c| c.starts_with("_dinggate_csrf_"));
-    assert!(state_cookie.is_some(), "the page's state is bound to a cookie");
+    assert!(
+        state_cookie.is_some(),
+        "the page's state is bound to a cookie"
+    );
     let page = r.text().await.unwrap();
     assert!(page.contains("requestAuthCode"), "{page}");
     assert!(page.contains("/_dinggate/inapp/callback"));
     assert!(page.contains(&stack.mock.settings().org.corp_id().to_owned()));
-    assert!(page.contains("g.alicdn.com/dingding/dingtalk-jsapi"), "default JSAPI URL");
+    assert!(
+        page.contains("g.alicdn.com/dingding/dingtalk-jsapi"),
+        "default JSAPI URL"
+    );
 
     // Outside DingTalk the same request is the ordinary redirect.
     let r = get_html(&client, &format!("{}/inapp-target", stack.url())).await;

@@ -285,7 +285,11 @@ pub async fn inapp_callback(
         .finish(headers, &post.state, app.clock.now_micros())
         .map_err(|e| LoginFailure {
             error: LoginError::State(e),
-            cookies: app.login_states.clear_cookie_for(&post.state).into_iter().collect(),
+            cookies: app
+                .login_states
+                .clear_cookie_for(&post.state)
+                .into_iter()
+                .collect(),
         })?;
     let fail = |error: LoginError| LoginFailure {
         error,
