@@ -113,20 +113,26 @@ pub fn append_cookies(resp: &mut Response<GatewayBody>, cookies: &[Cookie<'stati
     }
 }
 
+/// The validated `rd` parameter of `query`, `None` when absent or empty.
+pub fn return_url(app: &AppState, query: Option<&str>) -> Result<Option<String>, LoginError> {
+    let [rd] = query_params(query, ["rd"])?;
+    match rd.as_deref() {
+        None | Some("") => Ok(None),
+        Some(rd) => app
+            .redirects
+            .validate(rd)
+            .map(Some)
+            .map_err(LoginError::BadReturnUrl),
+    }
+}
+
 /// `GET {prefix}/start?rd=`: remember where to return, bind a state to this browser, go to DingTalk.
 pub fn start(
     app: &AppState,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response<GatewayBody>, LoginFailure> {
-    let [rd] = query_params(query, ["rd"])?;
-    let return_to = match rd.as_deref() {
-        None | Some("") => "/".to_owned(),
-        Some(rd) => app
-            .redirects
-            .validate(rd)
-            .map_err(LoginError::BadReturnUrl)?,
-    };
+    let return_to = return_url(app, query)?.unwrap_or_else(|| "/".to_owned());
     let flow = app
         .login_states
         .begin(headers, &return_to, app.clock.now_micros());
@@ -414,15 +420,7 @@ pub fn sign_out(
     query: Option<&str>,
     request_id: &str,
 ) -> Result<Response<GatewayBody>, LoginFailure> {
-    let [rd] = query_params(query, ["rd"])?;
-    let target = match rd.as_deref() {
-        None | Some("") => None,
-        Some(rd) => Some(
-            app.redirects
-                .validate(rd)
-                .map_err(LoginError::BadReturnUrl)?,
-        ),
-    };
+    let target = return_url(app, query)?;
     let start = format!("{}/start", app.config.prefix);
     let mut resp = match target {
         Some(url) => pages::redirect(&url),
