@@ -400,7 +400,7 @@ fn ser_opt_header<S: Serializer>(h: &Option<HeaderName>, s: S) -> Result<S::Ok, 
 type Unknown = BTreeMap<String, figment::value::Value>;
 
 /// Accepts strings, numbers and booleans as a string (env vars like `DINGGATE_X=123` arrive as numbers).
-fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Scalar {

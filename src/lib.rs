@@ -1,6 +1,7 @@
 //! dinggate: an authentication gateway that puts internal web apps behind DingTalk login.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -13,6 +14,7 @@ pub mod mock;
 
 pub mod pages;
 pub mod proxy;
+pub mod routes;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -1,0 +1,1117 @@
+//! Protected routes: the `routes:` config (raw and validated) and host/path route matching.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+use serde::{Deserialize, Serialize, Serializer};
+use url::Url;
+
+use crate::authz::{Policy, Rule};
+use crate::config::{lenient, ConfigIssue};
+use crate::proxy::path::normalize_path;
+
+type Unknown = BTreeMap<String, figment::value::Value>;
+
+/// One entry of `routes:` as written in `gateway.yaml`, before validation.
+///
+/// ```yaml
+/// routes:
+///   # Everything not matched below: any member of the organization.
+///   - name: wiki
+///     path_prefix: /
+///     upstream: http://127.0.0.1:3000
+///     public: [/healthz, /static/]     # no sign-in; "/static/" covers everything below it
+///   # /admin and everything below it, on any host.
+///   - name: admin
+///     path_prefix: /admin
+///     upstream: http://127.0.0.1:3001  # optional: defaults to the top-level `upstream`
+///     allow:                           # any one condition suffices
+///       departments: [100]             # department 100 and every department below it
+///       users: ["lisi", "unionid-of-zhaoliu"]   # userid or unionId (quote numeric ids)
+///       admins: true                   # organization administrators
+///     deny:                            # overrides allow
+///       departments: [300]
+///   # A whole host (hostname only: no scheme, no port).
+///   - host: hr.example.com
+///     upstream: http://10.0.0.5:8080
+///     allow:
+///       users: ["wangwu"]
+/// ```
+///
+/// Every key is optional: `path_prefix` defaults to `/`, `upstream` to the top-level one,
+/// `allow.corp` to `dingtalk.corp_id`; a route without `allow` admits every member of the corp.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRoute {
+    #[serde(deserialize_with = "lenient")]
+    name: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    host: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    path_prefix: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    upstream: Option<String>,
+    public: Option<OneOrMany>,
+    allow: RawRule,
+    deny: RawRule,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// `allow:` or `deny:` of a route, before validation. `corp` is accepted only under `allow`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRule {
+    users: Option<OneOrMany>,
+    departments: Option<OneOrMany>,
+    #[serde(deserialize_with = "lenient")]
+    admins: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    corp: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// A YAML scalar, kept as written so that validation can say what is wrong with it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Str(String),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Str(s) => write!(f, "{s:?}"),
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::UInt(n) => write!(f, "{n}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// A list, or a single value standing for a list of one (`users: lisi`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<Scalar>),
+    One(Scalar),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<Scalar> {
+        match self {
+            OneOrMany::Many(v) => v,
+            OneOrMany::One(s) => vec![s],
+        }
+    }
+}
+
+/// What `validate_routes` falls back to.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDefaults<'a> {
+    /// The top-level `upstream`, if configured.
+    pub upstream: Option<&'a Url>,
+    /// `dingtalk.corp_id` (`None` only with `allow_any_corp`).
+    pub corp: Option<&'a str>,
+    /// The gateway's own prefix, e.g. `/_dinggate` (no trailing slash); routes may not go there.
+    pub gateway_prefix: &'a str,
+}
+
+/// A validated route.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// The configured name, or one derived from host and prefix (`app.example.com/admin`, `/admin`).
+    pub name: String,
+    /// Lower-case hostname this route is limited to; `None` = any host.
+    pub host: Option<String>,
+    /// Canonical path prefix (see [`normalize_path`]); `/` or without a trailing slash.
+    pub path_prefix: String,
+    /// Where matching requests are forwarded.
+    #[serde(serialize_with = "ser_display")]
+    pub upstream: Url,
+    /// Canonical path prefixes inside `path_prefix` that need no sign-in.
+    pub public: Vec<String>,
+    /// Who may use the route.
+    pub policy: Policy,
+}
+
+fn ser_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl Route {
+    /// Whether the canonical `path` needs no sign-in: it equals a `public` entry or lies below it
+    /// on a `/` boundary (`/health` covers `/health` and `/health/x`, not `/healthz`); an entry
+    /// ending in `/` covers only what starts with it (`/static/` does not cover `/static`).
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public.iter().any(|p| public_covers(p, path))
+    }
+}
+
+fn public_covers(entry: &str, path: &str) -> bool {
+    if entry.ends_with('/') {
+        return path.starts_with(entry);
+    }
+    // Only `/` is a boundary here (unlike route prefixes, see `prefix_covers`): widening what is
+    // public must never happen through a spelling the upstream might read differently.
+    path.strip_prefix(entry)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether route prefix `prefix` covers canonical `path` on a segment boundary.
+fn prefix_covers(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    // `;` also ends a segment here: servlet containers strip `;params` from each segment, so to
+    // them `/admin;x/secret` is `/admin/secret`. Sending it to the `/admin` route (with its
+    // policy) rather than a shorter, possibly laxer one keeps such upstreams safe.
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with(';'))
+}
+
+/// The routes, ready for matching.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    /// Indexes into `routes`, most specific first: longer prefix, then host-specific.
+    order: Vec<usize>,
+}
+
+impl RouteTable {
+    /// Builds the table; `routes` keep their order for [`RouteTable::routes`] and `describe`.
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        order.sort_by_key(|&i| {
+            (
+                std::cmp::Reverse(routes[i].path_prefix.len()),
+                routes[i].host.is_none(),
+            )
+        });
+        RouteTable { routes, order }
+    }
+
+    /// The routes in configuration order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route for a request, or `None` (→ 404).
+    ///
+    /// `host` is the request's host as received (`Host` header or URI authority): any port,
+    /// userinfo and trailing dot are ignored and it is compared case-insensitively. `path` must be
+    /// canonical ([`normalize_path`]). Candidates are routes without a host and routes whose host
+    /// equals the request's; among them the longest `path_prefix` covering the path wins (on
+    /// segment boundaries: `/admin` covers `/admin`, `/admin/`, `/admin/x` and `/admin;p`, never
+    /// `/administrator`; `/` covers everything), and on equal prefixes a route with a host beats
+    /// one without.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let host = host.map(request_host);
+        self.order.iter().map(|&i| &self.routes[i]).find(|r| {
+            let host_ok = match (&r.host, host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                (Some(_), None) => false,
+            };
+            host_ok && prefix_covers(&r.path_prefix, path)
+        })
+    }
+
+    /// Every route and its rules in words, for `dinggate check`.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "{} route(s); the longest matching path_prefix wins, and on equal prefixes a route with a host wins:\n",
+            self.routes.len()
+        );
+        for r in &self.routes {
+            let host = r.host.as_deref().unwrap_or("any host");
+            out.push_str(&format!(
+                "  {}: {host}, paths {} → {}\n",
+                r.name,
+                describe_prefix(&r.path_prefix),
+                r.upstream
+            ));
+            out.push_str(&format!("    allowed: {}\n", r.policy.describe()));
+            if !r.public.is_empty() {
+                out.push_str(&format!(
+                    "    public (no sign-in, identity headers still stripped): {}\n",
+                    r.public.join(", ")
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn describe_prefix(prefix: &str) -> String {
+    if prefix == "/" {
+        "/ and everything below".to_owned()
+    } else {
+        format!("{prefix} and below")
+    }
+}
+
+/// The hostname part of a `Host` value or authority: no userinfo, port or trailing dot.
+fn request_host(raw: &str) -> &str {
+    let h = raw.trim();
+    let h = h.rsplit('@').next().unwrap_or(h);
+    let h = if h.starts_with('[') {
+        // IPv6 literal: keep the brackets, drop the port. Route hosts are never IPv6, so this only
+        // has to avoid mistaking the address for a port.
+        h.find(']').map_or(h, |end| &h[..=end])
+    } else {
+        h.split(':').next().unwrap_or(h)
+    };
+    h.strip_suffix('.').unwrap_or(h)
+}
+
+/// Validates `routes:`; every problem goes to `issues` (keys like `routes[2].path_prefix`).
+///
+/// Without `routes:` the result is one route, `/` on any host, to `defaults.upstream` for every
+/// member of `defaults.corp`. The returned routes are meaningful only if no issue was added.
+pub fn validate_routes(
+    raw: Option<Vec<RawRoute>>,
+    defaults: &RouteDefaults<'_>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<Route> {
+    let mut issue = |key: String, problem: String| issues.push(ConfigIssue { key, problem });
+    let Some(raw) = raw else {
+        let Some(upstream) = defaults.upstream else {
+            issue(
+                "upstream".to_owned(),
+                "missing: set `upstream`, or list `routes` that each have one".to_owned(),
+            );
+            return Vec::new();
+        };
+        return vec![Route {
+            name: "default".to_owned(),
+            host: None,
+            path_prefix: "/".to_owned(),
+            upstream: upstream.clone(),
+            public: Vec::new(),
+            policy: Policy::members_of(defaults.corp.map(str::to_owned)),
+        }];
+    };
+    if raw.is_empty() {
+        issue(
+            "routes".to_owned(),
+            "is empty: list at least one route, or remove `routes` to send everything to `upstream`"
+                .to_owned(),
+        );
+        return Vec::new();
+    }
+
+    let mut routes = Vec::with_capacity(raw.len());
+    let mut seen_place: BTreeMap<(Option<String>, String), usize> = BTreeMap::new();
+    let mut seen_name: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        for k in r.unknown.keys() {
+            issue(key(k), UNKNOWN_KEY.to_owned());
+        }
+
+        // `None` = invalid (reported); `Some(None)` = any host.
+        let host = match r.host.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+            None => Some(None),
+            Some(h) => match parse_host(h) {
+                Ok(h) => Some(Some(h)),
+                Err(problem) => {
+                    issue(key("host"), problem);
+                    None
+                }
+            },
+        };
+
+        let path_prefix = match r.path_prefix.as_deref().map(str::trim) {
+            None | Some("") => Some("/".to_owned()),
+            Some(p) => match canonical_path(p) {
+                Err(problem) => {
+                    issue(key("path_prefix"), problem);
+                    None
+                }
+                Ok(n) if n != "/" && n.ends_with('/') => {
+                    issue(
+                        key("path_prefix"),
+                        format!(
+                            "write it without the trailing slash ({}): a prefix covers the path itself and everything below it",
+                            n.trim_end_matches('/')
+                        ),
+                    );
+                    None
+                }
+                Ok(n) if prefix_covers(defaults.gateway_prefix, &n) => {
+                    issue(
+                        key("path_prefix"),
+                        format!(
+                            "is inside the gateway's own prefix {}; requests there never reach a route",
+                            defaults.gateway_prefix
+                        ),
+                    );
+                    None
+                }
+                Ok(n) => Some(n),
+            },
+        };
+
+        let upstream = match r
+            .upstream
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        {
+            Some(u) => match parse_upstream(u) {
+                Ok(u) => Some(u),
+                Err(problem) => {
+                    issue(key("upstream"), problem.to_owned());
+                    None
+                }
+            },
+            None => match defaults.upstream {
+                Some(u) => Some(u.clone()),
+                None => {
+                    issue(
+                        key("upstream"),
+                        "missing, and there is no top-level `upstream` to fall back to".to_owned(),
+                    );
+                    None
+                }
+            },
+        };
+
+        let mut public = Vec::new();
+        for (j, entry) in r
+            .public
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let k = key(&format!("public[{j}]"));
+            let Scalar::Str(entry) = entry else {
+                issue(k, "must be a path like /healthz".to_owned());
+                continue;
+            };
+            match canonical_path(entry.trim()) {
+                Err(problem) => issue(k, problem),
+                Ok(n) => {
+                    if let Some(prefix) = &path_prefix {
+                        if !public_covers(&format!("{}/", prefix.trim_end_matches('/')), &n)
+                            && n != *prefix
+                        {
+                            issue(k, format!("is outside this route's path_prefix {prefix}"));
+                            continue;
+                        }
+                    }
+                    if prefix_covers(defaults.gateway_prefix, &n) {
+                        issue(
+                            k,
+                            format!(
+                                "is inside the gateway's own prefix {}",
+                                defaults.gateway_prefix
+                            ),
+                        );
+                        continue;
+                    }
+                    public.push(n);
+                }
+            }
+        }
+
+        let allow = validate_rule(r.allow, &key("allow"), &mut issue);
+        let deny = validate_rule(r.deny, &key("deny"), &mut issue);
+        if deny.corp.is_some() {
+            issue(
+                key("deny.corp"),
+                "not allowed: a corp can only be required (allow.corp), not denied".to_owned(),
+            );
+        }
+        let corp = match (allow.corp, defaults.corp) {
+            (Some(route), Some(global)) if route != global => {
+                issue(
+                    key("allow.corp"),
+                    format!("differs from dingtalk.corp_id ({global}): people can only sign in through that organization, so nobody could use this route"),
+                );
+                None
+            }
+            (route, global) => route.or_else(|| global.map(str::to_owned)),
+        };
+
+        let (Some(host), Some(path_prefix), Some(upstream)) = (host, path_prefix, upstream) else {
+            continue;
+        };
+        let place = (host.clone(), path_prefix.clone());
+        if let Some(first) = seen_place.get(&place) {
+            issue(
+                key("path_prefix"),
+                format!("routes[{first}] already has the same host and path_prefix"),
+            );
+            continue;
+        }
+        seen_place.insert(place, i);
+
+        let name = match r.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            Some(n) if n.chars().count() > 64 || n.chars().any(char::is_control) => {
+                issue(
+                    key("name"),
+                    "must be at most 64 characters, without control characters".to_owned(),
+                );
+                continue;
+            }
+            Some(n) => n.to_owned(),
+            None => format!("{}{}", host.as_deref().unwrap_or(""), path_prefix),
+        };
+        if let Some(first) = seen_name.get(&name) {
+            issue(key("name"), format!("routes[{first}] has the same name"));
+            continue;
+        }
+        seen_name.insert(name.clone(), i);
+
+        routes.push(Route {
+            name,
+            host,
+            path_prefix,
+            upstream,
+            public,
+            policy: Policy {
+                corp,
+                allow: allow.rule,
+                deny: deny.rule,
+            },
+        });
+    }
+    routes
+}
+
+const UNKNOWN_KEY: &str = "unknown key (check the spelling; see gateway.yaml)";
+
+struct CheckedRule {
+    rule: Rule,
+    corp: Option<String>,
+}
+
+fn validate_rule(
+    raw: RawRule,
+    section: &str,
+    issue: &mut impl FnMut(String, String),
+) -> CheckedRule {
+    for k in raw.unknown.keys() {
+        issue(format!("{section}.{k}"), UNKNOWN_KEY.to_owned());
+    }
+    let mut rule = Rule::default();
+    for (j, u) in raw
+        .users
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("{section}.users[{j}]");
+        match u {
+            Scalar::Str(s) => {
+                let s = s.trim();
+                if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
+                    issue(
+                        key,
+                        "must be a userid or unionId (1-128 characters)".to_owned(),
+                    );
+                } else {
+                    rule.users.push(s.to_owned());
+                }
+            }
+            // Numeric userids are common; YAML gives them as integers (leading zeros kept: YAML
+            // 1.2 reads `0123` as a string).
+            Scalar::Int(n) => rule.users.push(n.to_string()),
+            Scalar::UInt(n) => rule.users.push(n.to_string()),
+            other @ (Scalar::Float(_) | Scalar::Bool(_)) => {
+                issue(key, format!("must be a userid or unionId, not {other}"));
+            }
+        }
+    }
+    for (j, d) in raw
+        .departments
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let id = match &d {
+            Scalar::UInt(n) => Some(*n),
+            Scalar::Int(n) => u64::try_from(*n).ok(),
+            Scalar::Str(s) => s.trim().parse::<u64>().ok(),
+            Scalar::Float(_) | Scalar::Bool(_) => None,
+        };
+        match id {
+            Some(n) if n > 0 => rule.departments.push(n),
+            _ => issue(
+                format!("{section}.departments[{j}]"),
+                format!("must be a department id (a positive whole number, e.g. 1 for the whole organization), not {d}"),
+            ),
+        }
+    }
+    rule.admins = match raw.admins.as_deref().map(str::trim) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            issue(
+                format!("{section}.admins"),
+                "must be true or false".to_owned(),
+            );
+            false
+        }
+    };
+    let corp = raw
+        .corp
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    CheckedRule { rule, corp }
+}
+
+/// The canonical form of a configured path, or why it is not acceptable. Spellings that differ
+/// only in percent-encoding (`/中文` vs `/%E4%B8%AD%E6%96%87`) are accepted and canonicalized;
+/// anything that normalization would restructure (`//`, `.`, `..`) must be written out.
+fn canonical_path(p: &str) -> Result<String, String> {
+    if !p.starts_with('/') {
+        return Err("must start with /".to_owned());
+    }
+    let n = normalize_path(p).map_err(|e| e.to_string().replace("the request path", "it"))?;
+    if percent_decode_str(&n).decode_utf8_lossy() != percent_decode_str(p).decode_utf8_lossy() {
+        return Err(format!("write it in normalized form: {n}"));
+    }
+    Ok(n)
+}
+
+/// A plain lower-case hostname (trailing dot dropped), or why the value is not one.
+fn parse_host(h: &str) -> Result<String, String> {
+    if h.contains("://") {
+        return Err("must be a hostname only, without a scheme (e.g. app.example.com)".to_owned());
+    }
+    if h.contains('/') {
+        return Err("must be a hostname only, without a path (use path_prefix)".to_owned());
+    }
+    if h.contains(':') || h.contains('[') {
+        return Err(
+            "must be a hostname without a port (IPv6 literals are not supported)".to_owned(),
+        );
+    }
+    if h.contains('*') {
+        return Err("wildcards are not supported: give each host its own route".to_owned());
+    }
+    if !h.is_ascii() {
+        return Err("use the ASCII (punycode, xn--…) form of the hostname".to_owned());
+    }
+    let h = h.to_ascii_lowercase();
+    let h = h.strip_suffix('.').unwrap_or(&h);
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if h.len() > 253 || !h.split('.').all(valid_label) {
+        return Err("not a valid hostname".to_owned());
+    }
+    Ok(h.to_owned())
+}
+
+/// An upstream base URL: http(s), with a host, no credentials, query or fragment.
+fn parse_upstream(u: &str) -> Result<Url, &'static str> {
+    match Url::parse(u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+            if !url.username().is_empty() || url.password().is_some() {
+                Err("must not contain credentials")
+            } else if url.query().is_some() || url.fragment().is_some() {
+                Err("must not have a query or fragment")
+            } else {
+                Ok(url)
+            }
+        }
+        _ => Err("not an http(s) URL"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use figment::providers::{Format, Yaml};
+    use figment::Figment;
+
+    #[derive(Deserialize)]
+    struct Doc {
+        routes: Option<Vec<RawRoute>>,
+    }
+
+    fn default_upstream() -> Url {
+        Url::parse("http://127.0.0.1:8080").unwrap()
+    }
+
+    fn run_with(
+        yaml: &str,
+        upstream: Option<&Url>,
+        corp: Option<&str>,
+    ) -> (Vec<Route>, Vec<String>) {
+        let doc: Doc = Figment::new()
+            .merge(Yaml::string(yaml))
+            .extract()
+            .unwrap_or_else(|e| panic!("yaml: {e}"));
+        let defaults = RouteDefaults {
+            upstream,
+            corp,
+            gateway_prefix: "/_dinggate",
+        };
+        let mut issues = Vec::new();
+        let routes = validate_routes(doc.routes, &defaults, &mut issues);
+        (routes, issues.iter().map(ToString::to_string).collect())
+    }
+
+    fn run(yaml: &str) -> (Vec<Route>, Vec<String>) {
+        run_with(yaml, Some(&default_upstream()), Some("dingcorp"))
+    }
+
+    fn valid(yaml: &str) -> RouteTable {
+        let (routes, issues) = run(yaml);
+        assert!(issues.is_empty(), "unexpected issues: {issues:#?}");
+        RouteTable::new(routes)
+    }
+
+    fn assert_issue(issues: &[String], want: &str) {
+        assert!(
+            issues.iter().any(|i| i.starts_with(want)),
+            "expected an issue starting with {want:?}, got {issues:#?}"
+        );
+    }
+
+    fn route(name: &str, host: Option<&str>, prefix: &str) -> Route {
+        Route {
+            name: name.to_owned(),
+            host: host.map(str::to_owned),
+            path_prefix: prefix.to_owned(),
+            upstream: default_upstream(),
+            public: Vec::new(),
+            policy: Policy::members_of(Some("dingcorp".to_owned())),
+        }
+    }
+
+    fn found<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
+        t.find(host, path).map(|r| r.name.as_str())
+    }
+
+    #[test]
+    fn longest_prefix_wins_on_segment_boundaries() {
+        let t = RouteTable::new(vec![
+            route("root", None, "/"),
+            route("admin", None, "/admin"),
+            route("admin-api", None, "/admin/api"),
+        ]);
+        for (path, want) in [
+            ("/", "root"),
+            ("/x", "root"),
+            ("/admin", "admin"),
+            ("/admin/", "admin"),
+            ("/admin/x", "admin"),
+            ("/admin;jsessionid=1/x", "admin"),
+            ("/administrator", "root"),
+            ("/admin-x", "root"),
+            ("/admin/api", "admin-api"),
+            ("/admin/api/v1", "admin-api"),
+            ("/admin/apis", "admin"),
+            ("/ADMIN", "root"),
+        ] {
+            assert_eq!(found(&t, None, path), Some(want), "path {path}");
+        }
+    }
+
+    #[test]
+    fn no_match_is_none() {
+        let t = RouteTable::new(vec![route("admin", None, "/admin")]);
+        assert_eq!(found(&t, None, "/"), None);
+        assert_eq!(found(&t, None, "/administrator"), None);
+        let t = RouteTable::new(vec![route("app", Some("app.example.com"), "/")]);
+        assert_eq!(found(&t, Some("other.example.com"), "/"), None);
+        assert_eq!(
+            found(&t, None, "/"),
+            None,
+            "no Host cannot match a host route"
+        );
+        assert!(RouteTable::new(Vec::new()).find(None, "/").is_none());
+    }
+
+    #[test]
+    fn hosts_match_case_insensitively_without_port() {
+        let t = RouteTable::new(vec![
+            route("any", None, "/"),
+            route("app", Some("app.example.com"), "/"),
+            route("app-admin", Some("app.example.com"), "/admin"),
+            route("admin", None, "/admin"),
+        ]);
+        for (host, path, want) in [
+            ("app.example.com", "/", "app"),
+            ("APP.Example.COM:8443", "/x", "app"),
+            ("app.example.com.", "/x", "app"),
+            ("user@app.example.com:80", "/x", "app"),
+            ("other.example.com", "/x", "any"),
+            ("app.example.com.evil.com", "/x", "any"),
+            ("[::1]:4180", "/x", "any"),
+            ("app.example.com", "/admin/x", "app-admin"),
+            ("other.example.com", "/admin/x", "admin"),
+        ] {
+            assert_eq!(found(&t, Some(host), path), Some(want), "{host} {path}");
+        }
+        assert_eq!(found(&t, None, "/admin"), Some("admin"));
+    }
+
+    #[test]
+    fn longer_prefix_beats_host_and_host_breaks_ties() {
+        let t = RouteTable::new(vec![
+            route("app", Some("app.example.com"), "/"),
+            route("admin", None, "/admin"),
+        ]);
+        assert_eq!(found(&t, Some("app.example.com"), "/admin"), Some("admin"));
+        // Insertion order must not matter for ties.
+        for routes in [
+            vec![
+                route("hostless", None, "/a"),
+                route("hosted", Some("h"), "/a"),
+            ],
+            vec![
+                route("hosted", Some("h"), "/a"),
+                route("hostless", None, "/a"),
+            ],
+        ] {
+            let t = RouteTable::new(routes);
+            assert_eq!(found(&t, Some("H:1"), "/a/b"), Some("hosted"));
+            assert_eq!(found(&t, Some("x"), "/a/b"), Some("hostless"));
+        }
+    }
+
+    #[test]
+    fn public_paths() {
+        let mut r = route("r", None, "/");
+        r.public = vec![
+            "/healthz".to_owned(),
+            "/static/".to_owned(),
+            "/api/ping".to_owned(),
+        ];
+        for (path, want) in [
+            ("/healthz", true),
+            ("/healthz/", true),
+            ("/healthz/deep", true),
+            ("/healthzz", false),
+            ("/healthz;x", false),
+            ("/static/", true),
+            ("/static/app.js", true),
+            ("/static", false),
+            ("/staticfoo", false),
+            ("/api/ping", true),
+            ("/api", false),
+            ("/api/pingx", false),
+            ("/", false),
+            ("/HEALTHZ", false),
+        ] {
+            assert_eq!(r.is_public(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn normalized_tricks_cannot_reach_a_protected_prefix() {
+        let t = valid(
+            r#"
+routes:
+  - name: site
+    public: [/public/]
+  - name: admin
+    path_prefix: /admin
+    allow: { users: [lisi] }
+"#,
+        );
+        for raw in [
+            "/public/../admin",
+            "/admin%2F..",
+            "//admin",
+            "/public/%2e%2e/admin/x",
+            "/public%2F..%2Fadmin",
+        ] {
+            let path = normalize_path(raw).unwrap();
+            let r = t.find(Some("gate.example.com"), &path).unwrap();
+            if path.starts_with("/admin") {
+                assert_eq!(r.name, "admin", "{raw} → {path}");
+            }
+            assert!(!r.is_public(&path), "{raw} → {path} must not be public");
+        }
+        // Case-sensitive rule: /ADMIN is not /admin (and not public either).
+        let r = t.find(None, "/ADMIN").unwrap();
+        assert_eq!(r.name, "site");
+        assert!(!r.is_public("/ADMIN"));
+    }
+
+    #[test]
+    fn no_routes_means_one_default_route() {
+        let (routes, issues) = run("{}");
+        assert!(issues.is_empty(), "{issues:?}");
+        assert_eq!(routes.len(), 1);
+        let r = &routes[0];
+        assert_eq!((r.path_prefix.as_str(), r.host.as_deref()), ("/", None));
+        assert_eq!(r.upstream, default_upstream());
+        assert_eq!(r.policy, Policy::members_of(Some("dingcorp".to_owned())));
+
+        let (routes, issues) = run_with("{}", None, Some("dingcorp"));
+        assert!(routes.is_empty());
+        assert_issue(&issues, "upstream: missing");
+        let (_, issues) = run("routes: []");
+        assert_issue(&issues, "routes: is empty");
+    }
+
+    #[test]
+    fn full_route_is_read() {
+        let (routes, issues) = run_with(
+            r#"
+routes:
+  - name: 管理后台
+    host: Admin.Example.com.
+    path_prefix: /admin
+    upstream: http://10.0.0.2:9000/base
+    public: [/admin/health, /admin/static/]
+    allow:
+      users: ["0123", lisi, 0456, 789]
+      departments: [100, "200"]
+      admins: true
+      corp: dingcorp
+    deny:
+      users: zhangsan
+      departments: 300
+      admins: "false"
+  - path_prefix: /中文
+  - host: hr.example.com
+"#,
+            None,
+            None,
+        );
+        assert!(issues.iter().all(|i| i.starts_with("routes[1].upstream") || i.starts_with("routes[2].upstream")), "{issues:#?}");
+        assert_eq!(issues.len(), 2, "{issues:#?}");
+        assert_eq!(routes.len(), 1);
+        let r = &routes[0];
+        assert_eq!(r.name, "管理后台");
+        assert_eq!(r.host.as_deref(), Some("admin.example.com"));
+        assert_eq!(r.upstream.as_str(), "http://10.0.0.2:9000/base");
+        assert_eq!(r.public, ["/admin/health", "/admin/static/"]);
+        assert_eq!(r.policy.corp.as_deref(), Some("dingcorp"));
+        assert_eq!(r.policy.allow.users, ["0123", "lisi", "0456", "789"]);
+        assert_eq!(r.policy.allow.departments, [100, 200]);
+        assert!(r.policy.allow.admins);
+        assert_eq!(r.policy.deny.users, ["zhangsan"]);
+        assert_eq!(r.policy.deny.departments, [300]);
+        assert!(!r.policy.deny.admins);
+
+        let (routes, issues) = run(r#"
+routes:
+  - path_prefix: /中文
+  - host: hr.example.com
+  - host: hr.example.com
+    path_prefix: /x
+"#);
+        assert!(issues.is_empty(), "{issues:#?}");
+        let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["/%E4%B8%AD%E6%96%87", "hr.example.com/", "hr.example.com/x"]
+        );
+        assert_eq!(
+            routes[0].upstream,
+            default_upstream(),
+            "falls back to the top-level upstream"
+        );
+        assert_eq!(
+            routes[1].policy.corp.as_deref(),
+            Some("dingcorp"),
+            "corp defaults to dingtalk.corp_id"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let (_, issues) = run(r#"
+routes:
+  - path_prefix: admin
+    upstrem: http://typo
+  - path_prefix: /a//b
+    upstream: ftp://x
+  - path_prefix: /admin/
+    host: https://app.example.com
+  - path_prefix: /_dinggate/x
+    host: "app.example.com:8443"
+  - path_prefix: /docs
+    public: [/docs/../x, /other, /docs%00, 5]
+    allow:
+      departments: [0, -1, abc, 1.5]
+      users: [1.5, true, ""]
+      admins: maybe
+      groups: [x]
+    deny:
+      corp: dingcorp
+      admin: true
+  - path_prefix: /docs
+  - path_prefix: /dup-host
+    host: "*.example.com"
+  - name: docs-again
+    path_prefix: /%2e%2e/etc
+  - name: n
+    path_prefix: /n1
+    allow: { corp: othercorp }
+  - name: n
+    path_prefix: /n2
+  - path_prefix: /bad%ZZ
+  - host: 例子.中国
+  - host: -bad-.example.com
+"#);
+        for want in [
+            "routes[0].path_prefix: must start with /",
+            "routes[0].upstrem: unknown key",
+            "routes[1].path_prefix: write it in normalized form: /a/b",
+            "routes[1].upstream: not an http(s) URL",
+            "routes[2].path_prefix: write it without the trailing slash (/admin)",
+            "routes[2].host: must be a hostname only, without a scheme",
+            "routes[3].path_prefix: is inside the gateway's own prefix /_dinggate",
+            "routes[3].host: must be a hostname without a port",
+            "routes[4].public[0]: write it in normalized form: /x",
+            "routes[4].public[1]: is outside this route's path_prefix /docs",
+            "routes[4].public[2]: it contains a control character",
+            "routes[4].public[3]: must be a path",
+            "routes[4].allow.departments[0]: must be a department id",
+            "routes[4].allow.departments[1]: must be a department id",
+            "routes[4].allow.departments[2]: must be a department id",
+            "routes[4].allow.departments[3]: must be a department id",
+            "routes[4].allow.users[0]: must be a userid or unionId",
+            "routes[4].allow.users[1]: must be a userid or unionId",
+            "routes[4].allow.users[2]: must be a userid or unionId",
+            "routes[4].allow.admins: must be true or false",
+            "routes[4].allow.groups: unknown key",
+            "routes[4].deny.admin: unknown key",
+            "routes[4].deny.corp: not allowed",
+            "routes[5].path_prefix: routes[4] already has the same host and path_prefix",
+            "routes[6].host: wildcards are not supported",
+            "routes[7].path_prefix: write it in normalized form: /etc",
+            "routes[8].allow.corp: differs from dingtalk.corp_id (dingcorp)",
+            "routes[9].name: routes[8] has the same name",
+            "routes[10].path_prefix: it has an invalid percent-encoding",
+            "routes[11].host: use the ASCII (punycode",
+            "routes[12].host: not a valid hostname",
+        ] {
+            assert_issue(&issues, want);
+        }
+        assert_eq!(issues.len(), 31, "{issues:#?}");
+    }
+
+    #[test]
+    fn public_must_stay_inside_the_prefix_and_out_of_the_gateway() {
+        let (routes, issues) = run(r#"
+routes:
+  - path_prefix: /app
+    public: [/app, /app/, /app/x/, /application]
+  - public: [/_dinggate/healthz, /_dinggate]
+"#);
+        assert_issue(
+            &issues,
+            "routes[0].public[3]: is outside this route's path_prefix /app",
+        );
+        assert_issue(
+            &issues,
+            "routes[1].public[0]: is inside the gateway's own prefix",
+        );
+        assert_issue(
+            &issues,
+            "routes[1].public[1]: is inside the gateway's own prefix",
+        );
+        assert_eq!(issues.len(), 3, "{issues:#?}");
+        assert_eq!(routes[0].public, ["/app", "/app/", "/app/x/"]);
+    }
+
+    #[test]
+    fn any_corp_gateway_may_require_a_corp_per_route() {
+        let (routes, issues) = run_with(
+            r#"
+routes:
+  - path_prefix: /open
+  - path_prefix: /corp
+    allow: { corp: dingcorp }
+"#,
+            Some(&default_upstream()),
+            None,
+        );
+        assert!(issues.is_empty(), "{issues:#?}");
+        assert_eq!(routes[0].policy.corp, None);
+        assert_eq!(routes[1].policy.corp.as_deref(), Some("dingcorp"));
+    }
+
+    #[test]
+    fn describe_lists_routes_and_rules() {
+        let t = valid(
+            r#"
+routes:
+  - name: wiki
+    public: [/healthz, /static/]
+  - name: admin
+    host: admin.example.com
+    path_prefix: /admin
+    upstream: http://127.0.0.1:3001
+    allow:
+      users: [lisi]
+      departments: [100]
+      admins: true
+    deny:
+      departments: [300]
+"#,
+        );
+        let d = t.describe();
+        let want = "2 route(s); the longest matching path_prefix wins, and on equal prefixes a route with a host wins:
+  wiki: any host, paths / and everything below → http://127.0.0.1:8080/
+    allowed: members of corp dingcorp
+    public (no sign-in, identity headers still stripped): /healthz, /static/
+  admin: admin.example.com, paths /admin and below → http://127.0.0.1:3001/
+    allowed: members of corp dingcorp who are: user lisi, or in department 100 or below, or an organization administrator; except: in department 300 or below
+";
+        assert_eq!(d, want);
+        assert!(t.routes()[1].policy.needs_directory());
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let source = include_str!("routes.rs");
+        let yaml: String = source
+            .lines()
+            .map(str::trim_start)
+            .skip_while(|l| *l != "/// ```yaml")
+            .skip(1)
+            .take_while(|l| *l != "/// ```")
+            .map(|l| format!("{}\n", l.strip_prefix("/// ").unwrap_or("")))
+            .collect();
+        assert!(yaml.starts_with("routes:"), "{yaml}");
+        let t = valid(&yaml);
+        let names: Vec<&str> = t.routes().iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["wiki", "admin", "hr.example.com/"]);
+        assert_eq!(found(&t, Some("gate"), "/admin/users"), Some("admin"));
+        assert_eq!(found(&t, Some("HR.example.com"), "/admin"), Some("admin"));
+        assert_eq!(
+            found(&t, Some("hr.example.com"), "/x"),
+            Some("hr.example.com/")
+        );
+        assert!(t.routes()[0].is_public("/static/app.css"));
+    }
+
+    #[test]
+    fn routes_serialize_for_effective_config_output() {
+        let t = valid("routes:\n  - name: x\n    path_prefix: /x\n");
+        let v = serde_json::to_value(t.routes()).unwrap();
+        assert_eq!(v[0]["upstream"], "http://127.0.0.1:8080/");
+        assert_eq!(v[0]["path_prefix"], "/x");
+        assert_eq!(v[0]["policy"]["corp"], "dingcorp");
+    }
+}
