@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
 use crate::login::redirect::HostPattern;
+use crate::routes::{validate_routes, RawRoute, RouteDefaults, RouteTable};
 
 /// The shortest accepted session signing key, in bytes (HS256 wants at least the hash size).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -64,8 +65,11 @@ pub struct Config {
     pub public_url: Url,
     /// Path prefix of the gateway's own endpoints, e.g. `/_dinggate`.
     pub prefix: String,
-    /// Where authenticated traffic goes.
+    /// Upstream connection settings (and the default upstream of routes).
     pub upstream: UpstreamConfig,
+    /// Which upstream and policy each request gets.
+    #[serde(serialize_with = "ser_routes")]
+    pub routes: RouteTable,
     /// Hosts that absolute return URLs may point to (besides `public_url`'s own).
     #[serde(rename = "redirect_allowlist")]
     pub redirect_allowlist_raw: Vec<String>,
@@ -103,9 +107,10 @@ pub struct UiConfig {
 /// The upstream application.
 #[derive(Debug, Clone, Serialize)]
 pub struct UpstreamConfig {
-    /// Base URL; its path (if any) is prefixed to every forwarded path.
-    #[serde(serialize_with = "ser_display")]
-    pub url: Url,
+    /// Default upstream base URL (routes may name their own); its path, if any, is prefixed to
+    /// every forwarded path.
+    #[serde(serialize_with = "ser_opt_display")]
+    pub url: Option<Url>,
     /// Time allowed for the upstream to start answering (response head); then 504.
     #[serde(serialize_with = "ser_duration")]
     pub timeout: Duration,
@@ -377,6 +382,10 @@ fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }
 
+fn ser_routes<S: Serializer>(t: &RouteTable, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(t.routes())
+}
+
 fn ser_opt_display<T: fmt::Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(v) => s.collect_str(v),
@@ -447,6 +456,7 @@ struct RawConfig {
     #[serde(deserialize_with = "lenient")]
     login_page: Option<String>,
     ui: RawUi,
+    routes: Option<Vec<RawRoute>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -805,7 +815,12 @@ impl RawConfig {
             );
         }
 
-        let upstream_url = c.http_url("upstream", self.upstream, None);
+        // A missing upstream is only a problem when no route names its own; the route check
+        // below reports it then.
+        let upstream_url = match self.upstream {
+            Some(u) => c.http_url("upstream", Some(u), None),
+            None => None,
+        };
         let upstream_timeout = c.duration(
             "upstream_timeout",
             self.upstream_timeout,
@@ -884,8 +899,27 @@ impl RawConfig {
         };
         let ui = UiConfig { app_name, logo_url };
 
-        match (listen, public_url, upstream_url, dingtalk, session) {
-            (Some(listen), Some(public_url), Some(url), Some(dingtalk), Some(session))
+        let routes = validate_routes(
+            self.routes,
+            &RouteDefaults {
+                upstream: upstream_url.as_ref(),
+                corp: dingtalk.as_ref().and_then(|d| d.corp_id.as_deref()),
+                gateway_prefix: &prefix,
+            },
+            &mut c.issues,
+        );
+        let directory = dingtalk.as_ref().is_some_and(|d| d.directory);
+        for (i, route) in routes.iter().enumerate() {
+            if route.policy.needs_directory() && !directory {
+                c.issue(
+                    &format!("routes[{i}]"),
+                    "department and admin rules need dingtalk.directory: true (and dingtalk.corp_id)",
+                );
+            }
+        }
+
+        match (listen, public_url, dingtalk, session) {
+            (Some(listen), Some(public_url), Some(dingtalk), Some(session))
                 if c.issues.is_empty() =>
             {
                 Ok(Config {
@@ -893,11 +927,12 @@ impl RawConfig {
                     public_url,
                     prefix,
                     upstream: UpstreamConfig {
-                        url,
+                        url: upstream_url,
                         timeout: upstream_timeout,
                         connect_timeout,
                         pass_host_header,
                     },
+                    routes: RouteTable::new(routes),
                     redirect_allowlist_raw: allowlist_raw,
                     redirect_allowlist: allowlist,
                     trust_forwarded_headers,

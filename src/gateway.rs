@@ -10,14 +10,16 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use hyper::body::Incoming;
 use serde_json::json;
 
+use crate::authz::{Decision, DenyReason};
 use crate::body::GatewayBody;
 use crate::dingtalk::DingTalkError;
 use crate::identity::Identity;
 use crate::login::flow::{self, append_cookies, LoginError, LoginFailure, Lookup};
 use crate::login::state::StateError;
-use crate::pages::{self, Page};
-use crate::proxy::forward::{apply_identity, forward, UpstreamError};
+use crate::pages::{self, Lang, Page};
+use crate::proxy::forward::{apply_identity, forward, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
+use crate::proxy::path::{normalize_path, PathError};
 use crate::session::cookie::{clear_cookie, find_cookie, session_cookie};
 use crate::state::AppState;
 
@@ -27,6 +29,22 @@ pub enum GatewayError {
     /// No valid session on a protected route.
     #[error("no valid session")]
     Unauthenticated,
+    /// The path cannot be normalized safely.
+    #[error("unacceptable request path: {0}")]
+    BadPath(#[source] PathError),
+    /// No route matches the host and path.
+    #[error("no route matches the request")]
+    NoRoute,
+    /// Signed in, but the route's policy does not admit this person.
+    #[error("{name} is not allowed on route {route}: {reason}")]
+    Forbidden {
+        /// Display name of the signed-in person.
+        name: String,
+        /// The route that refused.
+        route: String,
+        /// Which rule refused.
+        reason: DenyReason,
+    },
     /// A path under the gateway prefix that does not exist.
     #[error("no such gateway endpoint")]
     NotFound,
@@ -53,6 +71,8 @@ pub struct RequestContext {
     pub wants_html: bool,
     /// Path and query to come back to after login (relative).
     pub return_to: String,
+    /// The language pages are shown in first.
+    pub lang: Lang,
 }
 
 /// Serves one request. Never fails: every error is a response.
@@ -68,6 +88,7 @@ pub async fn handle(
     let ctx = RequestContext {
         request_id: format!("{:016x}", rand::random::<u64>()),
         wants_html: wants_html(req.headers(), req.method()),
+        lang: pages::negotiate_lang(req.headers()),
         return_to: req
             .uri()
             .path_and_query()
@@ -128,25 +149,25 @@ async fn dispatch(
     peer: SocketAddr,
     ctx: &RequestContext,
 ) -> Result<Response<GatewayBody>, Failure> {
+    // One canonical path for everything below: the reserved-prefix check, route matching,
+    // the policy and the forwarded URI (so what is authorized is exactly what is forwarded).
+    let path = normalize_path(req.uri().path()).map_err(GatewayError::BadPath)?;
     let prefix = app.config.prefix.as_str();
-    let path = req.uri().path();
     let reserved = path
         .strip_prefix(prefix)
-        .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+        .map(str::to_owned);
     let Some(endpoint) = reserved else {
-        let Some(session) = session(app, req.headers()).await? else {
-            return Err(GatewayError::Unauthenticated.into());
-        };
-        let mut resp = forward(app, req, peer, Some(&session.identity)).await?;
-        append_cookies(&mut resp, session.refreshed.as_slice());
-        return Ok(resp);
+        return protected(app, req, peer, &path, ctx).await;
     };
+    let endpoint = endpoint.as_str();
 
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let query = req.uri().query();
     match endpoint {
         "/healthz" | "/readyz" if get => Ok(pages::text(StatusCode::OK, "ok\n")),
         "/start" if get => Ok(flow::start(app, query, req.headers())?),
+        "/sign_in" if get => Ok(flow::sign_in(app, query, req.headers(), &ctx.request_id)?),
         "/callback" if get => Ok(flow::callback(app, query, req.headers()).await?),
         "/inapp/callback" if req.method() == Method::POST => {
             let (parts, body) = req.into_parts();
@@ -171,6 +192,71 @@ async fn dispatch(
         | "/inapp/callback" => Err(GatewayError::MethodNotAllowed.into()),
         _ => Err(GatewayError::NotFound.into()),
     }
+}
+
+/// The request's host: the authority of an absolute-form target (HTTP/2 `:authority`) wins over
+/// the `Host` header, as RFC 9112 §3.2.2 requires.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+}
+
+/// Everything outside the gateway prefix: route, public paths, session, policy, forward.
+async fn protected(
+    app: &AppState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    path: &str,
+    ctx: &RequestContext,
+) -> Result<Response<GatewayBody>, Failure> {
+    let Some(route) = app.config.routes.find(request_host(&req), path) else {
+        return Err(GatewayError::NoRoute.into());
+    };
+    let target = Target {
+        upstream: &route.upstream,
+        path,
+    };
+    if route.is_public(path) {
+        // Identity headers are still stripped inside `forward`; none are added.
+        return Ok(forward(app, req, peer, None, target).await?);
+    }
+    let Some(session) = session(app, req.headers()).await? else {
+        if ctx.wants_html && wants_inapp(app, req.headers()) {
+            return Ok(flow::inapp_page(
+                app,
+                req.headers(),
+                &ctx.return_to,
+                &ctx.request_id,
+            )?);
+        }
+        return Err(GatewayError::Unauthenticated.into());
+    };
+    if let Decision::Deny(reason) = route.policy.evaluate(&session.identity) {
+        return Err(Failure {
+            error: GatewayError::Forbidden {
+                name: session.identity.name.clone(),
+                route: route.name.clone(),
+                reason,
+            },
+            cookies: session.refreshed.into_iter().collect(),
+        });
+    }
+    let mut resp = forward(app, req, peer, Some(&session.identity), target).await?;
+    append_cookies(&mut resp, session.refreshed.as_slice());
+    Ok(resp)
+}
+
+/// Whether an unauthenticated navigation should get the login-free page: inside the DingTalk
+/// client (the same User-Agent test dingtalk-jsapi uses), with a corp to log into.
+fn wants_inapp(app: &AppState, headers: &HeaderMap) -> bool {
+    app.config.dingtalk.inapp_login
+        && app.config.dingtalk.corp_id.is_some()
+        && headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ua| ua.to_ascii_lowercase().contains("dingtalk"))
 }
 
 /// A verified (and, when due, re-validated) session.
@@ -202,7 +288,10 @@ async fn session(app: &AppState, headers: &HeaderMap) -> Result<Option<Session>,
         return Ok(None);
     }
     let identity = claims.identity();
-    if app.directory.is_none() || age(claims.iat) <= s.revalidate_after.as_secs() {
+    // A session minted without directory data (look-ups were off at the time) is re-checked
+    // at once when look-ups are on: department rules could not match it otherwise.
+    let due = age(claims.iat) > s.revalidate_after.as_secs() || identity.enterprise.is_none();
+    if app.directory.is_none() || !due {
         return Ok(Some(Session {
             identity,
             refreshed: None,
@@ -261,7 +350,9 @@ fn forward_auth_ok(app: &AppState, id: &Identity) -> Response<GatewayBody> {
 pub fn status_of(error: &GatewayError) -> StatusCode {
     match error {
         GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
-        GatewayError::NotFound => StatusCode::NOT_FOUND,
+        GatewayError::NotFound | GatewayError::NoRoute => StatusCode::NOT_FOUND,
+        GatewayError::BadPath(_) => StatusCode::BAD_REQUEST,
+        GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
         GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         GatewayError::Login(e) => match e {
             LoginError::BadQuery(_)
@@ -294,7 +385,7 @@ pub fn error_response(
 ) -> Response<GatewayBody> {
     let status = status_of(error);
     let start = format!("{}/start", app.config.prefix);
-    let start_here = start_url(app, &ctx.return_to);
+    let start_here = login_url(app, &ctx.return_to);
 
     if let GatewayError::Unauthenticated = error {
         if ctx.wants_html {
@@ -316,6 +407,25 @@ pub fn error_response(
         return resp;
     }
 
+    if let GatewayError::Forbidden { name, reason, .. } = error {
+        let (reason_en, reason_zh) = reason.explain();
+        if !ctx.wants_html {
+            return pages::json(
+                status,
+                &json!({ "error": "forbidden", "message": reason_en, "request_id": ctx.request_id }),
+            );
+        }
+        let sign_out = format!("{}/sign_out", app.config.prefix);
+        return pages::forbidden(&pages::Forbidden {
+            lang: ctx.lang,
+            user_name: name,
+            reason_en: &reason_en,
+            reason_zh: &reason_zh,
+            sign_out_url: &sign_out,
+            request_id: &ctx.request_id,
+        });
+    }
+
     let (code, title, title_zh, message, message_zh) = describe(error);
     if !ctx.wants_html {
         return pages::json(
@@ -328,9 +438,12 @@ pub fn error_response(
         GatewayError::Login(_) => retry,
         GatewayError::Revalidation(_) => &[("Reload · 重新加载", ctx.return_to.as_str())][..],
         GatewayError::Upstream(_) => &[("Reload · 重新加载", ctx.return_to.as_str())][..],
-        GatewayError::NotFound | GatewayError::MethodNotAllowed | GatewayError::Unauthenticated => {
-            &[]
-        }
+        GatewayError::NotFound
+        | GatewayError::NoRoute
+        | GatewayError::BadPath(_)
+        | GatewayError::Forbidden { .. }
+        | GatewayError::MethodNotAllowed
+        | GatewayError::Unauthenticated => &[],
     };
     let personal;
     let (message, message_zh) = match error {
@@ -343,7 +456,7 @@ pub fn error_response(
         }
         _ => (message, message_zh),
     };
-    pages::html(
+    pages::html_lang(
         status,
         &Page {
             title,
@@ -353,20 +466,26 @@ pub fn error_response(
             actions,
             request_id: &ctx.request_id,
         },
+        ctx.lang,
     )
 }
 
-/// `{prefix}/start?rd=<return_to>`. The return URL must pass the same validation `/start`
-/// applies; when the full path and query do not (say, a query carrying `//`), the path alone is
-/// used, and failing that `/`, so the user still gets through the login.
-fn start_url(app: &AppState, return_to: &str) -> String {
+/// Where an unauthenticated browser is sent: `{prefix}/start?rd=` (or `{prefix}/sign_in?rd=`
+/// with `login_page`). The return URL must pass the same validation `/start` applies; when the
+/// full path and query do not (say, a query carrying `//`), the path alone is used, and failing
+/// that `/`, so the user still gets through the login.
+fn login_url(app: &AppState, return_to: &str) -> String {
     let path = return_to.split(['?', '#']).next().unwrap_or("/");
     let rd = [return_to, path]
         .into_iter()
         .find(|candidate| app.redirects.validate(candidate).is_ok())
         .unwrap_or("/");
-    let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-    format!("{}/start?rd={encoded}", app.config.prefix)
+    if app.config.login_page {
+        let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+        format!("{}/sign_in?rd={encoded}", app.config.prefix)
+    } else {
+        flow::start_url(app, rd)
+    }
 }
 
 /// Machine code, titles and messages (English, Chinese) for an error.
@@ -381,6 +500,9 @@ fn describe(
 ) {
     match error {
         GatewayError::Unauthenticated => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
+        GatewayError::BadPath(_) => ("bad_path", "Bad request", "请求无效", "The request path is not acceptable (encoded control characters, backslashes or ambiguous segments).", "请求路径不被接受（包含编码的控制字符、反斜杠或有歧义的路径段）。"),
+        GatewayError::NoRoute => ("not_found", "Not found", "未找到", "No application is configured for this address.", "此地址没有配置任何应用。"),
+        GatewayError::Forbidden { .. } => ("forbidden", "Access denied", "无权访问", "You are signed in, but this application's access rules do not include you.", "您已登录，但此应用的访问规则不包括您。"),
         GatewayError::NotFound => ("not_found", "Not found", "未找到", "There is no such page on this gateway.", "网关上没有这个页面。"),
         GatewayError::MethodNotAllowed => ("method_not_allowed", "Method not allowed", "不支持的请求方法", "This gateway endpoint does not accept that method.", "此网关地址不接受该请求方法。"),
         GatewayError::Login(e) => match e {

@@ -86,6 +86,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
                 print!("{}", cfg.redacted_yaml());
+                eprint!("\n{}", cfg.routes.describe());
                 eprintln!(
                     "{}: OK (register {} as the DingTalk redirect URL)",
                     config.display(),
@@ -113,7 +114,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tracing::info!(
                 listen = %cfg.listen,
                 public_url = %cfg.public_url,
-                upstream = %cfg.upstream.url,
+                routes = cfg.routes.routes().len(),
                 callback = %cfg.callback_url(),
                 "dinggate started"
             );

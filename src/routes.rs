@@ -22,7 +22,7 @@ type Unknown = BTreeMap<String, figment::value::Value>;
 ///     path_prefix: /
 ///     upstream: http://127.0.0.1:3000
 ///     public: [/healthz, /static/]     # no sign-in; "/static/" covers everything below it
-///   # /admin and everything below it, on any host.
+///   # /admin and everything below it, on any host without a route of its own.
 ///   - name: admin
 ///     path_prefix: /admin
 ///     upstream: http://127.0.0.1:3001  # optional: defaults to the top-level `upstream`
@@ -32,7 +32,8 @@ type Unknown = BTreeMap<String, figment::value::Value>;
 ///       admins: true                   # organization administrators
 ///     deny:                            # overrides allow
 ///       departments: [300]
-///   # A whole host (hostname only: no scheme, no port).
+///   # A whole host (hostname only: no scheme, no port). Routes for the request's host are
+///   # tried before host-less ones, so this one also owns hr.example.com/admin.
 ///   - host: hr.example.com
 ///     upstream: http://10.0.0.5:8080
 ///     allow:
@@ -189,10 +190,12 @@ impl RouteTable {
     /// Builds the table; `routes` keep their order for [`RouteTable::routes`] and `describe`.
     pub fn new(routes: Vec<Route>) -> Self {
         let mut order: Vec<usize> = (0..routes.len()).collect();
+        // Host-specific routes are tried first (as nginx picks the server block before the
+        // location), then the longest prefix within each group.
         order.sort_by_key(|&i| {
             (
-                std::cmp::Reverse(routes[i].path_prefix.len()),
                 routes[i].host.is_none(),
+                std::cmp::Reverse(routes[i].path_prefix.len()),
             )
         });
         RouteTable { routes, order }
@@ -207,8 +210,8 @@ impl RouteTable {
     ///
     /// `host` is the request's host as received (`Host` header or URI authority): any port,
     /// userinfo and trailing dot are ignored and it is compared case-insensitively. `path` must be
-    /// canonical ([`normalize_path`]). Candidates are routes without a host and routes whose host
-    /// equals the request's; among them the longest `path_prefix` covering the path wins (on
+    /// canonical ([`normalize_path`]). Routes whose host equals the request's are tried first,
+    /// then routes without a host; within each group the longest `path_prefix` covering the path wins (on
     /// segment boundaries: `/admin` covers `/admin`, `/admin/`, `/admin/x` and `/admin;p`, never
     /// `/administrator`; `/` covers everything), and on equal prefixes a route with a host beats
     /// one without.
@@ -227,7 +230,7 @@ impl RouteTable {
     /// Every route and its rules in words, for `dinggate check`.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "{} route(s); the longest matching path_prefix wins, and on equal prefixes a route with a host wins:\n",
+            "{} route(s); routes for the request's host are tried first, then host-less ones; within each, the longest matching path_prefix wins:\n",
             self.routes.len()
         );
         for r in &self.routes {
@@ -770,12 +773,22 @@ mod tests {
     }
 
     #[test]
-    fn longer_prefix_beats_host_and_host_breaks_ties() {
+    fn matching_host_routes_win_then_the_longest_prefix() {
         let t = RouteTable::new(vec![
             route("app", Some("app.example.com"), "/"),
             route("admin", None, "/admin"),
+            route("app-api", Some("app.example.com"), "/api"),
         ]);
-        assert_eq!(found(&t, Some("app.example.com"), "/admin"), Some("admin"));
+        assert_eq!(found(&t, Some("app.example.com"), "/admin"), Some("app"));
+        assert_eq!(
+            found(&t, Some("app.example.com"), "/api/x"),
+            Some("app-api")
+        );
+        assert_eq!(
+            found(&t, Some("other.example.com"), "/admin/x"),
+            Some("admin")
+        );
+        assert_eq!(found(&t, Some("other.example.com"), "/x"), None);
         // Insertion order must not matter for ties.
         for routes in [
             vec![
@@ -1071,7 +1084,7 @@ routes:
 "#,
         );
         let d = t.describe();
-        let want = "2 route(s); the longest matching path_prefix wins, and on equal prefixes a route with a host wins:
+        let want = "2 route(s); routes for the request's host are tried first, then host-less ones; within each, the longest matching path_prefix wins:
   wiki: any host, paths / and everything below → http://127.0.0.1:8080/
     allowed: members of corp dingcorp
     public (no sign-in, identity headers still stripped): /healthz, /static/
@@ -1098,7 +1111,11 @@ routes:
         let names: Vec<&str> = t.routes().iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["wiki", "admin", "hr.example.com/"]);
         assert_eq!(found(&t, Some("gate"), "/admin/users"), Some("admin"));
-        assert_eq!(found(&t, Some("HR.example.com"), "/admin"), Some("admin"));
+        // The host route owns its whole host, /admin included.
+        assert_eq!(
+            found(&t, Some("HR.example.com"), "/admin"),
+            Some("hr.example.com/")
+        );
         assert_eq!(
             found(&t, Some("hr.example.com"), "/x"),
             Some("hr.example.com/")

@@ -355,12 +355,14 @@ async fn expired_tampered_and_foreign_sessions_are_like_no_session() {
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
 
+    // Minted without directory data: the gateway completes it from the directory on first use.
+    let org = stack.mock.settings().org.clone();
     let id = dinggate::identity::Identity {
-        union_id: "u1".into(),
+        union_id: org.user(ZHANGSAN).unwrap().union_id.clone(),
         name: "张三".into(),
         avatar: None,
         email: None,
-        corp_id: None,
+        corp_id: Some(org.corp_id().to_owned()),
         open_id: None,
         enterprise: None,
     };

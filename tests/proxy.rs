@@ -52,7 +52,8 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     assert_eq!(header(&echoed, "x-forwarded-user"), Some(union_id.as_str()));
     assert_eq!(header(&echoed, "x-forwarded-for"), Some("127.0.0.1"));
     assert!(echoed["headers"].get("x_forwarded_user").is_none());
-    assert!(echoed["headers"].get("x-dingtalk-userid").is_none());
+    assert_eq!(header(&echoed, "x-dingtalk-userid"), Some("zhangsan"));
+    assert!(echoed["headers"].get("x-dingtalk-departments").is_some());
     stack.stop().await;
 }
 
@@ -138,12 +139,13 @@ async fn stack_with_upstream(port: u16) -> dinggate::demo::Stack {
 async fn upgrades_are_bridged_after_101() {
     let stack = stack("").await;
     // A raw TCP client speaks the upgrade, so mint its session directly.
+    let org = stack.mock.settings().org.clone();
     let id = dinggate::identity::Identity {
-        union_id: "u-upgrade".into(),
-        name: "升级".into(),
+        union_id: org.user("lisi").unwrap().union_id.clone(),
+        name: "李四".into(),
         avatar: None,
         email: None,
-        corp_id: None,
+        corp_id: Some(org.corp_id().to_owned()),
         open_id: None,
         enterprise: None,
     };

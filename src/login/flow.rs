@@ -258,6 +258,95 @@ pub async fn callback(
     Ok(resp)
 }
 
+/// The login-free (免登) page for an unauthenticated navigation inside the DingTalk client: a
+/// fresh state bound to a cookie, then the page asks the client for a code and posts it back.
+pub fn inapp_page(
+    app: &AppState,
+    headers: &HeaderMap,
+    return_to: &str,
+    request_id: &str,
+) -> Result<Response<GatewayBody>, LoginFailure> {
+    let Some(corp) = app.config.dingtalk.corp_id.as_deref() else {
+        return Err(LoginError::BadQuery("in-client login needs dingtalk.corp_id").into());
+    };
+    let return_to = app
+        .redirects
+        .validate(return_to)
+        .unwrap_or_else(|_| "/".to_owned());
+    let flow = app
+        .login_states
+        .begin(headers, &return_to, app.clock.now_micros());
+    let fallback = start_url(app, &return_to);
+    let callback = format!("{}/inapp/callback", app.config.prefix);
+    let mut resp = pages::in_app(&pages::InAppPage {
+        branding: branding(app),
+        lang: pages::negotiate_lang(headers),
+        jsapi_url: app.config.dingtalk.jsapi_url.as_str(),
+        corp_id: corp,
+        client_id: &app.config.dingtalk.client_id,
+        state: &flow.state,
+        callback_url: &callback,
+        fallback_url: &fallback,
+        timeout_ms: 8_000,
+        request_id,
+    });
+    append_cookie(&mut resp, &flow.cookie);
+    append_cookies(&mut resp, &flow.evicted);
+    Ok(resp)
+}
+
+/// `GET {prefix}/sign_in?rd=`: the sign-in page with a DingTalk button and the embedded QR code.
+pub fn sign_in(
+    app: &AppState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<Response<GatewayBody>, LoginFailure> {
+    let return_to = return_url(app, query)?.unwrap_or_else(|| "/".to_owned());
+    // The embedded QR code completes through the normal callback, so it needs its own state.
+    let flow = app
+        .login_states
+        .begin(headers, &return_to, app.clock.now_micros());
+    let callback = app.config.callback_url();
+    let corp = app.config.dingtalk.corp_id.as_deref();
+    let scope = if corp.is_some() {
+        "openid corpid"
+    } else {
+        "openid"
+    };
+    let start = start_url(app, &return_to);
+    let mut resp = pages::sign_in(&pages::SignInPage {
+        branding: branding(app),
+        lang: pages::negotiate_lang(headers),
+        start_url: &start,
+        qr: Some(pages::QrLogin {
+            script_url: app.config.dingtalk.qr_script_url.as_str(),
+            client_id: &app.config.dingtalk.client_id,
+            redirect_uri: &callback,
+            scope,
+            state: &flow.state,
+            corp_id: corp,
+        }),
+        request_id,
+    });
+    append_cookie(&mut resp, &flow.cookie);
+    append_cookies(&mut resp, &flow.evicted);
+    Ok(resp)
+}
+
+fn branding(app: &AppState) -> pages::Branding<'_> {
+    pages::Branding {
+        app_name: &app.config.ui.app_name,
+        logo_url: app.config.ui.logo_url.as_ref().map(|u| u.as_str()),
+    }
+}
+
+/// `{prefix}/start?rd=<return_to>` (`return_to` already validated).
+pub fn start_url(app: &AppState, return_to: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+    format!("{}/start?rd={encoded}", app.config.prefix)
+}
+
 /// Largest in-client callback body read (it carries a code and a state).
 const MAX_INAPP_BODY: usize = 4096;
 

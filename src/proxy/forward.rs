@@ -74,13 +74,13 @@ pub fn apply_identity(headers: &mut HeaderMap, names: &IdentityHeaders, id: &Ide
     }
 }
 
-/// The upstream URI for a request path: upstream base path + request path + query.
-pub fn upstream_uri(base: &url::Url, request: &Uri) -> Result<Uri, http::Error> {
+/// The upstream URI: upstream base path + the normalized (authorized) path + the original query.
+pub fn upstream_uri(base: &url::Url, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
     let base_path = base.path().trim_end_matches('/');
-    let path_and_query = request
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let path_and_query = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
     let authority = match base.port() {
         Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
         None => base.host_str().unwrap_or_default().to_owned(),
@@ -92,16 +92,28 @@ pub fn upstream_uri(base: &url::Url, request: &Uri) -> Result<Uri, http::Error> 
         .build()
 }
 
-/// Forwards an authenticated request and returns the upstream's response, streamed.
+/// Where a request goes: the route's upstream and the path that was authorized.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The route's upstream base URL.
+    pub upstream: &'a url::Url,
+    /// The normalized path (exactly the one the policy was checked against).
+    pub path: &'a str,
+}
+
+/// Forwards a request (with identity headers when `identity` is given) and returns the
+/// upstream's response, streamed.
 pub async fn forward(
     app: &AppState,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     identity: Option<&Identity>,
+    target: Target<'_>,
 ) -> Result<Response<GatewayBody>, UpstreamError> {
     let upgrade = is_upgrade_request(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let uri = upstream_uri(&app.config.upstream.url, req.uri()).map_err(UpstreamError::BadUri)?;
+    let uri = upstream_uri(target.upstream, target.path, req.uri().query())
+        .map_err(UpstreamError::BadUri)?;
     let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
             .authority()
@@ -223,16 +235,15 @@ mod tests {
     #[test]
     fn upstream_uri_joins_base_path_and_keeps_query() {
         let base = url::Url::parse("http://127.0.0.1:8080/base/").unwrap();
-        let req: Uri = "/a/b?x=1&y=%E4%B8%AD".parse().unwrap();
         assert_eq!(
-            upstream_uri(&base, &req).unwrap().to_string(),
+            upstream_uri(&base, "/a/b", Some("x=1&y=%E4%B8%AD"))
+                .unwrap()
+                .to_string(),
             "http://127.0.0.1:8080/base/a/b?x=1&y=%E4%B8%AD"
         );
         let base = url::Url::parse("http://app.internal").unwrap();
         assert_eq!(
-            upstream_uri(&base, &"/".parse().unwrap())
-                .unwrap()
-                .to_string(),
+            upstream_uri(&base, "/", None).unwrap().to_string(),
             "http://app.internal/"
         );
     }
