@@ -101,3 +101,38 @@ fn bad_config_reports_every_problem_and_exits_non_zero() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
+
+#[test]
+fn check_describes_every_route_and_its_rules_in_words() {
+    let dir = std::env::temp_dir().join(format!("dinggate-cli-routes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("routes.yaml");
+    std::fs::write(
+        &path,
+        r#"public_url: https://gate.example.com
+upstream: http://127.0.0.1:8080
+dingtalk: {client_id: x, client_secret: y, corp_id: dingcorp}
+session: {signing_key: "0123456789abcdef0123456789abcdef"}
+routes:
+  - path_prefix: /
+    public: [/static/]
+  - name: finance
+    path_prefix: /finance
+    allow: {departments: [300], users: [lisi]}
+    deny: {users: [wangwu]}
+"#,
+    )
+    .unwrap();
+    let out = dinggate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 route(s)"), "{stderr}");
+    assert!(stderr.contains("finance"), "{stderr}");
+    assert!(stderr.contains("department 300 or below"), "{stderr}");
+    assert!(stderr.contains("except"), "{stderr}");
+    assert!(stderr.contains("public (no sign-in"), "{stderr}");
+}
