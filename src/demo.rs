@@ -58,7 +58,8 @@ pub struct Stack {
 
 impl Stack {
     /// Starts all three on loopback. `gateway_port` 0 picks a free port (a busy port also falls
-    /// back to a free one). `extra_yaml` is merged over the generated config, e.g. to change a timeout.
+    /// back to a free one). `extra_yaml` is merged over the generated config, e.g. to change a
+    /// timeout; `{mock}` in it stands for the mock's `host:port`.
     pub async fn start(gateway_port: u16, extra_yaml: &str) -> Result<Stack, StackError> {
         Self::start_with(gateway_port, extra_yaml, MockSettings::default()).await
     }
@@ -106,7 +107,8 @@ session:
         );
         let mut figment = Figment::new().merge(Yaml::string(&yaml));
         if !extra_yaml.trim().is_empty() {
-            figment = figment.merge(Yaml::string(extra_yaml));
+            let extra = extra_yaml.replace("{mock}", &mock_addr.to_string());
+            figment = figment.merge(Yaml::string(&extra));
         }
         let config = Config::from_figment(figment).map_err(StackError::Config)?;
         let state = Arc::new(AppState::build(config)?);
