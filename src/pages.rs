@@ -1,6 +1,9 @@
-//! The gateway's own HTML pages (errors, sign-out) and JSON error bodies, all with one look.
+//! The gateway's own HTML pages (sign-in, in-client login, 403, errors, sign-out) and JSON/text bodies, all with one look.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use serde_json::json;
 
 use crate::body::GatewayBody;
 
@@ -20,6 +23,108 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
+/// Serializes `value` as JSON that is also safe inside an HTML `<script>` element: `<`, `>`, `&`,
+/// U+2028 and U+2029 are written as `\uXXXX` escapes, so no value can close the script element,
+/// open an HTML comment or end a JavaScript line.
+pub fn script_json(value: &serde_json::Value) -> String {
+    let raw = value.to_string();
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The language a page is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// Simplified Chinese.
+    Zh,
+    /// English.
+    En,
+}
+
+impl Lang {
+    fn tag(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+
+    fn pick<'a>(self, en: &'a str, zh: &'a str) -> &'a str {
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+}
+
+/// Most `Accept-Language` entries looked at; the rest of an oversized header is ignored.
+const MAX_LANGUAGE_RANGES: usize = 32;
+
+/// Picks the page language from `Accept-Language` (RFC 9110 §12.5.4): the range with the highest
+/// q-value among `zh*` and `en*` wins, earlier entries win ties, `q=0` means "not acceptable".
+/// Without a usable `zh` or `en` range the answer is [`Lang::En`].
+pub fn negotiate_lang(headers: &HeaderMap) -> Lang {
+    let mut best: Option<(u16, Lang)> = None;
+    let ranges = headers
+        .get_all(header::ACCEPT_LANGUAGE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .take(MAX_LANGUAGE_RANGES);
+    for range in ranges {
+        let mut parts = range.split(';');
+        let tag = parts.next().unwrap_or("").trim();
+        let primary = tag.split('-').next().unwrap_or("");
+        let lang = if primary.eq_ignore_ascii_case("zh") {
+            Lang::Zh
+        } else if primary.eq_ignore_ascii_case("en") {
+            Lang::En
+        } else {
+            continue;
+        };
+        let mut q = Some(1000);
+        for param in parts {
+            if let Some((k, v)) = param.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("q") {
+                    q = parse_qvalue(v.trim());
+                }
+            }
+        }
+        // A malformed q-value makes the entry unusable rather than guessing its weight.
+        let Some(q) = q.filter(|q| *q > 0) else {
+            continue;
+        };
+        if best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, lang));
+        }
+    }
+    best.map_or(Lang::En, |(_, lang)| lang)
+}
+
+/// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`, in thousandths.
+fn parse_qvalue(v: &str) -> Option<u16> {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac_value = format!("{frac:0<3}").parse::<u16>().ok()?;
+    match int {
+        "0" => Some(frac_value),
+        "1" if frac_value == 0 => Some(1000),
+        _ => None,
+    }
+}
+
 /// What an HTML page says. Texts are plain (escaped here); each comes in English and Chinese.
 pub struct Page<'a> {
     /// Page heading (English).
@@ -36,51 +141,328 @@ pub struct Page<'a> {
     pub request_id: &'a str,
 }
 
-/// Renders `page` as a complete HTML response with `status`.
+/// Renders `page` as a complete HTML response with `status`, English first.
 pub fn html(status: StatusCode, page: &Page<'_>) -> Response<GatewayBody> {
-    let actions: String = page
-        .actions
-        .iter()
-        .map(|(label, href)| {
-            format!(
-                r#"<a class="btn" href="{}">{}</a>"#,
-                escape_html(href),
-                escape_html(label)
-            )
-        })
-        .collect();
-    let body = format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · dinggate</title>
-<style>
-body{{font-family:-apple-system,"PingFang SC","Microsoft YaHei",system-ui,sans-serif;background:#f5f7fa;color:#1f2329;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}}
-main{{background:#fff;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08);padding:32px 40px;max-width:520px}}
-h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:15px;color:#646a73;font-weight:normal;margin:0 0 20px}}
-p{{line-height:1.6;margin:8px 0}} .zh{{color:#646a73}}
-.btn{{display:inline-block;margin:16px 12px 0 0;padding:8px 18px;border-radius:6px;background:#0089ff;color:#fff;text-decoration:none}}
-footer{{margin-top:24px;font-size:12px;color:#8f959e}}
-</style></head>
-<body><main>
-<h1>{title}</h1><h2>{title_zh}</h2>
-<p>{message}</p><p class="zh">{message_zh}</p>
-<div>{actions}</div>
-<footer>{status} · request id <code>{request_id}</code></footer>
-</main></body></html>
-"#,
-        title = escape_html(page.title),
-        title_zh = escape_html(page.title_zh),
-        message = escape_html(page.message),
-        message_zh = escape_html(page.message_zh),
-        actions = actions,
-        status = status.as_u16(),
-        request_id = escape_html(page.request_id),
+    html_lang(status, page, Lang::En)
+}
+
+/// Renders `page` as a complete HTML response with `status`, both languages, `lang` first.
+pub fn html_lang(status: StatusCode, page: &Page<'_>, lang: Lang) -> Response<GatewayBody> {
+    let view = MessageView {
+        status,
+        lang,
+        title: (page.title, page.title_zh),
+        paragraphs: &[Paragraph {
+            text: (page.message, page.message_zh),
+            class: "",
+        }],
+        actions: page.actions,
+        request_id: page.request_id,
+    };
+    view.render()
+}
+
+/// The signed-in user who may not enter, and why.
+pub struct Forbidden<'a> {
+    /// Language shown first.
+    pub lang: Lang,
+    /// Display name of the signed-in user.
+    pub user_name: &'a str,
+    /// The rule that denied them, in English (e.g. "department 财务部 is denied on /admin").
+    pub reason_en: &'a str,
+    /// The same in Chinese.
+    pub reason_zh: &'a str,
+    /// Where the "sign out" link goes.
+    pub sign_out_url: &'a str,
+    /// Shown at the bottom.
+    pub request_id: &'a str,
+}
+
+/// A 403 page naming the signed-in user and the rule that denied them, with a sign-out link.
+pub fn forbidden(p: &Forbidden<'_>) -> Response<GatewayBody> {
+    let who = (
+        format!(
+            "You are signed in as “{}”, but your account may not open this page.",
+            p.user_name
+        ),
+        format!(
+            "您已以“{}”的身份登录，但该账号无权访问此页面。",
+            p.user_name
+        ),
     );
-    let mut resp = Response::new(GatewayBody::from(body));
-    *resp.status_mut() = status;
-    set_common(&mut resp, "text/html; charset=utf-8");
-    resp
+    let reason = (
+        format!("Reason: {}", p.reason_en),
+        format!("原因：{}", p.reason_zh),
+    );
+    let hint = (
+        "If you think you should have access, ask the administrator and quote the request id. To use another account, sign out first.",
+        "如果您认为应当有权访问，请联系管理员并提供请求编号。如需换一个账号，请先退出登录。",
+    );
+    let view = MessageView {
+        status: StatusCode::FORBIDDEN,
+        lang: p.lang,
+        title: ("Access denied", "无权访问"),
+        paragraphs: &[
+            Paragraph {
+                text: (&who.0, &who.1),
+                class: "",
+            },
+            Paragraph {
+                text: (&reason.0, &reason.1),
+                class: "reason",
+            },
+            Paragraph {
+                text: hint,
+                class: "",
+            },
+        ],
+        actions: &[("Sign out · 退出登录", p.sign_out_url)],
+        request_id: p.request_id,
+    };
+    view.render()
+}
+
+/// The application the gateway protects, as shown on its pages.
+pub struct Branding<'a> {
+    /// Shown as the page heading.
+    pub app_name: &'a str,
+    /// An `http(s)` URL, a same-origin path or a `data:` URL of a small logo; anything else is not shown.
+    pub logo_url: Option<&'a str>,
+}
+
+/// Parameters of DingTalk's embedded QR login (`DTFrameLogin`, dingtalk-api.md §2).
+pub struct QrLogin<'a> {
+    /// URL of `ddlogin.js`, which defines `window.DTFrameLogin`.
+    pub script_url: &'a str,
+    /// The app's client id (AppKey).
+    pub client_id: &'a str,
+    /// The gateway's callback URL (not yet encoded); the page must be served from its origin.
+    pub redirect_uri: &'a str,
+    /// `openid` or `openid corpid`.
+    pub scope: &'a str,
+    /// The login state, bound to a cookie by the caller.
+    pub state: &'a str,
+    /// The organization to pre-select; sent only when `scope` contains `corpid`.
+    pub corp_id: Option<&'a str>,
+}
+
+/// Everything the sign-in page shows.
+pub struct SignInPage<'a> {
+    /// App name and logo.
+    pub branding: Branding<'a>,
+    /// The page language.
+    pub lang: Lang,
+    /// Where "log in with DingTalk" goes (`{prefix}/start?rd=...`).
+    pub start_url: &'a str,
+    /// The embedded QR code, when configured.
+    pub qr: Option<QrLogin<'a>>,
+    /// Shown at the bottom.
+    pub request_id: &'a str,
+}
+
+/// Origin of the iframe `ddlogin.js` creates; it is fixed in the script, not a parameter.
+const DINGTALK_LOGIN_ORIGIN: &str = "https://login.dingtalk.com";
+/// How long the sign-in page waits for `ddlogin.js` before hiding the QR area.
+const QR_LOAD_TIMEOUT_MS: u32 = 10_000;
+
+/// The sign-in page: app name and logo, the embedded QR code (when `qr` is set and its script
+/// loads) and a "log in with DingTalk" button that works without JavaScript. A successful scan
+/// navigates only to a URL on the callback's origin and path.
+pub fn sign_in(p: &SignInPage<'_>) -> Response<GatewayBody> {
+    let lang = p.lang;
+    let nonce = new_nonce();
+    let logo = p.branding.logo_url.and_then(Source::parse);
+    let qr = p.qr.as_ref().and_then(|qr| {
+        let script = Source::parse(qr.script_url)?;
+        let callback = url::Url::parse(qr.redirect_uri).ok()?;
+        Some((qr, script, callback))
+    });
+
+    let mut csp = Csp::new(&nonce);
+    if let Some(logo) = &logo {
+        csp.img.push(logo.csp_source());
+    }
+    let mut qr_html = String::new();
+    let mut scripts = String::new();
+    if let Some((qr, script, callback)) = &qr {
+        csp.script.push(script.csp_source());
+        csp.frame.push(DINGTALK_LOGIN_ORIGIN.to_owned());
+        // `ddlogin.js` may size its iframe through style attributes; they cannot run code.
+        csp.style_attr = true;
+        let mut login = json!({
+            "redirect_uri": qr.redirect_uri,
+            "response_type": "code",
+            "client_id": qr.client_id,
+            "scope": qr.scope,
+            "prompt": "consent",
+            "state": qr.state,
+        });
+        // In iframe mode a `corpid` scope needs the organization (dingtalk-api.md §2). `org_type`
+        // is not sent: its only documented value, `management`, would hide the organization
+        // from every member who does not administer it.
+        if qr.scope.split_whitespace().any(|s| s == "corpid") {
+            if let Some(corp) = qr.corp_id {
+                login["corpId"] = corp.into();
+            }
+        }
+        let config = json!({
+            "script": qr.script_url,
+            "login": login,
+            "callbackOrigin": callback.origin().ascii_serialization(),
+            "callbackPath": callback.path(),
+            "loadTimeoutMs": QR_LOAD_TIMEOUT_MS,
+        });
+        qr_html = format!(
+            r#"<section class="qr" id="dg-qr" aria-live="polite">
+<p class="muted">{scan}</p>
+<div id="dg-qr-frame" class="qr-frame"><div class="qr-loading"><span class="spinner small"></span>{loading}</div></div>
+<p class="error" id="dg-qr-error" hidden></p>
+</section>
+<div class="divider">{or}</div>
+"#,
+            scan = lang.pick("Scan with the DingTalk app", "打开钉钉 App 扫码登录"),
+            loading = lang.pick("Loading QR code…", "正在加载二维码…"),
+            or = lang.pick("or", "或"),
+        );
+        scripts = format!(
+            "<script nonce=\"{nonce}\">var DINGGATE_QR = {};\n{SIGN_IN_JS}</script>",
+            script_json(&config)
+        );
+    }
+
+    let logo_html = logo
+        .as_ref()
+        .map(|l| format!(r#"<img class="logo" src="{}" alt="">"#, escape_html(l.url)))
+        .unwrap_or_default();
+    let body = format!(
+        r#"<main class="narrow center">
+<div class="brand">{logo_html}<h1>{app}</h1></div>
+<p class="muted">{lead}</p>
+{qr_html}<a class="btn block" id="dg-login" href="{start}">{button}</a>
+<p class="hint">{hint}</p>
+{footer}
+</main>"#,
+        app = escape_html(p.branding.app_name),
+        lead = lang.pick("Sign in with DingTalk to continue", "请使用钉钉登录后继续"),
+        start = escape_html(p.start_url),
+        button = lang.pick("Log in with DingTalk", "使用钉钉登录"),
+        hint = lang.pick(
+            "You will be taken to DingTalk to confirm who you are.",
+            "将跳转到钉钉确认您的身份。"
+        ),
+        footer = footer(lang, None, p.request_id),
+    );
+    let title = format!("{} · {}", lang.pick("Sign in", "登录"), p.branding.app_name);
+    page_response(
+        StatusCode::OK,
+        &document(lang, &title, &nonce, &body, &scripts),
+        &csp,
+    )
+}
+
+/// Everything the in-client (免登) login page needs.
+pub struct InAppPage<'a> {
+    /// App name (the logo is not shown: the page loads nothing but the JSAPI script).
+    pub branding: Branding<'a>,
+    /// The page language.
+    pub lang: Lang,
+    /// URL of `dingtalk.open.js` (or the mock's stand-in).
+    pub jsapi_url: &'a str,
+    /// The organization to request the code for.
+    pub corp_id: &'a str,
+    /// The app's client id (AppKey).
+    pub client_id: &'a str,
+    /// The login state, bound to a cookie by the caller.
+    pub state: &'a str,
+    /// Same-origin URL that takes `POST {"code","state"}`.
+    pub callback_url: &'a str,
+    /// Where to go when the in-client login does not work (the QR login, `start?rd=...`).
+    pub fallback_url: &'a str,
+    /// How long to wait for a code before falling back.
+    pub timeout_ms: u32,
+    /// Shown at the bottom.
+    pub request_id: &'a str,
+}
+
+/// How long the page waits for the callback's answer before falling back; the gateway's own
+/// DingTalk calls time out well before this.
+const INAPP_POST_TIMEOUT_MS: u32 = 30_000;
+/// How long the fallback message stays before the QR login opens.
+const INAPP_FALLBACK_DELAY_MS: u32 = 1_500;
+
+/// The in-client login page: loads the JSAPI, asks the client for a login-free code, posts it
+/// with the state to `callback_url` and follows the answer (`{"redirect"}`, one `{"retry",
+/// "state"}` with a fresh code); anything else, or no code within `timeout_ms`, falls back to
+/// `fallback_url`. Works without any AMD loader on the page (dingtalk-api.md §7.1).
+pub fn in_app(p: &InAppPage<'_>) -> Response<GatewayBody> {
+    let lang = p.lang;
+    let nonce = new_nonce();
+    let jsapi = Source::parse(p.jsapi_url);
+    let mut csp = Csp::new(&nonce);
+    // Client bridges signal the native side through hidden iframes, custom-scheme navigations
+    // or requests we cannot enumerate; only what can run code stays locked down here.
+    csp.open_bridge = true;
+    csp.style_attr = true;
+    let mut scripts = String::new();
+    let config = json!({
+        "corpId": p.corp_id,
+        "clientId": p.client_id,
+        "state": p.state,
+        "callback": p.callback_url,
+        "fallback": p.fallback_url,
+        "timeoutMs": p.timeout_ms,
+        "postTimeoutMs": INAPP_POST_TIMEOUT_MS,
+        "fallbackDelayMs": INAPP_FALLBACK_DELAY_MS,
+    });
+    if let Some(jsapi) = &jsapi {
+        csp.script.push(jsapi.csp_source());
+        // The UMD build registers itself as an AMD module instead of setting `window.dd` when a
+        // `define` is present (some containers inject one), so hide it while the script runs.
+        scripts.push_str(&format!(
+            "<script nonce=\"{nonce}\">{HIDE_AMD_JS}</script>\n<script src=\"{}\"></script>\n",
+            escape_html(jsapi.url)
+        ));
+    }
+    scripts.push_str(&format!(
+        "<script nonce=\"{nonce}\">var DINGGATE_INAPP = {};\n{IN_APP_JS}</script>",
+        script_json(&config)
+    ));
+    let body = format!(
+        r#"<main class="narrow center">
+<div class="brand"><h1>{app}</h1></div>
+<div id="dg-working"><span class="spinner"></span><p>{working}</p><p class="muted">{working_more}</p></div>
+<div id="dg-fallback" hidden><p>{fallback}</p><a class="btn" href="{fallback_url}">{fallback_button}</a></div>
+<noscript><p>{noscript}</p><a class="btn" href="{fallback_url}">{fallback_button}</a></noscript>
+{footer}
+</main>"#,
+        app = escape_html(p.branding.app_name),
+        working = lang.pick("Signing in…", "正在登录…"),
+        working_more = lang.pick(
+            "Signing you in with your DingTalk account.",
+            "正在使用当前钉钉账号自动登录。"
+        ),
+        fallback = lang.pick(
+            "Automatic sign-in inside DingTalk did not work. Opening the QR code sign-in…",
+            "无法在钉钉内自动登录，正在转到扫码登录…"
+        ),
+        fallback_button = lang.pick("Continue", "继续"),
+        noscript = lang.pick(
+            "Automatic sign-in needs JavaScript.",
+            "自动登录需要启用 JavaScript。"
+        ),
+        fallback_url = escape_html(p.fallback_url),
+        footer = footer(lang, None, p.request_id),
+    );
+    let title = format!(
+        "{} · {}",
+        lang.pick("Signing in", "正在登录"),
+        p.branding.app_name
+    );
+    page_response(
+        StatusCode::OK,
+        &document(lang, &title, &nonce, &body, &scripts),
+        &csp,
+    )
 }
 
 /// A JSON body `value` with `status`.
@@ -135,9 +517,492 @@ fn set_common(resp: &mut Response<GatewayBody>, content_type: &'static str) {
     );
 }
 
+/// A fresh CSP nonce: 128 random bits, base64.
+fn new_nonce() -> String {
+    STANDARD.encode(rand::random::<[u8; 16]>())
+}
+
+/// A URL a page loads something from, and the CSP source that allows exactly its origin.
+struct Source<'a> {
+    url: &'a str,
+    origin: Option<String>,
+}
+
+impl<'a> Source<'a> {
+    /// An absolute `http(s)` URL or a same-origin path; `None` for anything else (a
+    /// `javascript:` URL, a scheme-relative `//host`, an origin that would not be a clean CSP
+    /// token).
+    fn parse(url: &'a str) -> Option<Source<'a>> {
+        if url.starts_with('/') && !url.starts_with("//") && !url.starts_with("/\\") {
+            return Some(Source { url, origin: None });
+        }
+        let parsed = url::Url::parse(url).ok()?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return None;
+        }
+        let origin = parsed.origin().ascii_serialization();
+        // The origin goes into a header whose tokens are separated by spaces, `;` and `,`.
+        let clean = origin
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:/[]".contains(&b));
+        clean.then_some(Source {
+            url,
+            origin: Some(origin),
+        })
+    }
+
+    fn csp_source(&self) -> String {
+        self.origin.clone().unwrap_or_else(|| "'self'".to_owned())
+    }
+}
+
+/// A Content-Security-Policy: nothing is allowed unless listed; inline script and style only
+/// with the response's nonce.
+struct Csp {
+    nonce: String,
+    script: Vec<String>,
+    connect: Vec<String>,
+    img: Vec<String>,
+    frame: Vec<String>,
+    /// Allow `style="..."` attributes.
+    style_attr: bool,
+    /// Restrict only script, style, plugins, `<base>`, forms and framing, leaving fetches,
+    /// images and frames open (for the DingTalk client's JSAPI bridge).
+    open_bridge: bool,
+}
+
+impl Csp {
+    fn new(nonce: &str) -> Csp {
+        Csp {
+            nonce: nonce.to_owned(),
+            script: Vec::new(),
+            connect: vec!["'self'".to_owned()],
+            img: vec!["'self'".to_owned(), "data:".to_owned()],
+            frame: Vec::new(),
+            style_attr: false,
+            open_bridge: false,
+        }
+    }
+
+    fn header(&self) -> String {
+        let list = |v: &[String]| {
+            let mut unique: Vec<&str> = Vec::new();
+            for s in v {
+                if !unique.contains(&s.as_str()) {
+                    unique.push(s);
+                }
+            }
+            if unique.is_empty() {
+                "'none'".to_owned()
+            } else {
+                unique.join(" ")
+            }
+        };
+        let nonce = format!("'nonce-{}'", self.nonce);
+        let mut script = vec![nonce.clone()];
+        script.extend(self.script.iter().cloned());
+        let mut out = if self.open_bridge {
+            format!(
+                "script-src {}; style-src {nonce}; object-src 'none'",
+                list(&script)
+            )
+        } else {
+            format!(
+                "default-src 'none'; script-src {}; style-src {nonce}; img-src {}; connect-src {}; frame-src {}",
+                list(&script),
+                list(&self.img),
+                list(&self.connect),
+                list(&self.frame),
+            )
+        };
+        out.push_str("; base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
+        if self.style_attr {
+            out.push_str("; style-src-attr 'unsafe-inline'");
+        }
+        out
+    }
+}
+
+fn page_response(status: StatusCode, html: &str, csp: &Csp) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::from(html.to_owned()));
+    *resp.status_mut() = status;
+    set_common(&mut resp, "text/html; charset=utf-8");
+    // Every part of the header is either fixed text, base64 or a checked origin.
+    let csp = HeaderValue::from_str(&csp.header())
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
+    resp.headers_mut()
+        .insert(header::CONTENT_SECURITY_POLICY, csp);
+    resp
+}
+
+/// A paragraph in both languages (plain text) and an optional CSS class.
+struct Paragraph<'a> {
+    text: (&'a str, &'a str),
+    class: &'static str,
+}
+
+/// A titled message page in both languages, the preferred one first.
+struct MessageView<'a> {
+    status: StatusCode,
+    lang: Lang,
+    title: (&'a str, &'a str),
+    paragraphs: &'a [Paragraph<'a>],
+    actions: &'a [(&'a str, &'a str)],
+    request_id: &'a str,
+}
+
+impl MessageView<'_> {
+    fn render(&self) -> Response<GatewayBody> {
+        let lang = self.lang;
+        let other = match lang {
+            Lang::En => Lang::Zh,
+            Lang::Zh => Lang::En,
+        };
+        let ordered = |(en, zh): (&str, &str)| match lang {
+            Lang::En => (escape_html(en), escape_html(zh)),
+            Lang::Zh => (escape_html(zh), escape_html(en)),
+        };
+        let (title, title_alt) = ordered(self.title);
+        let (mut primary, mut secondary) = (String::new(), String::new());
+        for p in self.paragraphs {
+            let (a, b) = ordered(p.text);
+            let class = if p.class.is_empty() {
+                String::new()
+            } else {
+                format!(r#" class="{}""#, p.class)
+            };
+            primary.push_str(&format!("<p{class}>{a}</p>\n"));
+            secondary.push_str(&format!("<p{class}>{b}</p>\n"));
+        }
+        let actions: String = self
+            .actions
+            .iter()
+            .map(|(label, href)| {
+                format!(
+                    r#"<a class="btn" href="{}">{}</a>"#,
+                    escape_html(href),
+                    escape_html(label)
+                )
+            })
+            .collect();
+        let actions = if actions.is_empty() {
+            actions
+        } else {
+            format!(r#"<div class="actions">{actions}</div>"#)
+        };
+        let body = format!(
+            r#"<main>
+<h1>{title}</h1><h2 lang="{other_tag}">{title_alt}</h2>
+{primary}<div class="alt" lang="{other_tag}">
+{secondary}</div>
+{actions}
+{footer}
+</main>"#,
+            other_tag = other.tag(),
+            footer = footer(lang, Some(self.status), self.request_id),
+        );
+        let nonce = new_nonce();
+        let title_text = lang.pick(self.title.0, self.title.1);
+        page_response(
+            self.status,
+            &document(lang, title_text, &nonce, &body, ""),
+            &Csp::new(&nonce),
+        )
+    }
+}
+
+fn footer(lang: Lang, status: Option<StatusCode>, request_id: &str) -> String {
+    let status = status
+        .map(|s| format!("{} · ", s.as_u16()))
+        .unwrap_or_default();
+    format!(
+        "<footer>{status}{label} <code>{}</code></footer>",
+        escape_html(request_id),
+        label = lang.pick("request id", "请求编号"),
+    )
+}
+
+/// The one page skeleton: every gateway page has this head, style and layout.
+fn document(lang: Lang, title: &str, nonce: &str, body: &str, scripts: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="{tag}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · dinggate</title>
+<style nonce="{nonce}">{STYLE}</style></head>
+<body>
+{body}
+{scripts}
+</body></html>
+"#,
+        tag = lang.tag(),
+        title = escape_html(title),
+    )
+}
+
+const STYLE: &str = r#"
+*{box-sizing:border-box}
+[hidden]{display:none!important}
+body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;background:#f5f7fa;color:#1f2329;font:15px/1.6 -apple-system,BlinkMacSystemFont,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",system-ui,sans-serif}
+main{background:#fff;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08);padding:32px 40px;margin:24px;width:calc(100% - 48px);max-width:520px}
+main.narrow{max-width:400px}
+main.center{text-align:center}
+h1{font-size:20px;margin:0 0 4px}
+h2{font-size:15px;color:#646a73;font-weight:normal;margin:0 0 20px}
+p{margin:8px 0}
+.alt,.muted{color:#646a73}
+.alt{margin-top:12px;font-size:14px}
+.hint{color:#8f959e;font-size:13px}
+.reason{background:#fff3f0;border-left:3px solid #f54a45;border-radius:4px;padding:8px 12px}
+.actions{display:flex;flex-wrap:wrap;gap:12px;margin-top:20px}
+.btn{display:inline-block;padding:8px 18px;border-radius:6px;background:#0089ff;color:#fff;text-decoration:none;font-weight:500}
+.btn:hover,.btn:focus{background:#0075db}
+.btn.block{display:block;width:100%;padding:11px 18px;font-size:16px;margin-top:8px}
+.brand{display:flex;align-items:center;justify-content:center;gap:12px;margin-bottom:4px}
+.brand h1{margin:0}
+.logo{width:40px;height:40px;border-radius:8px;object-fit:contain}
+.qr{display:flex;flex-direction:column;align-items:center;margin-top:16px}
+.qr-frame{width:300px;height:300px;display:flex;align-items:center;justify-content:center;border:1px solid #e5e6eb;border-radius:8px;overflow:hidden}
+.qr-frame.ready{border:0}
+.qr-loading{color:#8f959e;font-size:13px;display:flex;align-items:center;gap:8px}
+.error{color:#d83931;font-size:13px}
+.divider{display:flex;align-items:center;gap:12px;color:#8f959e;font-size:13px;margin:16px 0 8px}
+.divider::before,.divider::after{content:"";flex:1;border-top:1px solid #e5e6eb}
+.spinner{display:block;width:36px;height:36px;margin:20px auto 12px;border:3px solid #d6eaff;border-top-color:#0089ff;border-radius:50%;animation:dg-spin .9s linear infinite}
+.spinner.small{display:inline-block;width:16px;height:16px;margin:0;border-width:2px}
+@keyframes dg-spin{to{transform:rotate(360deg)}}
+footer{margin-top:28px;font-size:12px;color:#8f959e}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#f2f3f5;border-radius:4px;padding:0 4px}
+"#;
+
+/// Sign-in page script: loads `ddlogin.js` without blocking the page, starts `DTFrameLogin`, and
+/// follows a scan only to the callback. Reads `DINGGATE_QR`.
+const SIGN_IN_JS: &str = r#"(function () {
+  "use strict";
+  var c = DINGGATE_QR;
+  var box = document.getElementById("dg-qr");
+  var frame = document.getElementById("dg-qr-frame");
+  var started = false;
+  function giveUp() {
+    if (started) return;
+    started = true;
+    box.hidden = true;
+    var divider = box.nextElementSibling;
+    if (divider) divider.hidden = true;
+  }
+  function onSuccess(result) {
+    var target;
+    try { target = new URL(result && result.redirectUrl, window.location.href); } catch (e) { return; }
+    // Only ever follow a scan to our own callback: DTFrameLogin's result is data from a frame.
+    if (target.origin === c.callbackOrigin && target.pathname === c.callbackPath) {
+      window.location.assign(target.href);
+    }
+  }
+  function onError(message) {
+    var el = document.getElementById("dg-qr-error");
+    el.textContent = String(message || "");
+    el.hidden = !message;
+  }
+  var timer = setTimeout(giveUp, c.loadTimeoutMs);
+  var s = document.createElement("script");
+  s.src = c.script;
+  s.async = true;
+  s.onerror = function () { clearTimeout(timer); giveUp(); };
+  s.onload = function () {
+    clearTimeout(timer);
+    if (started || typeof window.DTFrameLogin !== "function") return giveUp();
+    var login = {};
+    for (var k in c.login) { if (Object.prototype.hasOwnProperty.call(c.login, k)) login[k] = c.login[k]; }
+    login.redirect_uri = encodeURIComponent(c.login.redirect_uri);
+    try {
+      frame.textContent = "";
+      window.DTFrameLogin({ id: "dg-qr-frame", width: 300, height: 300 }, login, onSuccess, onError);
+      started = true;
+      frame.className += " ready";
+    } catch (e) {
+      giveUp();
+    }
+  };
+  document.head.appendChild(s);
+})();
+"#;
+
+/// Runs before the JSAPI script: sets any AMD `define` aside (IN_APP_JS puts it back).
+const HIDE_AMD_JS: &str = r#"try { if (typeof window.define === "function") { window.__dinggateDefine = window.define; window.define = undefined; } } catch (e) {}"#;
+
+/// In-client login script: code from the JSAPI → POST to the callback → follow the answer, with
+/// one retry and a fallback to the QR login. Reads `DINGGATE_INAPP`.
+const IN_APP_JS: &str = r#"(function () {
+  "use strict";
+  var c = DINGGATE_INAPP;
+  try {
+    if (window.__dinggateDefine) { window.define = window.__dinggateDefine; window.__dinggateDefine = undefined; }
+  } catch (e) {}
+  var state = c.state;
+  var retried = false;
+  var finished = false;
+  function fallback() {
+    if (finished) return;
+    finished = true;
+    document.getElementById("dg-working").hidden = true;
+    document.getElementById("dg-fallback").hidden = false;
+    setTimeout(function () { window.location.replace(c.fallback); }, c.fallbackDelayMs);
+  }
+  function go(url) {
+    var target;
+    try { target = new URL(url, window.location.href); } catch (e) { return fallback(); }
+    if (target.protocol !== "https:" && target.protocol !== "http:") return fallback();
+    finished = true;
+    window.location.replace(target.href);
+  }
+  function requestCode(then) {
+    var dd = window.dd;
+    if (!dd || typeof dd.ready !== "function") return fallback();
+    var settled = false;
+    var timer = setTimeout(function () { fail(); }, c.timeoutMs);
+    function fail() {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      fallback();
+    }
+    function ok(res) {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      var code = res && res.code;
+      if (typeof code === "string" && code) { then(code); } else { fallback(); }
+    }
+    if (typeof dd.error === "function") dd.error(fail);
+    dd.ready(function () {
+      var opts = { corpId: c.corpId, clientId: c.clientId, onSuccess: ok, onFail: fail };
+      try {
+        var p;
+        // dd.requestAuthCode is the current API and binds the code to our clientId; the older
+        // runtime.permission.requestAuthCode picks the app by the page's domain.
+        if (typeof dd.requestAuthCode === "function") {
+          p = dd.requestAuthCode(opts);
+        } else if (dd.runtime && dd.runtime.permission && typeof dd.runtime.permission.requestAuthCode === "function") {
+          p = dd.runtime.permission.requestAuthCode(opts);
+        } else {
+          return fail();
+        }
+        if (p && typeof p.then === "function") p.then(ok, fail);
+      } catch (e) {
+        fail();
+      }
+    });
+  }
+  function post(code) {
+    if (finished) return;
+    var ctl = typeof AbortController === "function" ? new AbortController() : null;
+    var timer = setTimeout(function () { if (ctl) ctl.abort(); fallback(); }, c.postTimeoutMs);
+    fetch(c.callback, {
+      method: "POST",
+      credentials: "same-origin",
+      cache: "no-store",
+      redirect: "error",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: JSON.stringify({ code: code, state: state }),
+      signal: ctl ? ctl.signal : undefined
+    }).then(function (r) { return r.json(); }).then(function (answer) {
+      clearTimeout(timer);
+      if (finished) return;
+      if (answer && typeof answer.redirect === "string") return go(answer.redirect);
+      if (answer && answer.retry === true && typeof answer.state === "string" && answer.state && !retried) {
+        retried = true;
+        state = answer.state;
+        return requestCode(post);
+      }
+      fallback();
+    }, function () {
+      clearTimeout(timer);
+      fallback();
+    });
+  }
+  if (typeof window.fetch !== "function") return fallback();
+  requestCode(post);
+})();
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+
+    fn body(resp: Response<GatewayBody>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let bytes = rt
+            .block_on(resp.into_body().collect())
+            .expect("body")
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    fn csp(resp: &Response<GatewayBody>) -> String {
+        resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ascii CSP")
+            .to_owned()
+    }
+
+    /// The value of one CSP directive, e.g. `script-src`.
+    fn directive(csp: &str, name: &str) -> Option<String> {
+        csp.split(';')
+            .map(str::trim)
+            .find_map(|d| d.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+    }
+
+    /// Every `nonce="..."` in `html` is the same and is the one the CSP allows for script and style.
+    fn assert_nonce_matches(html: &str, policy: &str) -> String {
+        let nonces: Vec<&str> = html
+            .split("nonce=\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap_or(""))
+            .collect();
+        assert!(!nonces.is_empty(), "no nonce in {html}");
+        assert!(nonces.iter().all(|n| *n == nonces[0]), "{nonces:?}");
+        let nonce = nonces[0];
+        assert!(nonce.len() >= 22, "nonce too short: {nonce}");
+        let token = format!("'nonce-{nonce}'");
+        assert!(
+            directive(policy, "script-src").unwrap().contains(&token),
+            "{policy}"
+        );
+        assert!(
+            directive(policy, "style-src").unwrap().contains(&token),
+            "{policy}"
+        );
+        assert_eq!(
+            html.matches("<style").count(),
+            html.matches("<style nonce=").count()
+        );
+        let inline_scripts = html.matches("<script nonce=").count();
+        let external_scripts = html.matches("<script src=").count();
+        assert_eq!(
+            html.matches("<script").count(),
+            inline_scripts + external_scripts
+        );
+        nonce.to_owned()
+    }
+
+    /// The JSON assigned to `var NAME = ...;` in an inline script.
+    fn script_config(html: &str, name: &str) -> serde_json::Value {
+        let marker = format!("var {name} = ");
+        let start = html.find(&marker).expect("config") + marker.len();
+        let end = start + html[start..].find(";\n").expect("end of config");
+        serde_json::from_str(&html[start..end]).expect("config is JSON")
+    }
+
+    const HOSTILE: &str = "</script><script>alert(1)</script>\"'<!--&\u{2028}\u{2029}";
+
+    fn accept_language(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_str(v).unwrap());
+        h
+    }
 
     #[test]
     fn escapes_markup() {
@@ -153,5 +1018,382 @@ mod tests {
         let r = redirect("/ok\r\nSet-Cookie: x=1");
         assert_eq!(r.headers()[header::LOCATION], "/");
         assert_eq!(redirect("/a?b=c").headers()[header::LOCATION], "/a?b=c");
+    }
+
+    #[test]
+    fn script_json_cannot_leave_the_script_element() {
+        let value = json!({ "a": HOSTILE, "b": ["</SCRIPT >", "]]>"] });
+        let out = script_json(&value);
+        for bad in ['<', '>', '&', '\u{2028}', '\u{2029}'] {
+            assert!(!out.contains(bad), "{bad:?} in {out}");
+        }
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn language_negotiation() {
+        let cases = [
+            ("", Lang::En),
+            ("zh-CN,zh;q=0.9,en;q=0.8", Lang::Zh),
+            ("en-US,en;q=0.9,zh-CN;q=0.8", Lang::En),
+            ("en;q=0.5, zh;q=0.8", Lang::Zh),
+            ("ZH-tw", Lang::Zh),
+            ("zh-Hans-CN", Lang::Zh),
+            ("fr-FR, de;q=0.9, zh;q=0.3", Lang::Zh),
+            ("fr-FR, de;q=0.9", Lang::En),
+            ("zh;q=0, en;q=0.1", Lang::En),
+            ("zh;q=0", Lang::En),
+            ("zh;q=0.000", Lang::En),
+            ("en, zh", Lang::En),
+            ("zh, en", Lang::Zh),
+            ("en;q=0.8, zh;q=0.800", Lang::En),
+            ("zh;q=1.5, en;q=0.1", Lang::En),
+            ("zh;q=abc, en;q=0.1", Lang::En),
+            ("zh;q=0.0001, en;q=0.1", Lang::En),
+            ("zh ; q=0.9 , en ; q=0.5", Lang::Zh),
+            ("zhx, en;q=0.1", Lang::En),
+            ("*, zh;q=0.2", Lang::Zh),
+            ("*", Lang::En),
+            ("en;q=1.000,zh;q=1", Lang::En),
+        ];
+        for (header, want) in cases {
+            assert_eq!(negotiate_lang(&accept_language(header)), want, "{header:?}");
+        }
+        assert_eq!(negotiate_lang(&HeaderMap::new()), Lang::En);
+        let mut two = HeaderMap::new();
+        two.append(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("en;q=0.3"),
+        );
+        two.append(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("zh;q=0.6"),
+        );
+        assert_eq!(negotiate_lang(&two), Lang::Zh, "all header lines count");
+        let long = format!("{}zh", "fr;q=0.1,".repeat(MAX_LANGUAGE_RANGES));
+        assert_eq!(negotiate_lang(&accept_language(&long)), Lang::En, "bounded");
+        assert_eq!(parse_qvalue("0.5"), Some(500));
+        assert_eq!(parse_qvalue("1."), Some(1000));
+        assert_eq!(parse_qvalue("1.001"), None);
+        assert_eq!(parse_qvalue("-1"), None);
+    }
+
+    fn qr<'a>(scope: &'a str, corp: Option<&'a str>) -> QrLogin<'a> {
+        QrLogin {
+            script_url: "https://g.alicdn.com/dingding/h5-dingtalk-login/0.21.0/ddlogin.js",
+            client_id: HOSTILE,
+            redirect_uri: "https://gw.example.com/_dinggate/callback",
+            scope,
+            state: HOSTILE,
+            corp_id: corp,
+        }
+    }
+
+    fn sign_in_page(qr: Option<QrLogin<'_>>, lang: Lang) -> SignInPage<'_> {
+        SignInPage {
+            branding: Branding {
+                app_name: "<script>alert('app')</script>",
+                logo_url: Some("https://cdn.example.com/logo.png?a=\"><script>x</script>"),
+            },
+            lang,
+            start_url: "/_dinggate/start?rd=%2F&x=\"><script>y</script>",
+            qr,
+            request_id: "<rid>",
+        }
+    }
+
+    #[test]
+    fn sign_in_escapes_everything_and_allows_only_its_own_script() {
+        let resp = sign_in(&sign_in_page(
+            Some(qr("openid corpid", Some("ding</script>corp"))),
+            Lang::En,
+        ));
+        assert_eq!(resp.status(), StatusCode::OK);
+        let policy = csp(&resp);
+        let html = body(resp);
+        assert_eq!(html.matches("<script").count(), 1, "{html}");
+        assert_eq!(html.matches("</script>").count(), 1, "{html}");
+        assert!(!html.contains("alert(1)</script>"));
+        assert!(html.contains("&lt;script&gt;alert(&#39;app&#39;)&lt;/script&gt;"));
+        assert!(html.contains(
+            r#"src="https://cdn.example.com/logo.png?a=&quot;&gt;&lt;script&gt;x&lt;/script&gt;""#
+        ));
+        assert!(html.contains(
+            r#"id="dg-login" href="/_dinggate/start?rd=%2F&amp;x=&quot;&gt;&lt;script&gt;y&lt;/script&gt;""#
+        ));
+        assert!(html.contains("<code>&lt;rid&gt;</code>"));
+        assert!(html.contains("Log in with DingTalk") && html.contains(r#"<html lang="en">"#));
+        assert!(!html.contains('\u{2028}') && !html.contains('\u{2029}'));
+
+        assert_nonce_matches(&html, &policy);
+        let script_src = directive(&policy, "script-src").unwrap();
+        assert_eq!(script_src.split(' ').count(), 2, "{policy}");
+        assert!(script_src.ends_with(" https://g.alicdn.com"), "{policy}");
+        assert_eq!(directive(&policy, "default-src").as_deref(), Some("'none'"));
+        assert_eq!(
+            directive(&policy, "frame-src").as_deref(),
+            Some("https://login.dingtalk.com")
+        );
+        assert_eq!(
+            directive(&policy, "img-src").as_deref(),
+            Some("'self' data: https://cdn.example.com")
+        );
+        assert_eq!(
+            directive(&policy, "frame-ancestors").as_deref(),
+            Some("'none'")
+        );
+
+        let config = script_config(&html, "DINGGATE_QR");
+        assert_eq!(config["login"]["client_id"], HOSTILE);
+        assert_eq!(config["login"]["state"], HOSTILE);
+        assert_eq!(config["login"]["scope"], "openid corpid");
+        assert_eq!(config["login"]["corpId"], "ding</script>corp");
+        assert!(config["login"].get("org_type").is_none());
+        assert_eq!(
+            config["login"]["redirect_uri"],
+            "https://gw.example.com/_dinggate/callback"
+        );
+        assert_eq!(config["callbackOrigin"], "https://gw.example.com");
+        assert_eq!(config["callbackPath"], "/_dinggate/callback");
+        assert_eq!(
+            config["script"],
+            "https://g.alicdn.com/dingding/h5-dingtalk-login/0.21.0/ddlogin.js"
+        );
+    }
+
+    #[test]
+    fn sign_in_sends_the_corp_only_with_a_corpid_scope() {
+        let html = body(sign_in(&sign_in_page(
+            Some(qr("openid", Some("dingcorp"))),
+            Lang::En,
+        )));
+        assert!(script_config(&html, "DINGGATE_QR")["login"]
+            .get("corpId")
+            .is_none());
+    }
+
+    #[test]
+    fn sign_in_without_qr_has_no_script_and_a_working_button() {
+        for qr in [
+            None,
+            Some(QrLogin {
+                script_url: "javascript:alert(1)",
+                ..qr("openid", None)
+            }),
+            Some(QrLogin {
+                script_url: "//evil.example/ddlogin.js",
+                ..qr("openid", None)
+            }),
+        ] {
+            let resp = sign_in(&sign_in_page(qr, Lang::Zh));
+            let policy = csp(&resp);
+            let html = body(resp);
+            assert!(!html.contains("<script"), "{html}");
+            assert!(!html.contains("dg-qr"), "{html}");
+            assert!(html.contains(r#"id="dg-login" href="/_dinggate/start"#));
+            assert!(html.contains("使用钉钉登录") && html.contains(r#"<html lang="zh-CN">"#));
+            let nonce = assert_nonce_matches(&html, &policy);
+            assert_eq!(
+                directive(&policy, "script-src"),
+                Some(format!("'nonce-{nonce}'"))
+            );
+            assert_eq!(directive(&policy, "frame-src").as_deref(), Some("'none'"));
+        }
+    }
+
+    #[test]
+    fn every_response_gets_a_fresh_nonce() {
+        let a = csp(&sign_in(&sign_in_page(None, Lang::En)));
+        let b = csp(&sign_in(&sign_in_page(None, Lang::En)));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn logo_is_shown_only_from_safe_urls() {
+        for (logo, shown) in [
+            (Some("/static/logo.svg"), true),
+            (Some("javascript:alert(1)"), false),
+            (Some("https://a;b.example/x.png"), false),
+            (None, false),
+        ] {
+            let mut page = sign_in_page(None, Lang::En);
+            page.branding.logo_url = logo;
+            let resp = sign_in(&page);
+            let policy = csp(&resp);
+            let html = body(resp);
+            assert_eq!(html.contains("<img"), shown, "{logo:?}");
+            assert_eq!(
+                directive(&policy, "img-src").as_deref(),
+                Some("'self' data:"),
+                "{logo:?}"
+            );
+        }
+    }
+
+    fn in_app_page(jsapi_url: &str) -> InAppPage<'_> {
+        InAppPage {
+            branding: Branding {
+                app_name: "<b>应用</b>",
+                logo_url: Some("https://cdn.example.com/logo.png"),
+            },
+            lang: Lang::Zh,
+            jsapi_url,
+            corp_id: HOSTILE,
+            client_id: "client</script>",
+            state: HOSTILE,
+            callback_url: "/_dinggate/inapp/callback",
+            fallback_url: "/_dinggate/start?rd=%2Fa&b=\"<x>",
+            timeout_ms: 8000,
+            request_id: "<rid>",
+        }
+    }
+
+    #[test]
+    fn in_app_loads_only_the_jsapi_and_escapes_everything() {
+        let jsapi = "http://127.0.0.1:9999/dingtalk.open.js?userid=lisi&x=\"<y>";
+        let resp = in_app(&in_app_page(jsapi));
+        assert_eq!(resp.status(), StatusCode::OK);
+        let policy = csp(&resp);
+        let html = body(resp);
+        assert_nonce_matches(&html, &policy);
+        assert_eq!(html.matches("<script").count(), 3, "{html}");
+        assert_eq!(html.matches("</script>").count(), 3, "{html}");
+        assert_eq!(
+            html.matches("src=").count(),
+            1,
+            "one external asset: {html}"
+        );
+        assert!(html.contains(
+            r#"<script src="http://127.0.0.1:9999/dingtalk.open.js?userid=lisi&amp;x=&quot;&lt;y&gt;"></script>"#
+        ));
+        assert!(!html.contains("<img") && !html.contains("<link"));
+        assert!(html.contains("&lt;b&gt;应用&lt;/b&gt;"));
+        assert!(html.contains(r#"href="/_dinggate/start?rd=%2Fa&amp;b=&quot;&lt;x&gt;""#));
+        assert!(html.contains("正在登录…") && html.contains("<code>&lt;rid&gt;</code>"));
+        assert!(!html.contains("alert(1)</script>"));
+        // The define-hiding script must run before the JSAPI and the main script after it.
+        let hide = html
+            .find("window.__dinggateDefine = window.define")
+            .unwrap();
+        let load = html.find("<script src=").unwrap();
+        let main = html.find("var DINGGATE_INAPP").unwrap();
+        assert!(hide < load && load < main);
+
+        let script_src = directive(&policy, "script-src").unwrap();
+        assert!(script_src.ends_with(" http://127.0.0.1:9999"), "{policy}");
+        assert_eq!(script_src.split(' ').count(), 2, "{policy}");
+        assert!(
+            directive(&policy, "default-src").is_none(),
+            "bridge stays open: {policy}"
+        );
+        assert_eq!(directive(&policy, "object-src").as_deref(), Some("'none'"));
+        assert_eq!(directive(&policy, "base-uri").as_deref(), Some("'none'"));
+
+        let config = script_config(&html, "DINGGATE_INAPP");
+        assert_eq!(config["corpId"], HOSTILE);
+        assert_eq!(config["state"], HOSTILE);
+        assert_eq!(config["clientId"], "client</script>");
+        assert_eq!(config["callback"], "/_dinggate/inapp/callback");
+        assert_eq!(config["fallback"], "/_dinggate/start?rd=%2Fa&b=\"<x>");
+        assert_eq!(config["timeoutMs"], 8000);
+    }
+
+    #[test]
+    fn in_app_with_a_same_origin_or_unusable_jsapi_url() {
+        let resp = in_app(&in_app_page("/static/dingtalk.open.js"));
+        let policy = csp(&resp);
+        let html = body(resp);
+        let nonce = assert_nonce_matches(&html, &policy);
+        assert_eq!(
+            directive(&policy, "script-src"),
+            Some(format!("'nonce-{nonce}' 'self'"))
+        );
+        assert!(html.contains(r#"<script src="/static/dingtalk.open.js">"#));
+
+        let resp = in_app(&in_app_page("javascript:alert(1)"));
+        let policy = csp(&resp);
+        let html = body(resp);
+        let nonce = assert_nonce_matches(&html, &policy);
+        assert_eq!(
+            directive(&policy, "script-src"),
+            Some(format!("'nonce-{nonce}'"))
+        );
+        assert!(!html.contains("src="), "{html}");
+        assert_eq!(
+            html.matches("<script").count(),
+            1,
+            "main script still falls back"
+        );
+    }
+
+    #[test]
+    fn forbidden_names_the_user_and_the_rule() {
+        let page = |lang| Forbidden {
+            lang,
+            user_name: "<img src=x>张三",
+            reason_en: "department <Finance> is denied on /admin",
+            reason_zh: "部门“财务部”不允许访问 /admin & co",
+            sign_out_url: "/_dinggate/sign_out?rd=/\"x",
+            request_id: "<rid>",
+        };
+        let resp = forbidden(&page(Lang::Zh));
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let policy = csp(&resp);
+        let html = body(resp);
+        assert_nonce_matches(&html, &policy);
+        assert!(!html.contains("<script") && !html.contains("<img"));
+        assert!(html.contains("“&lt;img src=x&gt;张三”"));
+        assert!(html.contains("Reason: department &lt;Finance&gt; is denied on /admin"));
+        assert!(html.contains("原因：部门“财务部”不允许访问 /admin &amp; co"));
+        assert!(html.contains(r#"href="/_dinggate/sign_out?rd=/&quot;x">Sign out · 退出登录</a>"#));
+        assert!(html.contains("403 · 请求编号 <code>&lt;rid&gt;</code>"));
+        assert!(html.find("无权访问").unwrap() < html.find("Access denied").unwrap());
+        let html = body(forbidden(&page(Lang::En)));
+        assert!(html.find("Access denied").unwrap() < html.find("无权访问").unwrap());
+        assert!(html.contains("403 · request id"));
+    }
+
+    #[test]
+    fn message_pages_escape_and_order_languages() {
+        let page = Page {
+            title: "<t>",
+            title_zh: "<标题>",
+            message: "<m> & \"q\"",
+            message_zh: "<消息>",
+            actions: &[("<label>", "/x?a=1&b=\"2\"")],
+            request_id: "<rid>",
+        };
+        let resp = html(StatusCode::BAD_GATEWAY, &page);
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        let policy = csp(&resp);
+        assert_eq!(directive(&policy, "default-src").as_deref(), Some("'none'"));
+        let en = body(resp);
+        assert_nonce_matches(&en, &policy);
+        for escaped in [
+            "&lt;t&gt;",
+            "&lt;标题&gt;",
+            "&lt;m&gt; &amp; &quot;q&quot;",
+            "&lt;消息&gt;",
+            r#"<a class="btn" href="/x?a=1&amp;b=&quot;2&quot;">&lt;label&gt;</a>"#,
+            "502 · request id <code>&lt;rid&gt;</code>",
+        ] {
+            assert!(en.contains(escaped), "{escaped} in {en}");
+        }
+        assert!(!en.contains("<t>") && !en.contains("<m>") && !en.contains("<script"));
+        assert!(en.find("&lt;m&gt;").unwrap() < en.find("&lt;消息&gt;").unwrap());
+        let zh = body(html_lang(StatusCode::BAD_GATEWAY, &page, Lang::Zh));
+        assert!(zh.find("&lt;消息&gt;").unwrap() < zh.find("&lt;m&gt;").unwrap());
+        assert!(zh.contains(r#"<html lang="zh-CN">"#) && zh.contains("请求编号"));
+    }
+
+    #[test]
+    fn page_scripts_contain_no_end_tags() {
+        // An end tag inside the inline script text would close the script element early.
+        for js in [SIGN_IN_JS, IN_APP_JS, HIDE_AMD_JS] {
+            assert!(!js.contains("</"));
+        }
     }
 }
