@@ -715,6 +715,27 @@ impl Check {
         }
     }
 
+    /// An http(s) URL of a script or image: a query is fine (CDNs version with one), credentials
+    /// and fragments are not.
+    fn asset_url(&mut self, key: &str, v: Option<String>, default: &str) -> Option<Url> {
+        let s = v.unwrap_or_else(|| default.to_owned());
+        match Url::parse(s.trim()) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.fragment().is_none() =>
+            {
+                Some(u)
+            }
+            _ => {
+                self.issue(key, "not an http(s) URL (without credentials or #fragment)");
+                None
+            }
+        }
+    }
+
     /// A secret given inline or through a `*_file` path (exactly one of them).
     fn secret(
         &mut self,
@@ -895,7 +916,7 @@ impl RawConfig {
             .unwrap_or_else(|| "dinggate".to_owned());
         let logo_url = match self.ui.logo_url.filter(|s| !s.trim().is_empty()) {
             None => None,
-            Some(u) => c.http_url("ui.logo_url", Some(u), None),
+            Some(u) => c.asset_url("ui.logo_url", Some(u), ""),
         };
         let ui = UiConfig { app_name, logo_url };
 
@@ -1004,15 +1025,15 @@ impl RawDingTalk {
             Duration::from_secs(300),
         );
         let inapp_login = c.boolean("dingtalk.inapp_login", self.inapp_login, true);
-        let jsapi_url = c.http_url(
+        let jsapi_url = c.asset_url(
             "dingtalk.jsapi_url",
             self.jsapi_url,
-            Some("https://g.alicdn.com/dingding/dingtalk-jsapi/3.0.25/dingtalk.open.js"),
+            "https://g.alicdn.com/dingding/dingtalk-jsapi/3.0.25/dingtalk.open.js",
         );
-        let qr_script_url = c.http_url(
+        let qr_script_url = c.asset_url(
             "dingtalk.qr_script_url",
             self.qr_script_url,
-            Some("https://g.alicdn.com/dingding/h5-dingtalk-login/0.21.0/ddlogin.js"),
+            "https://g.alicdn.com/dingding/h5-dingtalk-login/0.21.0/ddlogin.js",
         );
         Some(DingTalkConfig {
             client_id: client_id?,
