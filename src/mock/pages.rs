@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::wire::escape_html;
+use crate::pages::escape_html;
 
 const STYLE: &str = "
 *{box-sizing:border-box}
