@@ -163,7 +163,7 @@ pub struct DingTalkConfig {
 /// Session cookie and JWT settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionConfig {
-    /// Session cookie name; login-state cookies use it as prefix.
+    /// Session cookie name; login-state cookies use it as prefix (see [`SessionConfig::state_cookie_prefix`]).
     pub cookie_name: String,
     /// Optional cookie Domain attribute.
     pub cookie_domain: Option<String>,
@@ -195,6 +195,18 @@ pub struct SessionConfig {
     /// A fresh DingTalk login is required after this long, however active the session.
     #[serde(serialize_with = "ser_duration")]
     pub max_lifetime: Duration,
+}
+
+impl SessionConfig {
+    /// Name prefix of the login-state cookies: `{cookie_name}_csrf_`. Those cookies are scoped
+    /// to the gateway prefix, which a `__Host-` cookie may not be, so `__Host-` becomes
+    /// `__Secure-` for them (still Secure-only, but allowed a Path).
+    pub fn state_cookie_prefix(&self) -> String {
+        match self.cookie_name.strip_prefix("__Host-") {
+            Some(rest) => format!("__Secure-{rest}_csrf_"),
+            None => format!("{}_csrf_", self.cookie_name),
+        }
+    }
 }
 
 /// Names of the identity headers the upstream receives; `None` = not sent.
@@ -1168,6 +1180,20 @@ impl RawSession {
             );
         }
         let cookie_secure = public_url.is_none_or(|u| u.scheme() == "https");
+        // RFC 6265bis cookie prefixes: browsers drop a `__Host-` cookie that is not Secure, has a
+        // Domain or a Path other than `/`, and a `__Secure-` cookie that is not Secure.
+        if cookie_name.starts_with("__Host-") && (!cookie_secure || cookie_domain.is_some()) {
+            c.issue(
+                "session.cookie_name",
+                "a __Host- cookie needs an https public_url and no session.cookie_domain",
+            );
+        }
+        if cookie_name.starts_with("__Secure-") && !cookie_secure {
+            c.issue(
+                "session.cookie_name",
+                "a __Secure- cookie needs an https public_url",
+            );
+        }
         Some(SessionConfig {
             cookie_name,
             cookie_domain,
@@ -1340,6 +1366,32 @@ log:
         assert!(!out.contains("0123456789abcdef"));
         assert!(out.contains("<redacted>"));
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn cookie_prefixes_are_checked_and_state_cookies_stay_valid() {
+        let host = MINIMAL.replace(
+            "signing_key:",
+            "cookie_name: __Host-dinggate\n  signing_key:",
+        );
+        let c = Config::from_yaml_str(&host).unwrap();
+        assert_eq!(c.session.state_cookie_prefix(), "__Secure-dinggate_csrf_");
+        assert_eq!(
+            Config::from_yaml_str(MINIMAL)
+                .unwrap()
+                .session
+                .state_cookie_prefix(),
+            "_dinggate_csrf_"
+        );
+        let plain_http = host.replace("https://gate", "http://gate");
+        assert!(issues(&plain_http)
+            .iter()
+            .any(|i| i.starts_with("session.cookie_name: a __Host- cookie")));
+        let with_domain =
+            host.replace("signing_key:", "cookie_domain: example.com\n  signing_key:");
+        assert!(issues(&with_domain)
+            .iter()
+            .any(|i| i.starts_with("session.cookie_name: a __Host- cookie")));
     }
 
     #[test]

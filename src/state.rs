@@ -119,7 +119,7 @@ impl AppState {
         let login_states = LoginStates::new(
             config.session.signing_key.expose(),
             StateSettings {
-                cookie_prefix: format!("{}_csrf_", config.session.cookie_name),
+                cookie_prefix: config.session.state_cookie_prefix(),
                 cookie_path: format!("{}/", config.prefix),
                 secure: config.session.cookie_secure,
                 ttl: config.session.login_timeout,
