@@ -176,7 +176,8 @@ pub async fn run() -> anyhow::Result<()> {
 
 /// The demo upstream. `GET /` (HTML) shows the identity headers it received; any request with
 /// `Accept: application/json` or under `/echo` gets method, path, headers and body back as
-/// JSON; `/slow?ms=N` waits first (timeouts); `Upgrade: echo` switches protocols and echoes bytes.
+/// JSON; `/slow?ms=N` waits first (timeouts); `Upgrade: websocket` switches protocols and echoes
+/// the raw bytes back (enough to prove the gateway's tunnel; no WebSocket framing).
 pub async fn upstream_handler(
     mut req: Request<Incoming>,
     _peer: SocketAddr,
@@ -192,7 +193,7 @@ pub async fn upstream_handler(
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"echo"));
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if upgrade {
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -207,7 +208,7 @@ pub async fn upstream_handler(
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         resp.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("echo"));
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         return Ok(resp);
     }
 

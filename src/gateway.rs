@@ -29,6 +29,9 @@ pub enum GatewayError {
     /// No valid session on a protected route.
     #[error("no valid session")]
     Unauthenticated,
+    /// The host is missing-but-required, duplicated or contradictory.
+    #[error("unacceptable host: {0}")]
+    BadHost(&'static str),
     /// The path cannot be normalized safely.
     #[error("unacceptable request path: {0}")]
     BadPath(#[source] PathError),
@@ -194,13 +197,36 @@ async fn dispatch(
     }
 }
 
-/// The request's host: the authority of an absolute-form target (HTTP/2 `:authority`) wins over
-/// the `Host` header, as RFC 9112 §3.2.2 requires.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+/// The request's one host. The authority of an absolute-form target (HTTP/2 `:authority`) and
+/// the `Host` header must agree when both are present (RFC 9112 §3.2: one `Host`, and an
+/// absolute-form target's authority is authoritative): the same value is used to pick the route
+/// and sent upstream, so a request can never be authorized for one host and served as another.
+fn effective_host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, GatewayError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::BadHost("more than one Host header"));
+    }
+    let host_header = match host_header {
+        Some(h) => Some(
+            h.to_str()
+                .map_err(|_| GatewayError::BadHost("the Host header is not ASCII"))?,
+        ),
+        None => None,
+    };
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let chosen = match (authority, host_header) {
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+            return Err(GatewayError::BadHost(
+                "the request target's authority and the Host header differ",
+            ))
+        }
+        (Some(a), _) => Some(a),
+        (None, h) => h,
+    };
+    chosen
+        .map(|h| HeaderValue::from_str(h).map_err(|_| GatewayError::BadHost("unusable host")))
+        .transpose()
 }
 
 /// Everything outside the gateway prefix: route, public paths, session, policy, forward.
@@ -211,12 +237,15 @@ async fn protected(
     path: &str,
     ctx: &RequestContext,
 ) -> Result<Response<GatewayBody>, Failure> {
-    let Some(route) = app.config.routes.find(request_host(&req), path) else {
+    let host = effective_host(&req)?;
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+    let Some(route) = app.config.routes.find(host_str, path) else {
         return Err(GatewayError::NoRoute.into());
     };
     let target = Target {
         upstream: &route.upstream,
         path,
+        host: host.as_ref(),
     };
     if route.is_public(path) {
         // Identity headers are still stripped inside `forward`; none are added.
@@ -351,7 +380,7 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
     match error {
         GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
         GatewayError::NotFound | GatewayError::NoRoute => StatusCode::NOT_FOUND,
-        GatewayError::BadPath(_) => StatusCode::BAD_REQUEST,
+        GatewayError::BadPath(_) | GatewayError::BadHost(_) => StatusCode::BAD_REQUEST,
         GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
         GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         GatewayError::Login(e) => match e {
@@ -441,6 +470,7 @@ pub fn error_response(
         GatewayError::NotFound
         | GatewayError::NoRoute
         | GatewayError::BadPath(_)
+        | GatewayError::BadHost(_)
         | GatewayError::Forbidden { .. }
         | GatewayError::MethodNotAllowed
         | GatewayError::Unauthenticated => &[],
@@ -501,6 +531,7 @@ fn describe(
     match error {
         GatewayError::Unauthenticated => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
         GatewayError::BadPath(_) => ("bad_path", "Bad request", "请求无效", "The request path is not acceptable (encoded control characters, backslashes or ambiguous segments).", "请求路径不被接受（包含编码的控制字符、反斜杠或有歧义的路径段）。"),
+        GatewayError::BadHost(_) => ("bad_host", "Bad request", "请求无效", "The request names its host ambiguously.", "请求中的主机名有歧义。"),
         GatewayError::NoRoute => ("not_found", "Not found", "未找到", "No application is configured for this address.", "此地址没有配置任何应用。"),
         GatewayError::Forbidden { .. } => ("forbidden", "Access denied", "无权访问", "You are signed in, but this application's access rules do not include you.", "您已登录，但此应用的访问规则不包括您。"),
         GatewayError::NotFound => ("not_found", "Not found", "未找到", "There is no such page on this gateway.", "网关上没有这个页面。"),

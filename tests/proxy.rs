@@ -153,7 +153,7 @@ async fn upgrades_are_bridged_after_101() {
 
     let mut tcp = tokio::net::TcpStream::connect(stack.gateway).await.unwrap();
     let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: echo\r\nCookie: _dinggate={token}\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nCookie: _dinggate={token}\r\n\r\n",
         stack.gateway
     );
     tcp.write_all(req.as_bytes()).await.unwrap();
@@ -162,7 +162,7 @@ async fn upgrades_are_bridged_after_101() {
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
-        head.to_ascii_lowercase().contains("upgrade: echo"),
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
         "{head}"
     );
     tcp.write_all("ping 你好".as_bytes()).await.unwrap();
@@ -172,6 +172,76 @@ async fn upgrades_are_bridged_after_101() {
         .expect("echo within 5 s")
         .unwrap();
     assert_eq!(got, "ping 你好".as_bytes());
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_and_other_upgrades_are_not_tunnelled() {
+    let stack = stack("").await;
+    let client = logged_in(&stack, "lisi").await;
+    let mut h = HeaderMap::new();
+    h.insert(
+        "connection",
+        HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+    );
+    h.insert("upgrade", HeaderValue::from_static("h2c"));
+    h.insert(
+        "http2-settings",
+        HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"),
+    );
+    let echoed = echo(&client, &format!("{}/echo", stack.url()), h).await;
+    for gone in ["upgrade", "http2-settings", "connection"] {
+        assert!(echoed["headers"].get(gone).is_none(), "{gone} forwarded");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_cannot_be_routed_by_one_host_and_served_as_another() {
+    let stack = stack(
+        "routes:\n  - path_prefix: /\n  - host: hr.example.com\n    allow: { users: [zhaoliu] }\n",
+    )
+    .await;
+    let token = {
+        let org = stack.mock.settings().org.clone();
+        let u = org.user("wangwu").unwrap();
+        stack.state.sessions.mint(
+            &dinggate::identity::Identity {
+                union_id: u.union_id.clone(),
+                name: u.name.clone(),
+                avatar: None,
+                email: None,
+                corp_id: Some(org.corp_id().to_owned()),
+                open_id: None,
+                enterprise: None,
+            },
+            stack.state.clock.now(),
+        )
+    };
+    let send = |target: &str, host: &str| {
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nCookie: _dinggate={token}\r\nConnection: close\r\n\r\n"
+        );
+        let addr = stack.gateway;
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            tcp.read_to_end(&mut out).await.unwrap();
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    assert!(send("/x", "hr.example.com")
+        .await
+        .starts_with("HTTP/1.1 403"));
+    // Absolute-form target naming another host, Host naming the protected one: refused.
+    let r = send("http://other.example/x", "hr.example.com").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // Consistent absolute form is fine, and the upstream sees the host the route was chosen by.
+    let r = send("http://other.example/echo", "other.example").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains(r#""host":["other.example"]"#), "{r}");
+    assert!(r.contains(r#""x-forwarded-host":["other.example"]"#), "{r}");
     stack.stop().await;
 }
 

@@ -99,6 +99,9 @@ pub struct Target<'a> {
     pub upstream: &'a url::Url,
     /// The normalized path (exactly the one the policy was checked against).
     pub path: &'a str,
+    /// The request's host (the one the route was chosen by), sent as `Host` (with
+    /// `pass_host_header`) and `X-Forwarded-Host`.
+    pub host: Option<&'a HeaderValue>,
 }
 
 /// Forwards a request (with identity headers when `identity` is given) and returns the
@@ -114,11 +117,7 @@ pub async fn forward(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let uri = upstream_uri(target.upstream, target.path, req.uri().query())
         .map_err(UpstreamError::BadUri)?;
-    let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let original_host = target.host.cloned();
 
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;

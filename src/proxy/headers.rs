@@ -9,7 +9,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// Header names that are connection-specific by definition (RFC 9110 §7.6.1, RFC 9112, plus the
-/// non-standard `Keep-Alive` and `Proxy-Connection` that clients still send).
+/// non-standard `Keep-Alive` and `Proxy-Connection` that clients still send, and h2c's
+/// `HTTP2-Settings`, which only means something on the connection it was sent on).
+/// `Trailer` is deliberately absent: it announces end-to-end trailer fields (gRPC-web needs them).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -17,9 +19,9 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
 ];
 
 /// Removes hop-by-hop headers before forwarding: the fixed list above and every header named in
@@ -278,8 +280,12 @@ fn accepts_html(member: &str) -> bool {
     true
 }
 
-/// For an HTTP/1.1 upgrade request (`Connection` lists `upgrade` and `Upgrade` is present),
-/// returns the requested protocol (e.g. `websocket`). Call before [`remove_hop_by_hop`].
+/// For an HTTP/1.1 WebSocket upgrade (`Connection` lists `upgrade`, `Upgrade: websocket`),
+/// returns the `Upgrade` value. Call before [`remove_hop_by_hop`].
+///
+/// Only WebSocket is bridged: after a 101 the connection becomes a raw tunnel that no per-request
+/// check sees again, and other protocols (h2c above all) would carry new requests through it.
+/// Any other `Upgrade` is dropped as a hop-by-hop header and the request forwarded plainly.
 pub fn is_upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection_upgrade = headers
         .get_all(CONNECTION)
@@ -289,7 +295,10 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
     if !connection_upgrade {
         return None;
     }
-    headers.get(UPGRADE).filter(|v| !v.is_empty()).cloned()
+    headers
+        .get(UPGRADE)
+        .filter(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .cloned()
 }
 
 #[cfg(test)]
@@ -321,6 +330,7 @@ mod tests {
             ("trailer", "x-checksum"),
             ("transfer-encoding", "chunked"),
             ("upgrade", "websocket"),
+            ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
             ("x-secret-hop", "1"),
             ("another-hop", "2"),
             ("accept", "text/html"),
@@ -329,7 +339,8 @@ mod tests {
         remove_hop_by_hop(&mut h);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, ["accept", "cookie"]);
+        // `Trailer` is end-to-end: it announces trailer fields the recipient needs.
+        assert_eq!(left, ["accept", "cookie", "trailer"]);
     }
 
     #[test]
@@ -586,6 +597,18 @@ mod tests {
         assert_eq!(
             is_upgrade_request(&map(&[("connection", "close"), ("upgrade", "h2c")])),
             None
+        );
+        // Only WebSocket is bridged; h2c would tunnel unchecked requests.
+        assert_eq!(
+            is_upgrade_request(&map(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", "h2c")
+            ])),
+            None
+        );
+        assert!(
+            is_upgrade_request(&map(&[("connection", "upgrade"), ("upgrade", "WebSocket")]))
+                .is_some()
         );
     }
 }
