@@ -3,6 +3,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,7 +62,10 @@ pub async fn serve_http<H, Fut, B>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes.max(8192) as u32);
+        .max_header_list_size(limits.max_header_bytes.max(8192) as u32)
+        // Pings find dead peers; an unanswered ping closes the connection.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -78,11 +83,32 @@ pub async fn serve_http<H, Fut, B>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
-                let service = hyper::service::service_fn(move |req| handler(req, peer));
+                let first_request = Arc::new(AtomicBool::new(false));
+                let seen = first_request.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    seen.store(true, Ordering::Relaxed);
+                    handler(req, peer)
+                });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
+                let deadline = limits.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(err) = conn.await {
+                    tokio::pin!(conn);
+                    // hyper's header_read_timeout covers an HTTP/1 head once the protocol is
+                    // known; protocol detection and the HTTP/2 preface have no timer of their
+                    // own, so a connection that has not produced a request by the deadline
+                    // (silent, half a preface, a preface and nothing else) is closed here.
+                    let result = tokio::select! {
+                        r = &mut conn => r,
+                        () = tokio::time::sleep(deadline) => {
+                            if !first_request.load(Ordering::Relaxed) {
+                                tracing::debug!(%peer, "no request within header_read_timeout; closing");
+                                return;
+                            }
+                            conn.await
+                        }
+                    };
+                    if let Err(err) = result {
                         tracing::debug!(error = %err, %peer, "connection ended with error");
                     }
                 });

@@ -307,3 +307,34 @@ async fn oversized_request_heads_are_refused() {
     }
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn connections_that_never_send_a_request_are_closed() {
+    let stack = stack("server:\n  header_read_timeout: 500ms\n").await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for sent in [
+        &b""[..],
+        &b"PRI * HTTP/2.0\r\n"[..],
+        &preface[..],
+        &b"GET / HTTP/1.1\r\nHo"[..],
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(stack.gateway).await.unwrap();
+        tcp.write_all(sent).await.unwrap();
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "connection after {:?} still open after 5 s",
+            String::from_utf8_lossy(sent)
+        );
+    }
+    stack.stop().await;
+}

@@ -349,6 +349,8 @@ pub fn start_url(app: &AppState, return_to: &str) -> String {
 
 /// Largest in-client callback body read (it carries a code and a state).
 const MAX_INAPP_BODY: usize = 4096;
+/// Time allowed to receive that body.
+const INAPP_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The JSON the in-client page posts.
 #[derive(Debug, serde::Deserialize)]
@@ -368,9 +370,12 @@ pub async fn inapp_callback(
     body: hyper::body::Incoming,
 ) -> Result<Response<GatewayBody>, LoginFailure> {
     use http_body_util::BodyExt;
-    let bytes = http_body_util::Limited::new(body, MAX_INAPP_BODY)
-        .collect()
+    // Bounded in size and in time: a client announcing more than it sends must not hold the
+    // handler open.
+    let read = http_body_util::Limited::new(body, MAX_INAPP_BODY).collect();
+    let bytes = tokio::time::timeout(INAPP_BODY_TIMEOUT, read)
         .await
+        .map_err(|_| LoginError::BadQuery("request body not received in time"))?
         .map_err(|_| LoginError::BadQuery("request body too large or unreadable"))?
         .to_bytes();
     let post: InAppPost = serde_json::from_slice(&bytes)
