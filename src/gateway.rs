@@ -171,6 +171,12 @@ async fn dispatch(
         "/healthz" | "/readyz" if get => Ok(pages::text(StatusCode::OK, "ok\n")),
         "/start" if get => Ok(flow::start(app, query, req.headers())?),
         "/sign_in" if get => Ok(flow::sign_in(app, query, req.headers(), &ctx.request_id)?),
+        "/inapp" if get => Ok(flow::inapp_page(
+            app,
+            query,
+            req.headers(),
+            &ctx.request_id,
+        )?),
         "/callback" if get => Ok(flow::callback(app, query, req.headers()).await?),
         "/inapp/callback" if req.method() == Method::POST => {
             let (parts, body) = req.into_parts();
@@ -253,12 +259,17 @@ async fn protected(
     }
     let Some(session) = session(app, req.headers()).await? else {
         if ctx.wants_html && wants_inapp(app, req.headers()) {
-            return Ok(flow::inapp_page(
-                app,
-                req.headers(),
-                &ctx.return_to,
-                &ctx.request_id,
-            )?);
+            // The page is served under the gateway prefix, where the login-state cookies are
+            // visible, so the per-browser flow limit applies to it as well.
+            let rd = app
+                .redirects
+                .validate(&ctx.return_to)
+                .unwrap_or_else(|_| "/".to_owned());
+            let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+            return Ok(pages::redirect(&format!(
+                "{}/inapp?rd={rd}",
+                app.config.prefix
+            )));
         }
         return Err(GatewayError::Unauthenticated.into());
     };
@@ -463,10 +474,15 @@ pub fn error_response(
         );
     }
     let retry: &[(&str, &str)] = &[("Sign in again · 重新登录", start.as_str())];
+    // The raw request target may be `//other.host/…`: a link to it would leave the site.
+    let reload_to = app
+        .redirects
+        .validate(&ctx.return_to)
+        .unwrap_or_else(|_| "/".to_owned());
+    let reload: &[(&str, &str)] = &[("Reload · 重新加载", reload_to.as_str())];
     let actions = match error {
         GatewayError::Login(_) => retry,
-        GatewayError::Revalidation(_) => &[("Reload · 重新加载", ctx.return_to.as_str())][..],
-        GatewayError::Upstream(_) => &[("Reload · 重新加载", ctx.return_to.as_str())][..],
+        GatewayError::Revalidation(_) | GatewayError::Upstream(_) => reload,
         GatewayError::NotFound
         | GatewayError::NoRoute
         | GatewayError::BadPath(_)

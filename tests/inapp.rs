@@ -157,6 +157,15 @@ async fn a_dingtalk_browser_without_a_session_gets_the_in_client_page() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(location(&r), "/_dinggate/inapp?rd=%2Finapp-target");
+    let r = client
+        .get(format!("{}{}", stack.url(), location(&r)))
+        .header(ACCEPT, HTML)
+        .header("user-agent", DINGTALK_UA)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let state_cookie = set_cookies(&r)
         .into_iter()
@@ -174,8 +183,30 @@ async fn a_dingtalk_browser_without_a_session_gets_the_in_client_page() {
         "default JSAPI URL"
     );
 
-    // Outside DingTalk the same request is the ordinary redirect.
+    // Reloading the page many times never piles up more state cookies than the flow limit.
+    let mut live = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let r = client
+            .get(format!("{}/_dinggate/inapp?rd=%2F", stack.url()))
+            .header(ACCEPT, HTML)
+            .header("user-agent", DINGTALK_UA)
+            .send()
+            .await
+            .unwrap();
+        for c in set_cookies(&r) {
+            let name = c.split('=').next().unwrap().to_owned();
+            if c.contains("Max-Age=0") {
+                live.remove(&name);
+            } else if name.starts_with("_dinggate_csrf_") {
+                live.insert(name);
+            }
+        }
+    }
+    assert!(live.len() <= 4, "{} state cookies alive", live.len());
+
+    // Outside DingTalk the same request is the ordinary redirect to the scan login.
     let r = get_html(&client, &format!("{}/inapp-target", stack.url())).await;
     assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(location(&r).starts_with("/_dinggate/start?"));
     stack.stop().await;
 }

@@ -258,21 +258,19 @@ pub async fn callback(
     Ok(resp)
 }
 
-/// The login-free (免登) page for an unauthenticated navigation inside the DingTalk client: a
-/// fresh state bound to a cookie, then the page asks the client for a code and posts it back.
+/// `GET {prefix}/inapp?rd=`: the login-free (免登) page an unauthenticated navigation inside the
+/// DingTalk client is sent to. A fresh state bound to a cookie; the page asks the client for a
+/// code and posts it back to `/inapp/callback`.
 pub fn inapp_page(
     app: &AppState,
+    query: Option<&str>,
     headers: &HeaderMap,
-    return_to: &str,
     request_id: &str,
 ) -> Result<Response<GatewayBody>, LoginFailure> {
     let Some(corp) = app.config.dingtalk.corp_id.as_deref() else {
         return Err(LoginError::BadQuery("in-client login needs dingtalk.corp_id").into());
     };
-    let return_to = app
-        .redirects
-        .validate(return_to)
-        .unwrap_or_else(|_| "/".to_owned());
+    let return_to = return_url(app, query)?.unwrap_or_else(|| "/".to_owned());
     let flow = app
         .login_states
         .begin(headers, &return_to, app.clock.now_micros());
