@@ -1,7 +1,7 @@
 //! Organization membership from DingTalk's directory (userid, active flag, departments and their ancestry), briefly cached.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::identity::Enterprise;
@@ -39,6 +39,9 @@ pub struct Directory {
     client: DingTalkClient,
     ttl_secs: i64,
     cache: Mutex<HashMap<String, (i64, Membership)>>,
+    /// One lock per key being looked up, so concurrent misses (a page's many requests right
+    /// after `revalidate_after`) make one set of DingTalk calls, not one per request.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -56,32 +59,69 @@ impl Directory {
             client,
             ttl_secs,
             cache: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
     /// Membership of the person with this unionId (`getbyunionid`, then the userid look-ups).
     pub async fn by_union_id(&self, union_id: &str, now: i64) -> Result<Membership, DingTalkError> {
-        let key = format!("u:{union_id}");
-        if let Some(hit) = self.cached(&key, now) {
-            return Ok(hit);
-        }
-        let membership = match self.client.user_id_by_union_id(union_id).await? {
-            None => Membership::NotMember,
-            Some(user_id) => self.fetch(&user_id).await?,
-        };
-        self.store(key, membership.clone(), now);
-        Ok(membership)
+        self.single_flight(format!("u:{union_id}"), now, || async {
+            Ok(match self.client.user_id_by_union_id(union_id).await? {
+                None => Membership::NotMember,
+                Some(user_id) => self.fetch(&user_id).await?,
+            })
+        })
+        .await
     }
 
     /// Membership of the person with this enterprise userid (the in-client login knows it already).
     pub async fn by_user_id(&self, user_id: &str, now: i64) -> Result<Membership, DingTalkError> {
-        let key = format!("i:{user_id}");
+        self.single_flight(format!("i:{user_id}"), now, || self.fetch(user_id))
+            .await
+    }
+
+    /// Answers from the cache, or runs `lookup` once per key however many callers miss at once.
+    async fn single_flight<F, Fut>(
+        &self,
+        key: String,
+        now: i64,
+        lookup: F,
+    ) -> Result<Membership, DingTalkError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Membership, DingTalkError>>,
+    {
         if let Some(hit) = self.cached(&key, now) {
             return Ok(hit);
         }
-        let membership = self.fetch(user_id).await?;
-        self.store(key, membership.clone(), now);
-        Ok(membership)
+        let lock = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            in_flight.entry(key.clone()).or_default().clone()
+        };
+        let result = {
+            let _turn = lock.lock().await;
+            // Whoever held the lock before us may have filled the cache.
+            match self.cached(&key, now) {
+                Some(hit) => Ok(hit),
+                None => {
+                    let answer = lookup().await;
+                    if let Ok(m) = &answer {
+                        self.store(key.clone(), m.clone(), now);
+                    }
+                    answer
+                }
+            }
+        };
+        drop(lock);
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it now: nobody is waiting, so the entry can go.
+        if in_flight
+            .get(&key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            in_flight.remove(&key);
+        }
+        result
     }
 
     async fn fetch(&self, user_id: &str) -> Result<Membership, DingTalkError> {

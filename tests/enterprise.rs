@@ -283,3 +283,22 @@ async fn qps_limit_errors_are_retried_and_directory_answers_are_cached() {
     assert_eq!(stack.mock.call_count("/topapi/user/getbyunionid"), 1);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_requests_due_for_revalidation_makes_one_set_of_lookups() {
+    let stack = stack("").await;
+    let client = logged_in(&stack, "lisi").await;
+    let before = stack.mock.call_count("/topapi/user/getbyunionid");
+    stack.state.clock.advance(16 * 60);
+    let url = url_of(&stack);
+    let burst = (0..30).map(|_| status_of(&client, &url));
+    for r in futures_util::future::join_all(burst).await {
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        stack.mock.call_count("/topapi/user/getbyunionid"),
+        before + 1,
+        "30 concurrent re-validations share one directory look-up"
+    );
+    stack.stop().await;
+}
