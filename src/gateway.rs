@@ -29,6 +29,9 @@ pub enum GatewayError {
     /// No valid session on a protected route.
     #[error("no valid session")]
     Unauthenticated,
+    /// No valid session, for a request the forward-auth caller names (return there after login).
+    #[error("no valid session")]
+    UnauthenticatedAt(String),
     /// The host is missing-but-required, duplicated or contradictory.
     #[error("unacceptable host: {0}")]
     BadHost(&'static str),
@@ -185,20 +188,19 @@ async fn dispatch(
         "/sign_out" if get || req.method() == Method::POST => {
             Ok(flow::sign_out(app, query, &ctx.request_id)?)
         }
-        "/userinfo" | "/auth" if get => {
+        "/userinfo" if get => {
             let Some(session) = session(app, req.headers()).await? else {
                 return Err(GatewayError::Unauthenticated.into());
             };
-            let mut resp = if endpoint == "/userinfo" {
-                userinfo(&session.identity)
-            } else {
-                forward_auth_ok(app, &session.identity)
-            };
+            let mut resp = userinfo(&session.identity);
             append_cookies(&mut resp, session.refreshed.as_slice());
             Ok(resp)
         }
-        "/healthz" | "/readyz" | "/start" | "/callback" | "/sign_out" | "/userinfo" | "/auth"
-        | "/inapp/callback" => Err(GatewayError::MethodNotAllowed.into()),
+        "/auth" if get => forward_auth(app, &req).await,
+        "/healthz" | "/readyz" | "/start" | "/sign_in" | "/callback" | "/sign_out"
+        | "/userinfo" | "/auth" | "/inapp" | "/inapp/callback" => {
+            Err(GatewayError::MethodNotAllowed.into())
+        }
         _ => Err(GatewayError::NotFound.into()),
     }
 }
@@ -379,17 +381,72 @@ fn userinfo(id: &Identity) -> Response<GatewayBody> {
     )
 }
 
-/// Forward-auth answer for nginx `auth_request` / Traefik `forwardAuth`: 200 plus identity headers.
-fn forward_auth_ok(app: &AppState, id: &Identity) -> Response<GatewayBody> {
+/// `GET {prefix}/auth`: the forward-auth check for nginx `auth_request`, Traefik `forwardAuth`
+/// and Caddy `forward_auth`. The proxy names the original request in `X-Forwarded-Host` and
+/// `X-Forwarded-Uri` (Traefik, Caddy) or `X-Original-URI` (nginx); the same routes and policies
+/// as in proxy mode decide. 200 carries every configured identity header — empty when unknown, so
+/// a proxy that copies them overwrites any client-sent copy; 401 without a session (a browser
+/// navigation is sent to the login with the original URL); 403 when the policy refuses.
+///
+/// A client calling this endpoint directly with forged headers only learns about its own access.
+async fn forward_auth(
+    app: &AppState,
+    req: &Request<Incoming>,
+) -> Result<Response<GatewayBody>, Failure> {
+    let header_str = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let original = header_str("x-forwarded-uri")
+        .or_else(|| header_str("x-original-uri"))
+        .unwrap_or("/");
+    let original_path = original.split(['?', '#']).next().unwrap_or("/");
+    let path = normalize_path(original_path).map_err(GatewayError::BadPath)?;
+    let host = header_str("x-forwarded-host")
+        .map(str::to_owned)
+        .or_else(|| {
+            effective_host(req)
+                .ok()
+                .flatten()
+                .and_then(|h| h.to_str().ok().map(str::to_owned))
+        });
+    let Some(route) = app.config.routes.find(host.as_deref(), &path) else {
+        return Err(GatewayError::NoRoute.into());
+    };
     let mut resp = pages::text(StatusCode::OK, "ok\n");
-    apply_identity(resp.headers_mut(), &app.config.headers, id);
-    resp
+    if route.is_public(&path) {
+        clear_identity(resp.headers_mut(), &app.config.headers);
+        return Ok(resp);
+    }
+    let Some(session) = session(app, req.headers()).await? else {
+        return Err(GatewayError::UnauthenticatedAt(original.to_owned()).into());
+    };
+    if let Decision::Deny(reason) = route.policy.evaluate(&session.identity) {
+        return Err(Failure {
+            error: GatewayError::Forbidden {
+                name: session.identity.name.clone(),
+                route: route.name.clone(),
+                reason,
+            },
+            cookies: session.refreshed.into_iter().collect(),
+        });
+    }
+    clear_identity(resp.headers_mut(), &app.config.headers);
+    apply_identity(resp.headers_mut(), &app.config.headers, &session.identity);
+    append_cookies(&mut resp, session.refreshed.as_slice());
+    Ok(resp)
+}
+
+/// Sets every configured identity header to an empty value.
+fn clear_identity(headers: &mut HeaderMap, names: &crate::config::IdentityHeaders) {
+    for name in names.names() {
+        headers.insert(name.clone(), HeaderValue::from_static(""));
+    }
 }
 
 /// HTTP status for an error. Client faults are 4xx, DingTalk/upstream faults 502/504.
 pub fn status_of(error: &GatewayError) -> StatusCode {
     match error {
-        GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_) => {
+            StatusCode::UNAUTHORIZED
+        }
         GatewayError::NotFound | GatewayError::NoRoute => StatusCode::NOT_FOUND,
         GatewayError::BadPath(_) | GatewayError::BadHost(_) => StatusCode::BAD_REQUEST,
         GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -425,9 +482,12 @@ pub fn error_response(
 ) -> Response<GatewayBody> {
     let status = status_of(error);
     let start = format!("{}/start", app.config.prefix);
-    let start_here = login_url(app, &ctx.return_to);
+    let start_here = match error {
+        GatewayError::UnauthenticatedAt(original) => login_url(app, original),
+        _ => login_url(app, &ctx.return_to),
+    };
 
-    if let GatewayError::Unauthenticated = error {
+    if let GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_) = error {
         if ctx.wants_html {
             return pages::redirect(&start_here);
         }
@@ -444,6 +504,10 @@ pub fn error_response(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Cookie realm=\"dinggate\""),
         );
+        // For proxies that cannot read JSON (nginx `auth_request_set`): where to send the user.
+        if let Ok(v) = HeaderValue::from_str(&start_here) {
+            resp.headers_mut().insert("x-login-url", v);
+        }
         return resp;
     }
 
@@ -489,7 +553,8 @@ pub fn error_response(
         | GatewayError::BadHost(_)
         | GatewayError::Forbidden { .. }
         | GatewayError::MethodNotAllowed
-        | GatewayError::Unauthenticated => &[],
+        | GatewayError::Unauthenticated
+        | GatewayError::UnauthenticatedAt(_) => &[],
     };
     let personal;
     let (message, message_zh) = match error {
@@ -545,7 +610,7 @@ fn describe(
     &'static str,
 ) {
     match error {
-        GatewayError::Unauthenticated => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
+        GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_) => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
         GatewayError::BadPath(_) => ("bad_path", "Bad request", "请求无效", "The request path is not acceptable (encoded control characters, backslashes or ambiguous segments).", "请求路径不被接受（包含编码的控制字符、反斜杠或有歧义的路径段）。"),
         GatewayError::BadHost(_) => ("bad_host", "Bad request", "请求无效", "The request names its host ambiguously.", "请求中的主机名有歧义。"),
         GatewayError::NoRoute => ("not_found", "Not found", "未找到", "No application is configured for this address.", "此地址没有配置任何应用。"),
@@ -601,7 +666,10 @@ fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
     let hint = hint.unwrap_or_default();
     if status.is_server_error() {
         tracing::error!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request failed");
-    } else if matches!(error, GatewayError::Unauthenticated) {
+    } else if matches!(
+        error,
+        GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_)
+    ) {
         tracing::debug!(request_id = %ctx.request_id, "no session");
     } else {
         tracing::warn!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request refused");

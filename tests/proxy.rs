@@ -270,24 +270,68 @@ async fn health_needs_no_session_and_unknown_gateway_paths_are_404() {
 }
 
 #[tokio::test]
-async fn forward_auth_endpoint_answers_with_identity_headers_or_401() {
-    let stack = stack("").await;
+async fn forward_auth_applies_routes_and_policies_to_the_request_the_proxy_names() {
+    let stack = stack(
+        "routes:\n  - path_prefix: /\n    public: [/public/]\n  - path_prefix: /admin\n    allow: { admins: true }\n  - host: hr.example.com\n    allow: { users: [zhaoliu] }\n",
+    )
+    .await;
+    let auth = format!("{}/_dinggate/auth", stack.url());
+    let ask = |c: &reqwest::Client, pairs: &[(&str, &str)]| {
+        let mut req = c.get(&auth);
+        for (k, v) in pairs {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
     let anon = browser();
-    let r = anon
-        .get(format!("{}/_dinggate/auth", stack.url()))
-        .send()
+    let r = ask(&anon, &[("x-forwarded-uri", "/x?a=1&b=2")])
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let client = logged_in(&stack, "zhangsan").await;
-    let r = client
-        .get(format!("{}/_dinggate/auth", stack.url()))
-        .send()
+    // nginx reads the login URL from a header (its error_page cannot encode `rd` itself).
+    assert_eq!(
+        r.headers()["x-login-url"],
+        "/_dinggate/start?rd=%2Fx%3Fa%3D1%26b%3D2"
+    );
+    // Traefik and Caddy pass the browser's Accept: send it to the login, back to the original URL.
+    let r = ask(&anon, &[("x-forwarded-uri", "/x?y=1"), ("accept", HTML)])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(location(&r), "/_dinggate/start?rd=%2Fx%3Fy%3D1");
+    // Public paths need no session, and every identity header comes back empty.
+    let r = ask(&anon, &[("x-forwarded-uri", "/public/app.css")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-forwarded-user"], "");
+
+    let zhangsan = logged_in(&stack, "zhangsan").await;
+    let r = ask(&zhangsan, &[("x-forwarded-uri", "/admin/users")])
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let user = stack.mock.settings().org.user("zhangsan").unwrap().clone();
     assert_eq!(r.headers()["x-forwarded-user"], user.union_id.as_str());
+    assert_eq!(r.headers()["x-dingtalk-userid"], "zhangsan");
+
+    let wangwu = logged_in(&stack, "wangwu").await;
+    for pairs in [
+        &[("x-forwarded-uri", "/admin/x")][..],
+        &[("x-original-uri", "/public/../admin")][..],
+        &[
+            ("x-forwarded-host", "hr.example.com"),
+            ("x-forwarded-uri", "/"),
+        ][..],
+    ] {
+        let r = ask(&wangwu, pairs).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{pairs:?}");
+    }
+    let r = ask(&wangwu, &[("x-forwarded-uri", "/docs")]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // 王五 has no e-mail: the header is still there, empty, so a proxy overwrites client copies.
+    assert_eq!(r.headers()["x-forwarded-email"], "");
+    assert_eq!(r.headers()["x-dingtalk-userid"], "wangwu");
     stack.stop().await;
 }
 
