@@ -941,6 +941,36 @@ impl RawConfig {
             },
             &mut c.issues,
         );
+        // A route for another host than public_url's logs in on public_url (where the callback
+        // is registered) and must get the session back: the cookie has to cover both hosts, and
+        // the return URL on the other host has to be allowed.
+        if let (Some(public), Some(sess)) = (public_url.as_ref(), session.as_ref()) {
+            let public_host = public.host_str().unwrap_or_default().to_ascii_lowercase();
+            let policy = crate::login::redirect::RedirectPolicy::new(public, allowlist.clone());
+            for (i, route) in routes.iter().enumerate() {
+                let Some(host) = route.host.as_deref() else {
+                    continue;
+                };
+                if host == public_host {
+                    continue;
+                }
+                let covered = sess.cookie_domain.as_deref().is_some_and(|d| {
+                    let d = d.trim_start_matches('.').to_ascii_lowercase();
+                    host == d || host.ends_with(&format!(".{d}"))
+                });
+                // Served by the same listener, so reached on public_url's port.
+                let port = public.port().map(|p| format!(":{p}")).unwrap_or_default();
+                let allowed = policy
+                    .validate(&format!("{}://{host}{port}/", public.scheme()))
+                    .is_ok();
+                if !covered || !allowed {
+                    c.issue(
+                        &format!("routes[{i}].host"),
+                        format!("{host} is not public_url's host: logins happen on public_url, so set session.cookie_domain to a domain covering both and list {host} (or a parent) in redirect_allowlist"),
+                    );
+                }
+            }
+        }
         let directory = dingtalk.as_ref().is_some_and(|d| d.directory);
         for (i, route) in routes.iter().enumerate() {
             if route.policy.needs_directory() && !directory {

@@ -59,7 +59,8 @@ pub struct Stack {
 impl Stack {
     /// Starts all three on loopback. `gateway_port` 0 picks a free port (a busy port also falls
     /// back to a free one). `extra_yaml` is merged over the generated config, e.g. to change a
-    /// timeout; `{mock}` in it stands for the mock's `host:port`.
+    /// timeout; `{mock}` in it stands for the mock's `host:port`, `{gateway_port}` for the
+    /// gateway's port.
     pub async fn start(gateway_port: u16, extra_yaml: &str) -> Result<Stack, StackError> {
         Self::start_with(gateway_port, extra_yaml, MockSettings::default()).await
     }
@@ -107,7 +108,9 @@ session:
         );
         let mut figment = Figment::new().merge(Yaml::string(&yaml));
         if !extra_yaml.trim().is_empty() {
-            let extra = extra_yaml.replace("{mock}", &mock_addr.to_string());
+            let extra = extra_yaml
+                .replace("{mock}", &mock_addr.to_string())
+                .replace("{gateway_port}", &gateway.port().to_string());
             figment = figment.merge(Yaml::string(&extra));
         }
         let config = Config::from_figment(figment).map_err(StackError::Config)?;
@@ -139,9 +142,9 @@ session:
         })
     }
 
-    /// The gateway's base URL, e.g. `http://127.0.0.1:4180`.
+    /// The gateway's public URL (`public_url`), e.g. `http://127.0.0.1:4180`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.gateway)
+        self.state.config.public_origin()
     }
 
     /// Stops all three servers and waits for them.

@@ -260,6 +260,20 @@ async fn protected(
         return Ok(forward(app, req, peer, None, target).await?);
     }
     let Some(session) = session(app, req.headers()).await? else {
+        let public_host = app.config.public_url.host_str().unwrap_or_default();
+        let foreign = host_str.filter(|full| {
+            let name = full.rsplit_once(':').map_or(*full, |(name, _)| name);
+            !name.eq_ignore_ascii_case(public_host)
+        });
+        if let Some(full) = foreign {
+            if !(ctx.wants_html && wants_inapp(app, req.headers())) {
+                // Logins complete on public_url (where the callback is registered); come back
+                // to this host afterwards.
+                let scheme = app.config.public_url.scheme();
+                let back = format!("{scheme}://{full}{}", ctx.return_to);
+                return Err(GatewayError::UnauthenticatedAt(back).into());
+            }
+        }
         if ctx.wants_html && wants_inapp(app, req.headers()) {
             // The page is served under the gateway prefix, where the login-state cookies are
             // visible, so the per-browser flow limit applies to it as well.
@@ -586,17 +600,31 @@ pub fn error_response(
 /// full path and query do not (say, a query carrying `//`), the path alone is used, and failing
 /// that `/`, so the user still gets through the login.
 fn login_url(app: &AppState, return_to: &str) -> String {
+    let endpoint = if app.config.login_page {
+        "sign_in"
+    } else {
+        "start"
+    };
+    if return_to.starts_with("http://") || return_to.starts_with("https://") {
+        // Another host: log in on public_url and come back there if it is allowed.
+        let rd = app
+            .redirects
+            .validate(return_to)
+            .unwrap_or_else(|_| "/".to_owned());
+        let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+        return format!(
+            "{}{}/{endpoint}?rd={encoded}",
+            app.config.public_origin(),
+            app.config.prefix
+        );
+    }
     let path = return_to.split(['?', '#']).next().unwrap_or("/");
     let rd = [return_to, path]
         .into_iter()
         .find(|candidate| app.redirects.validate(candidate).is_ok())
         .unwrap_or("/");
-    if app.config.login_page {
-        let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-        format!("{}/sign_in?rd={encoded}", app.config.prefix)
-    } else {
-        flow::start_url(app, rd)
-    }
+    let encoded: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    format!("{}/{endpoint}?rd={encoded}", app.config.prefix)
 }
 
 /// Machine code, titles and messages (English, Chinese) for an error.

@@ -19,7 +19,7 @@ routes:
     deny: { users: [lisi] }
   - path_prefix: /finance
     allow: { departments: [300] }
-  - host: hr.example.com
+  - host: hr.example.test
     path_prefix: /
     allow: { users: [zhaoliu] }
 "#;
@@ -35,7 +35,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn policy_matrix_by_department_subtree_admin_user_and_deny() {
-    let stack = stack(ROUTES).await;
+    let stack = stack(&format!("{NAMED_HOSTS}{ROUTES}")).await;
     let url = |p: &str| format!("{}{p}", stack.url());
     let cases: &[(&str, &[(&str, StatusCode)])] = &[
         // 研发部 (100) and its sub-departments 平台组 (101) and 前端组 (102); lisi is denied by name.
@@ -100,24 +100,24 @@ async fn login_all<'a>(stack: &Stack, users: &[&'a str]) -> Vec<(&'a str, reqwes
 
 #[tokio::test]
 async fn host_routes_win_for_their_host() {
-    let stack = stack(ROUTES).await;
+    let stack = stack(&format!("{NAMED_HOSTS}{ROUTES}")).await;
     let zhaoliu = logged_in(&stack, "zhaoliu").await;
     let zhangsan = logged_in(&stack, "zhangsan").await;
     let hr = |c: &reqwest::Client| {
         c.get(format!("{}/admin/x", stack.url()))
-            .header(HOST, "HR.Example.com:8443")
+            .header(HOST, "HR.Example.test:8443")
             .header(ACCEPT, "application/json")
             .send()
     };
     assert_eq!(hr(&zhaoliu).await.unwrap().status(), StatusCode::OK);
-    // On hr.example.com the admin route does not apply: the host route decides.
+    // On hr.example.test the admin route does not apply: the host route decides.
     assert_eq!(hr(&zhangsan).await.unwrap().status(), StatusCode::FORBIDDEN);
     stack.stop().await;
 }
 
 #[tokio::test]
 async fn the_403_names_the_user_and_the_rule_and_offers_sign_out() {
-    let stack = stack(ROUTES).await;
+    let stack = stack(&format!("{NAMED_HOSTS}{ROUTES}")).await;
     let client = logged_in(&stack, "lisi").await;
     let r = get_html(&client, &format!("{}/rd/plan", stack.url())).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
@@ -136,7 +136,7 @@ async fn the_403_names_the_user_and_the_rule_and_offers_sign_out() {
 
 #[tokio::test]
 async fn public_paths_skip_login_but_never_pass_identity_headers() {
-    let stack = stack(ROUTES).await;
+    let stack = stack(&format!("{NAMED_HOSTS}{ROUTES}")).await;
     let anon = browser();
     let mut spoof = HeaderMap::new();
     spoof.insert("x-forwarded-user", HeaderValue::from_static("attacker"));
@@ -198,7 +198,7 @@ async fn raw_get(stack: &Stack, target: &str, cookie: Option<&str>) -> (u16, Str
 
 #[tokio::test]
 async fn normalization_tricks_cannot_reach_a_protected_prefix_through_a_public_one() {
-    let stack = stack(ROUTES).await;
+    let stack = stack(&format!("{NAMED_HOSTS}{ROUTES}")).await;
     // Anonymous: every spelling of /admin through /public/ is treated as /admin (401), never public.
     for target in [
         "/public/../admin",
@@ -290,4 +290,56 @@ async fn routes_without_the_directory_cannot_use_department_rules() {
     .err()
     .expect("refused");
     assert!(err.to_string().contains("routes[0]"), "{err}");
+}
+
+#[tokio::test]
+async fn a_host_route_logs_in_on_public_url_and_comes_back_to_its_host() {
+    let stack = stack(&format!("{NAMED_HOSTS}{ROUTES}")).await;
+    let port = stack.gateway.port();
+    let client = browser();
+    let page = format!("http://hr.example.test:{port}/page?x=1");
+    let r = get_html(&client, &page).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let start = location(&r);
+    let enc: String = url::form_urlencoded::byte_serialize(page.as_bytes()).collect();
+    assert_eq!(
+        start,
+        format!("http://gate.example.test:{port}/_dinggate/start?rd={enc}")
+    );
+    let r = get_html(&client, &start).await;
+    let callback = approve(&client, &location(&r), "zhaoliu").await;
+    assert!(callback.starts_with(&format!(
+        "http://gate.example.test:{port}/_dinggate/callback?"
+    )));
+    let r = get_html(&client, &callback).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(location(&r), page);
+    assert!(set_cookies(&r)
+        .iter()
+        .any(|c| c.starts_with("_dinggate=") && c.contains("Domain=example.test")));
+    let r = get_json(&client, &format!("http://hr.example.test:{port}/echo")).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the shared cookie works on the route's host"
+    );
+
+    // Someone the host route does not admit.
+    let other = browser();
+    let r = login(&stack, &other, "/", "zhangsan").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = get_json(&other, &format!("http://hr.example.test:{port}/echo")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_host_route_that_could_never_log_in_is_a_config_error() {
+    let err = Stack::start(0, "routes:\n  - host: hr.example.test\n")
+        .await
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("routes[0].host"), "{text}");
+    assert!(text.contains("cookie_domain"), "{text}");
 }

@@ -198,9 +198,9 @@ async fn h2c_and_other_upgrades_are_not_tunnelled() {
 
 #[tokio::test]
 async fn a_request_cannot_be_routed_by_one_host_and_served_as_another() {
-    let stack = stack(
-        "routes:\n  - path_prefix: /\n  - host: hr.example.com\n    allow: { users: [zhaoliu] }\n",
-    )
+    let stack = stack(&format!(
+        "{NAMED_HOSTS}routes:\n  - path_prefix: /\n  - host: hr.example.test\n    allow: {{ users: [zhaoliu] }}\n"
+    ))
     .await;
     let token = {
         let org = stack.mock.settings().org.clone();
@@ -231,11 +231,11 @@ async fn a_request_cannot_be_routed_by_one_host_and_served_as_another() {
             String::from_utf8_lossy(&out).into_owned()
         }
     };
-    assert!(send("/x", "hr.example.com")
+    assert!(send("/x", "hr.example.test")
         .await
         .starts_with("HTTP/1.1 403"));
     // Absolute-form target naming another host, Host naming the protected one: refused.
-    let r = send("http://other.example/x", "hr.example.com").await;
+    let r = send("http://other.example/x", "hr.example.test").await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     // Consistent absolute form is fine, and the upstream sees the host the route was chosen by.
     let r = send("http://other.example/echo", "other.example").await;
@@ -271,9 +271,9 @@ async fn health_needs_no_session_and_unknown_gateway_paths_are_404() {
 
 #[tokio::test]
 async fn forward_auth_applies_routes_and_policies_to_the_request_the_proxy_names() {
-    let stack = stack(
-        "routes:\n  - path_prefix: /\n    public: [/public/]\n  - path_prefix: /admin\n    allow: { admins: true }\n  - host: hr.example.com\n    allow: { users: [zhaoliu] }\n",
-    )
+    let stack = stack(&format!(
+        "{NAMED_HOSTS}routes:\n  - path_prefix: /\n    public: [/public/]\n  - path_prefix: /admin\n    allow: {{ admins: true }}\n  - host: hr.example.test\n    allow: {{ users: [zhaoliu] }}\n"
+    ))
     .await;
     let auth = format!("{}/_dinggate/auth", stack.url());
     let ask = |c: &reqwest::Client, pairs: &[(&str, &str)]| {
@@ -320,7 +320,7 @@ async fn forward_auth_applies_routes_and_policies_to_the_request_the_proxy_names
         &[("x-forwarded-uri", "/admin/x")][..],
         &[("x-original-uri", "/public/../admin")][..],
         &[
-            ("x-forwarded-host", "hr.example.com"),
+            ("x-forwarded-host", "hr.example.test"),
             ("x-forwarded-uri", "/"),
         ][..],
     ] {

@@ -13,13 +13,29 @@ pub async fn stack(extra_yaml: &str) -> Stack {
 }
 
 /// A browser-like client: keeps cookies, does not follow redirects (tests inspect each hop).
+///
+/// The test host names `gate.example.test` and `hr.example.test` resolve to 127.0.0.1, for
+/// stacks whose `public_url` and host routes use real names (cookie domains need them).
 pub fn browser() -> Client {
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .resolve("gate.example.test", loopback)
+        .resolve("hr.example.test", loopback)
         .build()
         .unwrap()
 }
+
+/// Extra YAML that gives the stack a real host name for `public_url` and a cookie domain that
+/// also covers `hr.example.test`, so host routes on that name can log in.
+pub const NAMED_HOSTS: &str = r#"
+public_url: "http://gate.example.test:{gateway_port}"
+redirect_allowlist: [".example.test:{gateway_port}"]
+session:
+  cookie_domain: example.test
+"#;
 
 pub fn location(resp: &Response) -> String {
     resp.headers()
