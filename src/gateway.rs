@@ -20,6 +20,7 @@ use crate::pages::{self, Lang, Page};
 use crate::proxy::forward::{apply_identity, forward, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
 use crate::proxy::path::{normalize_path, PathError};
+use crate::routes::Route;
 use crate::session::cookie::{clear_cookie, find_cookie, session_cookie};
 use crate::state::AppState;
 
@@ -289,19 +290,25 @@ async fn protected(
         }
         return Err(GatewayError::Unauthenticated.into());
     };
-    if let Decision::Deny(reason) = route.policy.evaluate(&session.identity) {
-        return Err(Failure {
+    let session = authorize(route, session)?;
+    let mut resp = forward(app, req, peer, Some(&session.identity), target).await?;
+    append_cookies(&mut resp, session.refreshed.as_slice());
+    Ok(resp)
+}
+
+/// Applies the route's policy; a refusal still carries a re-issued session cookie.
+fn authorize(route: &Route, session: Session) -> Result<Session, Failure> {
+    match route.policy.evaluate(&session.identity) {
+        Decision::Allow => Ok(session),
+        Decision::Deny(reason) => Err(Failure {
             error: GatewayError::Forbidden {
                 name: session.identity.name.clone(),
                 route: route.name.clone(),
                 reason,
             },
             cookies: session.refreshed.into_iter().collect(),
-        });
+        }),
     }
-    let mut resp = forward(app, req, peer, Some(&session.identity), target).await?;
-    append_cookies(&mut resp, session.refreshed.as_slice());
-    Ok(resp)
 }
 
 /// Whether an unauthenticated navigation should get the login-free page: inside the DingTalk
@@ -432,16 +439,7 @@ async fn forward_auth(
     let Some(session) = session(app, req.headers()).await? else {
         return Err(GatewayError::UnauthenticatedAt(original.to_owned()).into());
     };
-    if let Decision::Deny(reason) = route.policy.evaluate(&session.identity) {
-        return Err(Failure {
-            error: GatewayError::Forbidden {
-                name: session.identity.name.clone(),
-                route: route.name.clone(),
-                reason,
-            },
-            cookies: session.refreshed.into_iter().collect(),
-        });
-    }
+    let session = authorize(route, session)?;
     clear_identity(resp.headers_mut(), &app.config.headers);
     apply_identity(resp.headers_mut(), &app.config.headers, &session.identity);
     append_cookies(&mut resp, session.refreshed.as_slice());

@@ -8,7 +8,7 @@ use crate::dingtalk::DingTalkError;
 use crate::directory::Membership;
 use crate::identity::Identity;
 use crate::login::redirect::RedirectError;
-use crate::login::state::StateError;
+use crate::login::state::{NewFlow, StateError};
 use crate::pages;
 use crate::session::cookie::{clear_cookie, session_cookie};
 use crate::state::AppState;
@@ -106,6 +106,12 @@ fn append_cookie(resp: &mut Response<GatewayBody>, c: &Cookie<'_>) {
     }
 }
 
+/// Sets a new flow's state cookie and removes the flows it evicted.
+fn attach_flow(resp: &mut Response<GatewayBody>, flow: &NewFlow) {
+    append_cookie(resp, &flow.cookie);
+    append_cookies(resp, &flow.evicted);
+}
+
 /// Appends `Set-Cookie` headers for `cookies` (used for error responses too).
 pub fn append_cookies(resp: &mut Response<GatewayBody>, cookies: &[Cookie<'static>]) {
     for c in cookies {
@@ -142,8 +148,7 @@ pub fn start(
         app.config.dingtalk.corp_id.as_deref(),
     );
     let mut resp = pages::redirect(url.as_str());
-    append_cookie(&mut resp, &flow.cookie);
-    append_cookies(&mut resp, &flow.evicted);
+    attach_flow(&mut resp, &flow);
     Ok(resp)
 }
 
@@ -288,8 +293,7 @@ pub fn inapp_page(
         timeout_ms: 8_000,
         request_id,
     });
-    append_cookie(&mut resp, &flow.cookie);
-    append_cookies(&mut resp, &flow.evicted);
+    attach_flow(&mut resp, &flow);
     Ok(resp)
 }
 
@@ -327,8 +331,7 @@ pub fn sign_in(
         }),
         request_id,
     });
-    append_cookie(&mut resp, &flow.cookie);
-    append_cookies(&mut resp, &flow.evicted);
+    attach_flow(&mut resp, &flow);
     Ok(resp)
 }
 
@@ -414,8 +417,7 @@ pub async fn inapp_callback(
                 &serde_json::json!({ "retry": true, "state": retry.state }),
             );
             append_cookie(&mut resp, &flow.clear);
-            append_cookie(&mut resp, &retry.cookie);
-            append_cookies(&mut resp, &retry.evicted);
+            attach_flow(&mut resp, &retry);
             return Ok(resp);
         }
         Err(e) if e.is_not_member() => {
