@@ -1,0 +1,149 @@
+//! The real binary's log, at its most verbose, never contains codes, tokens, cookies or secrets.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use dinggate::mock::{MockDingTalk, MockSettings};
+use reqwest::StatusCode;
+
+const SIGNING_KEY: &str = "log-test-signing-key-0123456789abcdef-XYZ";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn debug_logs_never_contain_codes_tokens_cookies_or_secrets() {
+    let settings = MockSettings::default();
+    let client_secret = settings.client_secret.clone();
+    let client_id = settings.client_id.clone();
+    let corp = settings.org.corp_id().to_owned();
+    let mock = MockDingTalk::new(settings);
+    let mock_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock_addr = mock_listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dinggate::mock::serve(mock_listener, mock.clone(), async {
+        let _ = stopped.await;
+    }));
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(dinggate::server::serve_http(
+        upstream,
+        dinggate::server::ServerLimits::default(),
+        dinggate::demo::upstream_handler,
+        std::future::pending(),
+    ));
+
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("dinggate-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen: "127.0.0.1:{port}"
+public_url: "http://127.0.0.1:{port}"
+upstream: "http://{upstream_addr}"
+dingtalk:
+  client_id: "{client_id}"
+  client_secret: "{client_secret}"
+  corp_id: "{corp}"
+  login_url: "http://{mock_addr}"
+  api_url: "http://{mock_addr}"
+  oapi_url: "http://{mock_addr}"
+session:
+  signing_key: "{SIGNING_KEY}"
+log:
+  level: "trace"
+"#
+        ),
+    )
+    .unwrap();
+    let log = dir.join("gateway.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_dinggate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = browser();
+    for _ in 0..100 {
+        if client
+            .get(format!("{base}/_dinggate/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A failed login (DingTalk refuses the profile) and a successful one, then a proxied request.
+    mock.inject_fault(
+        "/v1.0/contact/users/me",
+        dinggate::mock::Fault::PermissionDenied,
+        1,
+    );
+    let mut secrets = vec![client_secret.clone(), SIGNING_KEY.to_owned()];
+    for expect in [StatusCode::BAD_GATEWAY, StatusCode::FOUND] {
+        let r = get_html(&client, &format!("{base}/_dinggate/start?rd=%2F")).await;
+        let state = param(&location(&r), "state").unwrap();
+        let callback = approve(&client, &location(&r), "zhangsan").await;
+        secrets.push(param(&callback, "code").unwrap());
+        secrets.push(state);
+        let r = get_html(&client, &callback).await;
+        assert_eq!(r.status(), expect);
+        if let Some(session) = cookie_value(&r, "_dinggate") {
+            // Any 24-character slice of the JWT (header, payload or signature) must not appear.
+            let sig = session.rsplit('.').next().unwrap().to_owned();
+            secrets.push(sig);
+            secrets.push(session);
+        }
+    }
+    let r = client
+        .get(format!("{base}/echo?q=1"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("login succeeded"),
+        "the log was captured:\n{text}"
+    );
+    assert!(
+        text.contains("Contact.User.Read"),
+        "the failure was logged with its hint"
+    );
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret value ({} chars) appears in the log",
+            secret.len()
+        );
+    }
+    let _ = stop.send(());
+}
