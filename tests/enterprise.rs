@@ -4,17 +4,8 @@ mod common;
 
 use common::*;
 use dinggate::mock::Fault;
-use reqwest::header::{HeaderMap, ACCEPT};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
-
-async fn status_of(client: &reqwest::Client, url: &str) -> reqwest::Response {
-    client
-        .get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn login_adds_userid_departments_and_title_from_the_directory() {
@@ -92,22 +83,22 @@ async fn a_removed_member_is_refused_at_the_next_revalidation() {
     let stack = stack("session:\n  revalidate_after: 15m\n").await;
     let client = logged_in(&stack, "zhangsan").await;
     let url = format!("{}/echo", stack.url());
-    assert_eq!(status_of(&client, &url).await.status(), StatusCode::OK);
+    assert_eq!(get_json(&client, &url).await.status(), StatusCode::OK);
 
     stack.mock.remove_user("zhangsan");
     // Within revalidate_after the session is trusted as it is.
     stack.state.clock.advance(10 * 60);
-    assert_eq!(status_of(&client, &url).await.status(), StatusCode::OK);
+    assert_eq!(get_json(&client, &url).await.status(), StatusCode::OK);
     // Past it, the directory is asked again and the person is gone.
     stack.state.clock.advance(6 * 60);
-    let r = status_of(&client, &url).await;
+    let r = get_json(&client, &url).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(set_cookies(&r)
         .iter()
         .any(|c| c.starts_with("_dinggate=;") && c.contains("Max-Age=0")));
     // The cookie was cleared: the next request is simply unauthenticated.
     assert_eq!(
-        status_of(&client, &url).await.status(),
+        get_json(&client, &url).await.status(),
         StatusCode::UNAUTHORIZED
     );
     stack.stop().await;
@@ -120,7 +111,7 @@ async fn revalidation_refreshes_the_cookie_and_keeps_the_session() {
     let url = format!("{}/echo", stack.url());
     let lookups = stack.mock.call_count("/topapi/v2/user/get");
     stack.state.clock.advance(16 * 60);
-    let r = status_of(&client, &url).await;
+    let r = get_json(&client, &url).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
         cookie_value(&r, "_dinggate").is_some(),
@@ -128,7 +119,7 @@ async fn revalidation_refreshes_the_cookie_and_keeps_the_session() {
     );
     assert_eq!(stack.mock.call_count("/topapi/v2/user/get"), lookups + 1);
     // Fresh again: no further look-ups for the next requests.
-    assert_eq!(status_of(&client, &url).await.status(), StatusCode::OK);
+    assert_eq!(get_json(&client, &url).await.status(), StatusCode::OK);
     assert_eq!(stack.mock.call_count("/topapi/v2/user/get"), lookups + 1);
     stack.stop().await;
 }
@@ -142,7 +133,7 @@ async fn a_dingtalk_outage_during_revalidation_fails_closed_unless_within_grace(
     stack
         .mock
         .inject_fault("/topapi/user/getbyunionid", Fault::ServerError, 5);
-    let r = status_of(&client, &url).await;
+    let r = get_json(&client, &url).await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "revalidation_failed");
@@ -155,7 +146,7 @@ async fn a_dingtalk_outage_during_revalidation_fails_closed_unless_within_grace(
         .mock
         .inject_fault("/topapi/user/getbyunionid", Fault::ServerError, 5);
     assert_eq!(
-        status_of(&client, &url_of(&stack)).await.status(),
+        get_json(&client, &url_of(&stack)).await.status(),
         StatusCode::OK
     );
     // Beyond the grace period it fails closed again.
@@ -164,7 +155,7 @@ async fn a_dingtalk_outage_during_revalidation_fails_closed_unless_within_grace(
         .mock
         .inject_fault("/topapi/user/getbyunionid", Fault::ServerError, 5);
     assert_eq!(
-        status_of(&client, &url_of(&stack)).await.status(),
+        get_json(&client, &url_of(&stack)).await.status(),
         StatusCode::BAD_GATEWAY
     );
     stack.stop().await;
@@ -184,10 +175,10 @@ async fn max_lifetime_forces_a_fresh_login_even_for_an_active_session() {
     let client = logged_in(&stack, "lisi").await;
     let url = url_of(&stack);
     stack.state.clock.advance(7 * 3600);
-    assert_eq!(status_of(&client, &url).await.status(), StatusCode::OK);
+    assert_eq!(get_json(&client, &url).await.status(), StatusCode::OK);
     stack.state.clock.advance(150 * 60);
     assert_eq!(
-        status_of(&client, &url).await.status(),
+        get_json(&client, &url).await.status(),
         StatusCode::UNAUTHORIZED,
         "9.5 h after login: a fresh login is required"
     );
@@ -291,7 +282,7 @@ async fn a_burst_of_requests_due_for_revalidation_makes_one_set_of_lookups() {
     let before = stack.mock.call_count("/topapi/user/getbyunionid");
     stack.state.clock.advance(16 * 60);
     let url = url_of(&stack);
-    let burst = (0..30).map(|_| status_of(&client, &url));
+    let burst = (0..30).map(|_| get_json(&client, &url));
     for r in futures_util::future::join_all(burst).await {
         assert_eq!(r.status(), StatusCode::OK);
     }

@@ -24,15 +24,6 @@ routes:
     allow: { users: [zhaoliu] }
 "#;
 
-async fn get_json(client: &reqwest::Client, url: &str) -> reqwest::Response {
-    client
-        .get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn policy_matrix_by_department_subtree_admin_user_and_deny() {
     let stack = stack(&format!("{NAMED_HOSTS}{ROUTES}")).await;

@@ -113,6 +113,16 @@ pub async fn logged_in(stack: &Stack, userid: &str) -> Client {
     client
 }
 
+/// GETs `url` as an API client would (`Accept: application/json`).
+pub async fn get_json(client: &Client, url: &str) -> Response {
+    client
+        .get(url)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap()
+}
+
 /// GETs an echo URL with JSON accepted and returns the echoed request.
 pub async fn echo(client: &Client, url: &str, headers: HeaderMap) -> serde_json::Value {
     let r = client
