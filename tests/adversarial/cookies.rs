@@ -1,0 +1,1 @@
+//! Adversarial: cookies (filled in by the hardening work).

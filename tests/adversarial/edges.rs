@@ -1,0 +1,1 @@
+//! Adversarial: edges (filled in by the hardening work).

@@ -1,0 +1,1 @@
+//! Adversarial: headers (filled in by the hardening work).

@@ -1,0 +1,1 @@
+//! Adversarial: limits (filled in by the hardening work).

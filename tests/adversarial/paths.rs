@@ -1,0 +1,1 @@
+//! Adversarial: paths (filled in by the hardening work).

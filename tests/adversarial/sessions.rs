@@ -1,0 +1,1 @@
+//! Adversarial: sessions (filled in by the hardening work).
