@@ -1420,6 +1420,43 @@ mod tests {
     }
 
     #[test]
+    fn sign_out_confirm_posts_a_form_and_escapes_rd() {
+        let page = |rd, lang| SignOutConfirm {
+            lang,
+            action: "/_dinggate/sign_out",
+            rd,
+            cancel: rd.unwrap_or("/"),
+            request_id: "<rid>",
+        };
+        let resp = sign_out_confirm(&page(Some("/a?b=\"><script>x</script>&c"), Lang::Zh));
+        assert_eq!(resp.status(), StatusCode::OK);
+        let policy = csp(&resp);
+        assert!(policy.contains("form-action 'self';"), "{policy}");
+        let html = body(resp);
+        assert_nonce_matches(&html, &policy);
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains(r#"<form method="post" action="/_dinggate/sign_out">"#));
+        assert!(html.contains(
+            r#"<input type="hidden" name="rd" value="/a?b=&quot;&gt;&lt;script&gt;x&lt;/script&gt;&amp;c">"#
+        ));
+        assert!(html.contains(r#"name="everywhere" value="0""#));
+        assert!(html.contains(r#"name="everywhere" value="1""#));
+        assert!(html.find("退出登录？").unwrap() < html.find("Sign out?").unwrap());
+        // Without rd: no hidden field; cancel goes home.
+        let html = body(sign_out_confirm(&page(None, Lang::En)));
+        assert!(!html.contains(r#"name="rd""#));
+        assert!(html.contains(r#"href="/">Cancel"#));
+        assert!(html.find("Sign out?").unwrap() < html.find("退出登录？").unwrap());
+        // An allowed absolute rd: the redirect after the POST is allowed by form-action.
+        let resp = sign_out_confirm(&page(Some("https://hr.example.com/x"), Lang::En));
+        let policy = csp(&resp);
+        assert!(
+            policy.contains("form-action 'self' https://hr.example.com;"),
+            "{policy}"
+        );
+    }
+
+    #[test]
     fn forbidden_names_the_user_and_the_rule() {
         let page = |lang| Forbidden {
             lang,

@@ -517,7 +517,10 @@ async fn sign_out_clears_the_session() {
     assert_eq!(r.status(), StatusCode::OK);
     assert!(set_cookies(&r).is_empty(), "a GET changes nothing");
     let page = r.text().await.unwrap();
-    assert!(page.contains(r#"<form method="post" action="/_dinggate/sign_out">"#), "{page}");
+    assert!(
+        page.contains(r#"<form method="post" action="/_dinggate/sign_out">"#),
+        "{page}"
+    );
     assert!(page.contains(r#"name="rd" value="/bye""#), "{page}");
     let r = get_html(&client, &format!("{}/", stack.url())).await;
     assert_eq!(r.status(), StatusCode::OK, "still signed in after the GET");

@@ -88,10 +88,7 @@ async fn two_valid_cookies_of_the_same_person_are_fine_and_sign_out_ends_both() 
         .unwrap()
         .union_id
         .clone();
-    assert_eq!(
-        header(&echoed, "x-forwarded-user"),
-        Some(union_id.as_str())
-    );
+    assert_eq!(header(&echoed, "x-forwarded-user"), Some(union_id.as_str()));
 
     let r = bare()
         .post(format!("{}/_dinggate/sign_out", stack.url()))

@@ -237,7 +237,11 @@ async fn sign_out_posts_must_come_from_the_gateway_origin() {
             r = r.header("sec-fetch-site", s);
         }
         let r = r.send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{origin:?} {fetch_site:?}");
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "{origin:?} {fetch_site:?}"
+        );
         assert!(!clears_session(&r));
         assert!(r.text().await.unwrap().contains("sign-out page"));
         assert_eq!(statuses(&stack, &t).await, SIGNED_IN, "{origin:?}");
@@ -284,7 +288,11 @@ async fn the_in_client_callback_must_come_from_the_gateway_origin() {
     }
     assert_eq!(stack.mock.call_count("/topapi/v2/user/getuserinfo"), 0);
     let r = post(Some(&stack.url())).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "the refused posts used nothing up");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the refused posts used nothing up"
+    );
     stack.stop().await;
 }
 
