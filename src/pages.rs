@@ -232,13 +232,18 @@ pub struct SignOutConfirm<'a> {
     pub rd: Option<&'a str>,
     /// Where "cancel" goes (a validated URL).
     pub cancel: &'a str,
+    /// Absolute URLs the redirects after the POST may pass through (the return URL's host,
+    /// public_url, DingTalk's login page): their origins join the CSP's `form-action`.
+    pub redirects_via: &'a [&'a str],
     /// Shown at the bottom.
     pub request_id: &'a str,
 }
 
 /// Asks to confirm a sign-out: one button ends this browser's session, the other every session
-/// of the person; both POST the form (a GET changes nothing). When `rd` is on another origin,
-/// the CSP's `form-action` allows it, so the redirect after the POST is not blocked.
+/// of the person; both POST the form (a GET changes nothing). Browsers apply `form-action` to
+/// every redirect after the POST (to `rd`, which, signed out, leads on to the login), so the
+/// origins of `rd` and `redirects_via` are allowed there. `Referrer-Policy: same-origin` makes
+/// browsers name the gateway's origin in the POST's `Origin` (with `no-referrer` it is `null`).
 pub fn sign_out_confirm(p: &SignOutConfirm<'_>) -> Response<GatewayBody> {
     let lang = p.lang;
     let other = match lang {
@@ -285,10 +290,10 @@ pub fn sign_out_confirm(p: &SignOutConfirm<'_>) -> Response<GatewayBody> {
     );
     let nonce = new_nonce();
     let mut csp = Csp::new(&nonce);
-    if let Some(origin) = p.rd.and_then(Source::parse).and_then(|s| s.origin) {
-        csp.form.push(origin);
-    }
-    page_response(
+    let via = p.rd.iter().chain(p.redirects_via).copied();
+    csp.form
+        .extend(via.filter_map(Source::parse).filter_map(|s| s.origin));
+    let mut resp = page_response(
         StatusCode::OK,
         &document(
             lang,
@@ -298,7 +303,12 @@ pub fn sign_out_confirm(p: &SignOutConfirm<'_>) -> Response<GatewayBody> {
             "",
         ),
         &csp,
-    )
+    );
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
 }
 
 /// The application the gateway protects, as shown on its pages.
@@ -1426,12 +1436,19 @@ mod tests {
             action: "/_dinggate/sign_out",
             rd,
             cancel: rd.unwrap_or("/"),
+            redirects_via: &["https://gate.example.com/", "https://login.dingtalk.com/"],
             request_id: "<rid>",
         };
         let resp = sign_out_confirm(&page(Some("/a?b=\"><script>x</script>&c"), Lang::Zh));
         assert_eq!(resp.status(), StatusCode::OK);
         let policy = csp(&resp);
-        assert!(policy.contains("form-action 'self';"), "{policy}");
+        assert!(
+            policy.contains(
+                "form-action 'self' https://gate.example.com https://login.dingtalk.com;"
+            ),
+            "{policy}"
+        );
+        assert_eq!(resp.headers()[header::REFERRER_POLICY], "same-origin");
         let html = body(resp);
         assert_nonce_matches(&html, &policy);
         assert!(!html.contains("<script"), "{html}");
@@ -1451,7 +1468,9 @@ mod tests {
         let resp = sign_out_confirm(&page(Some("https://hr.example.com/x"), Lang::En));
         let policy = csp(&resp);
         assert!(
-            policy.contains("form-action 'self' https://hr.example.com;"),
+            policy.contains(
+                "form-action 'self' https://hr.example.com https://gate.example.com https://login.dingtalk.com;"
+            ),
             "{policy}"
         );
     }

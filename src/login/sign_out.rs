@@ -52,7 +52,7 @@ pub struct CrossSite(pub &'static str);
 ///
 /// `Origin` must be exactly the origin of `public_url` or of this request's own host (with
 /// `public_url`'s scheme: host routes serve the gateway's pages on their own names);
-/// `Sec-Fetch-Site` must be `same-origin`. Browsers set both on every cross-site POST and page
+/// `Sec-Fetch-Site` must be `same-origin`. `Origin: null` counts as absent. Browsers set both on every cross-site POST and page
 /// scripts cannot change them, so a form or `fetch` on another site (including a sibling
 /// subdomain) is refused.
 pub fn check_same_origin(
@@ -76,7 +76,10 @@ pub fn check_same_origin(
     if fetch_site.is_some_and(|s| !s.eq_ignore_ascii_case("same-origin")) {
         return Err(CrossSite("Sec-Fetch-Site is not same-origin"));
     }
-    let Some(origin) = origin else {
+    // `Origin: null` is what a browser sends for a form POST from a page with
+    // `Referrer-Policy: no-referrer` (or from an opaque origin): it proves nothing either way,
+    // so `Sec-Fetch-Site` alone decides.
+    let Some(origin) = origin.filter(|o| *o != "null") else {
         return match fetch_site {
             Some(_) => Ok(()),
             None => Err(CrossSite("neither Origin nor Sec-Fetch-Site")),
@@ -125,6 +128,10 @@ pub fn confirm_page(
         action: &action,
         rd: rd.as_deref(),
         cancel: rd.as_deref().unwrap_or("/"),
+        redirects_via: &[
+            app.config.public_url.as_str(),
+            app.config.dingtalk.login_url.as_str(),
+        ],
         request_id,
     }))
 }
@@ -268,6 +275,10 @@ mod tests {
         assert!(check(gate, &[("sec-fetch-site", "same-origin")]));
         assert!(check(
             gate,
+            &[("origin", "null"), ("sec-fetch-site", "same-origin")]
+        ));
+        assert!(check(
+            gate,
             &[
                 ("origin", "https://gate.example.com"),
                 ("sec-fetch-site", "same-origin")
@@ -282,6 +293,7 @@ mod tests {
             &[][..],
             &[("origin", "https://evil.example")],
             &[("origin", "null")],
+            &[("origin", "null"), ("sec-fetch-site", "cross-site")],
             &[("origin", "http://gate.example.com")],
             &[("origin", "https://gate.example.com:444")],
             &[("origin", "https://gate.example.com.evil.example")],
