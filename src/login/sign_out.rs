@@ -35,8 +35,10 @@ pub enum SignOutError {
 impl From<LoginError> for SignOutError {
     fn from(e: LoginError) -> Self {
         match e {
+            LoginError::BadQuery(why) => SignOutError::BadForm(why),
             LoginError::BadReturnUrl(r) => SignOutError::BadReturnUrl(r),
-            // `query_params` only fails with `BadQuery`.
+            // Only `query_params` is converted, and it only fails with `BadQuery`; anything
+            // else would still be a refusal, never a default.
             _ => SignOutError::BadForm("the parameters could not be read"),
         }
     }
