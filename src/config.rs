@@ -195,6 +195,9 @@ pub struct SessionConfig {
     /// A fresh DingTalk login is required after this long, however active the session.
     #[serde(serialize_with = "ser_duration")]
     pub max_lifetime: Duration,
+    /// Most sign-out records (revoked sessions plus per-person cut-offs) kept in memory; when a
+    /// new one does not fit after pruning, every session is ended (fail closed).
+    pub max_revocations: usize,
 }
 
 impl SessionConfig {
@@ -547,6 +550,8 @@ struct RawSession {
     revalidate_grace: Option<String>,
     #[serde(deserialize_with = "lenient")]
     max_lifetime: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    max_revocations: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1203,6 +1208,12 @@ impl RawSession {
             self.max_lifetime,
             Duration::from_secs(7 * 24 * 3600),
         );
+        let max_revocations = c.number(
+            "session.max_revocations",
+            self.max_revocations,
+            100_000,
+            (1, 10_000_000),
+        );
         if max_lifetime < lifetime {
             c.issue(
                 "session.max_lifetime",
@@ -1238,6 +1249,7 @@ impl RawSession {
             revalidate_after,
             revalidate_grace,
             max_lifetime,
+            max_revocations,
         })
     }
 }
@@ -1445,6 +1457,33 @@ log:
         assert!(issues(&yaml)
             .iter()
             .any(|i| i.starts_with("session.cookie_domain: browsers will reject")));
+    }
+
+    #[test]
+    fn max_revocations_default_and_range() {
+        let c = Config::from_yaml_str(MINIMAL).unwrap();
+        assert_eq!(c.session.max_revocations, 100_000);
+        for bad in ["0", "-1", "lots", "10000001"] {
+            let yaml = MINIMAL.replace(
+                "signing_key:",
+                &format!("max_revocations: \"{bad}\"\n  signing_key:"),
+            );
+            assert!(
+                issues(&yaml)
+                    .iter()
+                    .any(|i| i.starts_with("session.max_revocations: must be a whole number")),
+                "{bad}: {:?}",
+                issues(&yaml)
+            );
+        }
+        let yaml = MINIMAL.replace("signing_key:", "max_revocations: 5\n  signing_key:");
+        assert_eq!(
+            Config::from_yaml_str(&yaml)
+                .unwrap()
+                .session
+                .max_revocations,
+            5
+        );
     }
 
     #[test]

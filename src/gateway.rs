@@ -15,13 +15,16 @@ use crate::body::GatewayBody;
 use crate::dingtalk::DingTalkError;
 use crate::identity::Identity;
 use crate::login::flow::{self, append_cookies, LoginError, LoginFailure, Lookup};
+use crate::login::sign_out::{self, CrossSite, SignOutError};
 use crate::login::state::StateError;
 use crate::pages::{self, Lang, Page};
 use crate::proxy::forward::{apply_identity, forward, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
 use crate::proxy::path::{normalize_path, PathError};
 use crate::routes::Route;
-use crate::session::cookie::{clear_cookie, find_cookie, session_cookie};
+use crate::session::cookie::{clear_cookie, clear_cookie_everywhere, session_cookie};
+use crate::session::lookup::verify_cookies;
+use crate::session::revocation::RevocationError;
 use crate::state::AppState;
 
 /// Everything that can go wrong while serving a request, by boundary.
@@ -67,6 +70,15 @@ pub enum GatewayError {
     /// A due session re-validation could not reach DingTalk (and the grace period is over).
     #[error("session re-validation failed")]
     Revalidation(#[source] Box<DingTalkError>),
+    /// Whether the session was signed out could not be checked (fail closed).
+    #[error("session revocations could not be checked")]
+    Revocation(#[source] RevocationError),
+    /// A state-changing POST without proof that it came from the gateway's own page.
+    #[error(transparent)]
+    CrossSite(#[from] CrossSite),
+    /// The sign-out failed.
+    #[error(transparent)]
+    SignOut(#[from] SignOutError),
 }
 
 /// Facts about the request that shape its error response.
@@ -183,15 +195,30 @@ async fn dispatch(
         )?),
         "/callback" if get => Ok(flow::callback(app, query, req.headers()).await?),
         "/inapp/callback" if req.method() == Method::POST => {
+            same_origin(app, &req)?;
             let (parts, body) = req.into_parts();
             Ok(flow::inapp_callback(app, &parts.headers, body).await?)
         }
-        "/sign_out" if get || req.method() == Method::POST => {
-            Ok(flow::sign_out(app, query, &ctx.request_id)?)
+        "/sign_out" if get => Ok(sign_out::confirm_page(
+            app,
+            query,
+            ctx.lang,
+            &ctx.request_id,
+        )?),
+        "/sign_out" if req.method() == Method::POST => {
+            same_origin(app, &req)?;
+            let query = query.map(str::to_owned);
+            let (parts, body) = req.into_parts();
+            let form = sign_out::read_form(app, query.as_deref(), body).await?;
+            Ok(sign_out::sign_out(app, &form, &parts.headers, ctx.lang, &ctx.request_id).await?)
         }
         "/userinfo" if get => {
-            let Some(session) = session(app, req.headers()).await? else {
-                return Err(GatewayError::Unauthenticated.into());
+            let mut clear = Vec::new();
+            let Some(session) = session(app, req.headers(), &mut clear).await? else {
+                return Err(Failure {
+                    error: GatewayError::Unauthenticated,
+                    cookies: clear,
+                });
             };
             let mut resp = userinfo(&session.identity);
             append_cookies(&mut resp, session.refreshed.as_slice());
@@ -204,6 +231,15 @@ async fn dispatch(
         }
         _ => Err(GatewayError::NotFound.into()),
     }
+}
+
+/// Refuses a state-changing POST that a browser did not send from the gateway's own origin
+/// (public_url's, or this request's host).
+fn same_origin<B>(app: &AppState, req: &Request<B>) -> Result<(), GatewayError> {
+    let host = effective_host(req)?;
+    let host = host.as_ref().and_then(|h| h.to_str().ok());
+    sign_out::check_same_origin(&app.config.public_url, host, req.headers())?;
+    Ok(())
 }
 
 /// The request's one host. The authority of an absolute-form target (HTTP/2 `:authority`) and
@@ -260,7 +296,8 @@ async fn protected(
         // Identity headers are still stripped inside `forward`; none are added.
         return Ok(forward(app, req, peer, None, target).await?);
     }
-    let Some(session) = session(app, req.headers()).await? else {
+    let mut clear = Vec::new();
+    let Some(session) = session(app, req.headers(), &mut clear).await? else {
         let public_host = app.config.public_url.host_str().unwrap_or_default();
         let foreign = host_str.filter(|full| {
             let name = full.rsplit_once(':').map_or(*full, |(name, _)| name);
@@ -272,7 +309,10 @@ async fn protected(
                 // to this host afterwards.
                 let scheme = app.config.public_url.scheme();
                 let back = format!("{scheme}://{full}{}", ctx.return_to);
-                return Err(GatewayError::UnauthenticatedAt(back).into());
+                return Err(Failure {
+                    error: GatewayError::UnauthenticatedAt(back),
+                    cookies: clear,
+                });
             }
         }
         if ctx.wants_html && wants_inapp(app, req.headers()) {
@@ -283,12 +323,14 @@ async fn protected(
                 .validate(&ctx.return_to)
                 .unwrap_or_else(|_| "/".to_owned());
             let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-            return Ok(pages::redirect(&format!(
-                "{}/inapp?rd={rd}",
-                app.config.prefix
-            )));
+            let mut resp = pages::redirect(&format!("{}/inapp?rd={rd}", app.config.prefix));
+            append_cookies(&mut resp, &clear);
+            return Ok(resp);
         }
-        return Err(GatewayError::Unauthenticated.into());
+        return Err(Failure {
+            error: GatewayError::Unauthenticated,
+            cookies: clear,
+        });
     };
     let session = authorize(route, session)?;
     let mut resp = forward(app, req, peer, Some(&session.identity), target).await?;
@@ -331,25 +373,28 @@ pub struct Session {
 }
 
 /// The session of a request: `Ok(None)` when there is none (missing, expired, tampered, past
-/// `max_lifetime`: all the same). A session older than `revalidate_after` is re-checked against
-/// the directory first; a person who left or was deactivated is refused and their cookie cleared.
-async fn session(app: &AppState, headers: &HeaderMap) -> Result<Option<Session>, Failure> {
-    let Some(token) = find_cookie(headers, &app.cookies.name) else {
-        return Ok(None);
-    };
+/// `max_lifetime`, signed out, or several cookies naming different people: all the same; for
+/// the last, deletions of the session cookie are added to `clear`). A session older than
+/// `revalidate_after` is re-checked against the directory first; a person who left or was
+/// deactivated is refused and their cookie cleared. A revoked session is refused before any
+/// re-check, so it is never re-minted.
+async fn session(
+    app: &AppState,
+    headers: &HeaderMap,
+    clear: &mut Vec<Cookie<'static>>,
+) -> Result<Option<Session>, Failure> {
     let now = app.clock.now();
-    let claims = match app.sessions.verify(token, now) {
-        Ok(claims) => claims,
-        Err(e) => {
-            tracing::debug!(reason = %e, "session cookie refused");
-            return Ok(None);
-        }
+    let verified = verify_cookies(app, headers, now)
+        .await
+        .map_err(GatewayError::Revocation)?;
+    if verified.conflict {
+        clear.extend(clear_cookie_everywhere(&app.cookies, &app.cookies.name));
+    }
+    let Some(claims) = verified.best else {
+        return Ok(None);
     };
     let s = &app.config.session;
     let age = |since: i64| u64::try_from(now.saturating_sub(since)).unwrap_or(0);
-    if age(claims.auth_time) > s.max_lifetime.as_secs() {
-        return Ok(None);
-    }
     let identity = claims.identity();
     // A session minted without directory data (look-ups were off at the time) is re-checked
     // at once when look-ups are on: department rules could not match it otherwise.
@@ -436,8 +481,12 @@ async fn forward_auth(
         clear_identity(resp.headers_mut(), &app.config.headers);
         return Ok(resp);
     }
-    let Some(session) = session(app, req.headers()).await? else {
-        return Err(GatewayError::UnauthenticatedAt(original.to_owned()).into());
+    let mut clear = Vec::new();
+    let Some(session) = session(app, req.headers(), &mut clear).await? else {
+        return Err(Failure {
+            error: GatewayError::UnauthenticatedAt(original.to_owned()),
+            cookies: clear,
+        });
     };
     let session = authorize(route, session)?;
     clear_identity(resp.headers_mut(), &app.config.headers);
@@ -475,6 +524,12 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             LoginError::DingTalk(d) if d.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             LoginError::DingTalk(_) => StatusCode::BAD_GATEWAY,
         },
+        GatewayError::CrossSite(_) => StatusCode::FORBIDDEN,
+        GatewayError::SignOut(e) => match e {
+            SignOutError::BadForm(_) | SignOutError::BadReturnUrl(_) => StatusCode::BAD_REQUEST,
+            SignOutError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        },
+        GatewayError::Revocation(_) => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::Revalidation(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::Revalidation(_) => StatusCode::BAD_GATEWAY,
         GatewayError::Upstream(e) => match e {
@@ -558,7 +613,10 @@ pub fn error_response(
     let reload: &[(&str, &str)] = &[("Reload · 重新加载", reload_to.as_str())];
     let actions = match error {
         GatewayError::Login(_) => retry,
-        GatewayError::Revalidation(_) | GatewayError::Upstream(_) => reload,
+        GatewayError::Revalidation(_)
+        | GatewayError::Upstream(_)
+        | GatewayError::Revocation(_)
+        | GatewayError::SignOut(SignOutError::Store(_)) => reload,
         GatewayError::NotFound
         | GatewayError::NoRoute
         | GatewayError::BadPath(_)
@@ -566,7 +624,9 @@ pub fn error_response(
         | GatewayError::Forbidden { .. }
         | GatewayError::MethodNotAllowed
         | GatewayError::Unauthenticated
-        | GatewayError::UnauthenticatedAt(_) => &[],
+        | GatewayError::UnauthenticatedAt(_)
+        | GatewayError::CrossSite(_)
+        | GatewayError::SignOut(SignOutError::BadForm(_) | SignOutError::BadReturnUrl(_)) => &[],
     };
     let personal;
     let (message, message_zh) = match error {
@@ -656,6 +716,13 @@ fn describe(
             LoginError::DingTalk(d) if d.is_timeout() => ("dingtalk_timeout", "DingTalk did not respond", "钉钉未响应", "DingTalk did not answer in time. Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "钉钉未能及时响应，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
             LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk returned an error. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉返回了错误，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),
         },
+        GatewayError::CrossSite(_) => ("cross_site", "Request refused", "请求被拒绝", "This request did not come from the gateway's own page. To sign out, open the sign-out page and use its button.", "此请求并非来自网关自身的页面。如需退出登录，请打开退出登录页面并点击按钮。"),
+        GatewayError::SignOut(e) => match e {
+            SignOutError::BadForm(_) => ("bad_request", "Bad request", "请求无效", "The sign-out request was malformed.", "退出登录请求格式错误。"),
+            SignOutError::BadReturnUrl(_) => ("bad_return_url", "Return address not allowed", "返回地址不被允许", "The page you were sent back to is not allowed by this gateway.", "返回地址不被此网关允许。"),
+            SignOutError::Store(_) => ("session_store_unavailable", "Sign-out could not be completed", "无法完成退出登录", "The gateway could not record the sign-out just now. Try again shortly.", "网关暂时无法记录退出登录，请稍后重试。"),
+        },
+        GatewayError::Revocation(_) => ("session_store_unavailable", "Your session could not be checked", "无法检查您的会话", "The gateway could not check your session just now. Try again shortly.", "网关暂时无法检查您的会话，请稍后重试。"),
         GatewayError::Revalidation(_) => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and DingTalk could not be reached just now. Try again shortly.", "网关会定期向钉钉确认您的成员身份，但暂时无法连接钉钉，请稍后重试。"),
         GatewayError::Upstream(e) => match e {
             UpstreamError::Timeout(_) => ("upstream_timeout", "The application is too slow", "应用响应超时", "The application behind this gateway did not answer in time. Try again shortly.", "网关后面的应用未能及时响应，请稍后重试。"),

@@ -222,6 +222,95 @@ pub fn forbidden(p: &Forbidden<'_>) -> Response<GatewayBody> {
     view.render()
 }
 
+/// The sign-out confirmation page.
+pub struct SignOutConfirm<'a> {
+    /// Language shown first.
+    pub lang: Lang,
+    /// Where the form posts (`{prefix}/sign_out`).
+    pub action: &'a str,
+    /// The validated return URL, sent back as a hidden field.
+    pub rd: Option<&'a str>,
+    /// Where "cancel" goes (a validated URL).
+    pub cancel: &'a str,
+    /// Absolute URLs the redirects after the POST may pass through (the return URL's host,
+    /// public_url, DingTalk's login page): their origins join the CSP's `form-action`.
+    pub redirects_via: &'a [&'a str],
+    /// Shown at the bottom.
+    pub request_id: &'a str,
+}
+
+/// Asks to confirm a sign-out: one button ends this browser's session, the other every session
+/// of the person; both POST the form (a GET changes nothing). Browsers apply `form-action` to
+/// every redirect after the POST (to `rd`, which, signed out, leads on to the login), so the
+/// origins of `rd` and `redirects_via` are allowed there. `Referrer-Policy: same-origin` makes
+/// browsers name the gateway's origin in the POST's `Origin` (with `no-referrer` it is `null`).
+pub fn sign_out_confirm(p: &SignOutConfirm<'_>) -> Response<GatewayBody> {
+    let lang = p.lang;
+    let other = match lang {
+        Lang::En => Lang::Zh,
+        Lang::Zh => Lang::En,
+    };
+    let t = |en: &str, zh: &str| {
+        (
+            escape_html(lang.pick(en, zh)),
+            escape_html(other.pick(en, zh)),
+        )
+    };
+    let (title, title_alt) = t("Sign out?", "退出登录？");
+    let (text, text_alt) = t(
+        "Sign out of this gateway in this browser, or in every browser and device where you are signed in.",
+        "退出此浏览器中的网关登录，或退出您在所有浏览器和设备上的登录。",
+    );
+    let rd =
+        p.rd.map(|rd| {
+            format!(
+                r#"<input type="hidden" name="rd" value="{}">"#,
+                escape_html(rd)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        r#"<main>
+<h1>{title}</h1><h2 lang="{other_tag}">{title_alt}</h2>
+<p>{text}</p>
+<div class="alt" lang="{other_tag}"><p>{text_alt}</p></div>
+<form method="post" action="{action}">{rd}
+<div class="actions">
+<button class="btn" type="submit" name="everywhere" value="0">Sign out · 退出登录</button>
+<button class="btn secondary" type="submit" name="everywhere" value="1">Sign out everywhere · 在所有设备上退出</button>
+<a class="btn secondary" href="{cancel}">Cancel · 取消</a>
+</div>
+</form>
+{footer}
+</main>"#,
+        other_tag = other.tag(),
+        action = escape_html(p.action),
+        cancel = escape_html(p.cancel),
+        footer = footer(lang, None, p.request_id),
+    );
+    let nonce = new_nonce();
+    let mut csp = Csp::new(&nonce);
+    let via = p.rd.iter().chain(p.redirects_via).copied();
+    csp.form
+        .extend(via.filter_map(Source::parse).filter_map(|s| s.origin));
+    let mut resp = page_response(
+        StatusCode::OK,
+        &document(
+            lang,
+            lang.pick("Sign out?", "退出登录？"),
+            &nonce,
+            &body,
+            "",
+        ),
+        &csp,
+    );
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
+}
+
 /// The application the gateway protects, as shown on its pages.
 pub struct Branding<'a> {
     /// Shown as the page heading.
@@ -564,6 +653,8 @@ struct Csp {
     connect: Vec<String>,
     img: Vec<String>,
     frame: Vec<String>,
+    /// Origins forms may post to (or be redirected to after posting), besides `'self'`.
+    form: Vec<String>,
     /// Allow `style="..."` attributes.
     style_attr: bool,
     /// Restrict only script, style, plugins, `<base>`, forms and framing, leaving fetches,
@@ -579,6 +670,7 @@ impl Csp {
             connect: vec!["'self'".to_owned()],
             img: vec!["'self'".to_owned(), "data:".to_owned()],
             frame: Vec::new(),
+            form: Vec::new(),
             style_attr: false,
             open_bridge: false,
         }
@@ -615,7 +707,12 @@ impl Csp {
                 list(&self.frame),
             )
         };
-        out.push_str("; base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
+        let mut form = vec!["'self'".to_owned()];
+        form.extend(self.form.iter().cloned());
+        out.push_str(&format!(
+            "; base-uri 'none'; form-action {}; frame-ancestors 'none'",
+            list(&form)
+        ));
         if self.style_attr {
             out.push_str("; style-src-attr 'unsafe-inline'");
         }
@@ -757,6 +854,9 @@ p{margin:8px 0}
 .actions{display:flex;flex-wrap:wrap;gap:12px;margin-top:20px}
 .btn{display:inline-block;padding:8px 18px;border-radius:6px;background:#0089ff;color:#fff;text-decoration:none;font-weight:500}
 .btn:hover,.btn:focus{background:#0075db}
+button.btn{border:0;cursor:pointer;font:inherit;font-weight:500}
+.btn.secondary{background:#f2f3f5;color:#1f2329}
+.btn.secondary:hover,.btn.secondary:focus{background:#e5e6eb}
 .btn.block{display:block;width:100%;padding:11px 18px;font-size:16px;margin-top:8px}
 .brand{display:flex;align-items:center;justify-content:center;gap:12px;margin-bottom:4px}
 .brand h1{margin:0}
@@ -1326,6 +1426,52 @@ mod tests {
             html.matches("<script").count(),
             1,
             "main script still falls back"
+        );
+    }
+
+    #[test]
+    fn sign_out_confirm_posts_a_form_and_escapes_rd() {
+        let page = |rd, lang| SignOutConfirm {
+            lang,
+            action: "/_dinggate/sign_out",
+            rd,
+            cancel: rd.unwrap_or("/"),
+            redirects_via: &["https://gate.example.com/", "https://login.dingtalk.com/"],
+            request_id: "<rid>",
+        };
+        let resp = sign_out_confirm(&page(Some("/a?b=\"><script>x</script>&c"), Lang::Zh));
+        assert_eq!(resp.status(), StatusCode::OK);
+        let policy = csp(&resp);
+        assert!(
+            policy.contains(
+                "form-action 'self' https://gate.example.com https://login.dingtalk.com;"
+            ),
+            "{policy}"
+        );
+        assert_eq!(resp.headers()[header::REFERRER_POLICY], "same-origin");
+        let html = body(resp);
+        assert_nonce_matches(&html, &policy);
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains(r#"<form method="post" action="/_dinggate/sign_out">"#));
+        assert!(html.contains(
+            r#"<input type="hidden" name="rd" value="/a?b=&quot;&gt;&lt;script&gt;x&lt;/script&gt;&amp;c">"#
+        ));
+        assert!(html.contains(r#"name="everywhere" value="0""#));
+        assert!(html.contains(r#"name="everywhere" value="1""#));
+        assert!(html.find("退出登录？").unwrap() < html.find("Sign out?").unwrap());
+        // Without rd: no hidden field; cancel goes home.
+        let html = body(sign_out_confirm(&page(None, Lang::En)));
+        assert!(!html.contains(r#"name="rd""#));
+        assert!(html.contains(r#"href="/">Cancel"#));
+        assert!(html.find("Sign out?").unwrap() < html.find("退出登录？").unwrap());
+        // An allowed absolute rd: the redirect after the POST is allowed by form-action.
+        let resp = sign_out_confirm(&page(Some("https://hr.example.com/x"), Lang::En));
+        let policy = csp(&resp);
+        assert!(
+            policy.contains(
+                "form-action 'self' https://hr.example.com https://gate.example.com https://login.dingtalk.com;"
+            ),
+            "{policy}"
         );
     }
 

@@ -12,6 +12,7 @@ use crate::proxy::forward::{build_upstream_client, UpstreamClient};
 use crate::proxy::headers::ProtectedHeaders;
 use crate::session::cookie::CookieSettings;
 use crate::session::jwt::{KeyRing, SessionCodec, SessionError};
+use crate::session::revocation::Revocations;
 
 /// Wall-clock seconds with a test-adjustable offset (tests move time instead of sleeping).
 #[derive(Debug, Default)]
@@ -56,6 +57,8 @@ pub struct AppState {
     pub sessions: SessionCodec,
     /// Session cookie attributes.
     pub cookies: CookieSettings,
+    /// Ended sessions (sign-out, sign-out everywhere).
+    pub revocations: Revocations,
     /// Login `state` cookies.
     pub login_states: LoginStates,
     /// Return-URL validation.
@@ -160,10 +163,12 @@ impl AppState {
             )
         });
         let upstream = build_upstream_client(&config.upstream);
+        let revocations = Revocations::memory(config.session.max_revocations);
         Ok(AppState {
             config,
             sessions,
             cookies,
+            revocations,
             login_states,
             redirects,
             protected,

@@ -110,6 +110,42 @@ async fn scan_login_by_clicking_lands_on_the_upstream_page() {
     assert!(browser.source().await.contains("你好，张三"));
     assert_eq!(stack.mock.calls().len(), dingtalk_calls, "no second login");
 
+    // Signing out: a GET only shows the confirmation page; its button POSTs the form from the
+    // gateway's own origin (the browser sends Origin), and the old session is over.
+    browser
+        .goto(&format!(
+            "{}/_dinggate/sign_out?rd=%2Fafter-sign-out",
+            stack.url()
+        ))
+        .await;
+    browser
+        .find(r#"button.btn[name="everywhere"][value="1"]"#)
+        .await;
+    browser.assert_no_csp_violation().await;
+    browser.screenshot("sign-out-confirmation").await;
+    browser.goto(&other).await;
+    assert!(
+        browser.source().await.contains("你好，张三"),
+        "showing the page signed nobody out"
+    );
+    browser
+        .goto(&format!(
+            "{}/_dinggate/sign_out?rd=%2Fafter-sign-out",
+            stack.url()
+        ))
+        .await;
+    let button = browser
+        .find(r#"button.btn[name="everywhere"][value="0"]"#)
+        .await;
+    browser.click(&button).await;
+    browser
+        .wait_for(
+            "the login page after signing out and returning to rd",
+            STEP,
+            |url, _| url.starts_with(&login),
+        )
+        .await;
+
     browser.quit().await;
     stack.stop().await;
 }

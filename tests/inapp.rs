@@ -22,6 +22,7 @@ async fn post(
 ) -> reqwest::Response {
     client
         .post(format!("{}/_dinggate/inapp/callback", stack.url()))
+        .header("origin", stack.url())
         .json(&serde_json::json!({ "code": code, "state": state }))
         .send()
         .await
@@ -120,6 +121,7 @@ async fn in_client_posts_without_a_valid_state_are_refused_before_dingtalk_is_ca
     }
     let r = client
         .post(format!("{}/_dinggate/inapp/callback", stack.url()))
+        .header("origin", stack.url())
         .body("x".repeat(10_000))
         .send()
         .await

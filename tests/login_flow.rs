@@ -496,6 +496,7 @@ async fn sign_out_clears_the_session() {
     let client = logged_in(&stack, ZHANGSAN).await;
     let r = client
         .post(format!("{}/_dinggate/sign_out", stack.url()))
+        .header("origin", stack.url())
         .send()
         .await
         .unwrap();
@@ -506,12 +507,31 @@ async fn sign_out_clears_the_session() {
     let r = get_html(&client, &format!("{}/", stack.url())).await;
     assert_eq!(r.status(), StatusCode::FOUND, "signed out");
 
+    // A GET only shows the confirmation page; its form posts back with the validated rd.
     let client = logged_in(&stack, ZHANGSAN).await;
     let r = get_html(
         &client,
         &format!("{}/_dinggate/sign_out?rd=%2Fbye", stack.url()),
     )
     .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(set_cookies(&r).is_empty(), "a GET changes nothing");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(r#"<form method="post" action="/_dinggate/sign_out">"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"name="rd" value="/bye""#), "{page}");
+    let r = get_html(&client, &format!("{}/", stack.url())).await;
+    assert_eq!(r.status(), StatusCode::OK, "still signed in after the GET");
+
+    let r = client
+        .post(format!("{}/_dinggate/sign_out", stack.url()))
+        .header("origin", stack.url())
+        .form(&[("rd", "/bye")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
     assert_eq!(location(&r), "/bye");
     let r = get_html(
@@ -522,6 +542,14 @@ async fn sign_out_clears_the_session() {
         ),
     )
     .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = client
+        .post(format!("{}/_dinggate/sign_out", stack.url()))
+        .header("origin", stack.url())
+        .form(&[("rd", "https://evil.example")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     stack.stop().await;
 }

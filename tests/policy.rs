@@ -116,6 +116,13 @@ async fn the_403_names_the_user_and_the_rule_and_offers_sign_out() {
     assert!(page.contains("李四"), "{page}");
     assert!(page.contains("deny.users"), "{page}");
     assert!(page.contains("/_dinggate/sign_out"), "{page}");
+    // The link is a GET: it shows the confirmation page and ends nothing by itself.
+    let r = get_html(&client, &format!("{}/_dinggate/sign_out", stack.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(set_cookies(&r).is_empty());
+    assert!(r.text().await.unwrap().contains("everywhere"));
+    let r = get_html(&client, &format!("{}/rd/plan", stack.url())).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "still signed in");
 
     let r = get_json(&client, &format!("{}/admin", stack.url())).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);

@@ -1,4 +1,4 @@
-//! The scan-login flow: `/start` (state + redirect to DingTalk), `/callback` (verify, exchange, mint), `/sign_out`.
+//! The scan-login flow: `/start` (state + redirect to DingTalk), `/callback` (verify, exchange, mint), the in-client login.
 
 use cookie::Cookie;
 use http::{header, HeaderMap, HeaderValue, Response};
@@ -10,7 +10,7 @@ use crate::identity::Identity;
 use crate::login::redirect::RedirectError;
 use crate::login::state::{NewFlow, StateError};
 use crate::pages;
-use crate::session::cookie::{clear_cookie, session_cookie};
+use crate::session::cookie::session_cookie;
 use crate::state::AppState;
 
 /// Longest query string a login endpoint reads; anything longer is refused unparsed.
@@ -506,32 +506,6 @@ pub async fn with_membership(
             Ok(identity)
         }
     }
-}
-
-/// `GET|POST {prefix}/sign_out?rd=`: clear the session; go to a validated `rd` or show a page.
-pub fn sign_out(
-    app: &AppState,
-    query: Option<&str>,
-    request_id: &str,
-) -> Result<Response<GatewayBody>, LoginFailure> {
-    let target = return_url(app, query)?;
-    let start = format!("{}/start", app.config.prefix);
-    let mut resp = match target {
-        Some(url) => pages::redirect(&url),
-        None => pages::html(
-            http::StatusCode::OK,
-            &pages::Page {
-                title: "You are signed out",
-                title_zh: "您已退出登录",
-                message: "Your session on this gateway has ended. Closing DingTalk is not needed.",
-                message_zh: "您在此网关上的会话已结束。",
-                actions: &[("Sign in again · 重新登录", start.as_str())],
-                request_id,
-            },
-        ),
-    };
-    append_cookie(&mut resp, &clear_cookie(&app.cookies, &app.cookies.name));
-    Ok(resp)
 }
 
 #[cfg(test)]

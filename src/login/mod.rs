@@ -2,4 +2,5 @@
 
 pub mod flow;
 pub mod redirect;
+pub mod sign_out;
 pub mod state;

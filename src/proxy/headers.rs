@@ -8,6 +8,8 @@ use http::header::{ACCEPT, CONNECTION, COOKIE, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use crate::session::cookie::cookie_pairs;
+
 /// Header names that are connection-specific by definition (RFC 9110 §7.6.1, RFC 9112, plus the
 /// non-standard `Keep-Alive` and `Proxy-Connection` that clients still send, and h2c's
 /// `HTTP2-Settings`, which only means something on the connection it was sent on).
@@ -115,27 +117,22 @@ pub fn strip_protected(headers: &mut HeaderMap, protected: &ProtectedHeaders) ->
 
 /// Removes the gateway's own cookies (`is_ours(name)`) from the request.
 ///
+/// Pairs come from [`cookie_pairs`], the same tokenizer the session lookup reads, so every
+/// cookie the gateway reads is a cookie it strips; a name that is not UTF-8 is never one of
+/// ours (our names are ASCII), and a header that is not UTF-8 is tokenized like any other.
 /// All `Cookie` headers (HTTP/2 clients may send one per cookie) are merged into a single header,
 /// as RFC 9113 §8.2.3 requires before forwarding to HTTP/1.1, with the remaining `name=value`
 /// pairs kept byte-for-byte and in order. The header is removed when nothing remains. A single
 /// header from which nothing is dropped is left untouched.
 pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
-    let mut count = 0;
+    let count = headers.get_all(COOKIE).iter().count();
     let mut dropped = false;
     let mut kept: Vec<&[u8]> = Vec::new();
-    for value in headers.get_all(COOKIE) {
-        count += 1;
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = trim_ows(pair);
-            if pair.is_empty() {
-                continue;
-            }
-            let name = trim_ows(pair.split(|&b| b == b'=').next().unwrap_or(pair));
-            if std::str::from_utf8(name).is_ok_and(&is_ours) {
-                dropped = true;
-            } else {
-                kept.push(pair);
-            }
+    for pair in cookie_pairs(headers) {
+        if std::str::from_utf8(pair.name).is_ok_and(&is_ours) {
+            dropped = true;
+        } else {
+            kept.push(pair.raw);
         }
     }
     if count == 0 || (count == 1 && !dropped) {
@@ -148,16 +145,6 @@ pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
     if let Some(Ok(v)) = merged.map(HeaderValue::from_maybe_shared) {
         headers.insert(COOKIE, v);
     }
-}
-
-fn trim_ows(mut b: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = b {
-        b = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = b {
-        b = rest;
-    }
-    b
 }
 
 /// Bytes escaped in identity header values: controls (incl. tab and DEL) and `%`. Non-ASCII is

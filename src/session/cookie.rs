@@ -43,6 +43,20 @@ pub fn clear_cookie(s: &CookieSettings, name: &str) -> Cookie<'static> {
     c
 }
 
+/// Deletions of cookie `name` for every scope the gateway can name: host-only, and the
+/// configured `Domain` when there is one (a browser keeps both as different cookies).
+pub fn clear_cookie_everywhere(s: &CookieSettings, name: &str) -> Vec<Cookie<'static>> {
+    let host_only = CookieSettings {
+        domain: None,
+        ..s.clone()
+    };
+    let mut out = vec![clear_cookie(&host_only, name)];
+    if s.domain.is_some() {
+        out.push(clear_cookie(s, name));
+    }
+    out
+}
+
 fn with_attributes(mut c: Cookie<'static>, s: &CookieSettings) -> Cookie<'static> {
     c.set_http_only(true);
     c.set_same_site(SameSite::Lax);
@@ -54,30 +68,84 @@ fn with_attributes(mut c: Cookie<'static>, s: &CookieSettings) -> Cookie<'static
     c
 }
 
-/// The value of the first cookie called `name` (exact, case-sensitive), across all `Cookie`
-/// headers in order. Values are returned as sent (no unquoting or decoding).
-///
-/// Headers that are not UTF-8 are skipped; nothing here panics. The scan is linear and
-/// allocation-free; its cost is bounded by the server's request-head limit.
-pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    cookie_names(headers)
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
+/// One `name=value` pair of a `Cookie` header, as raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookiePair<'a> {
+    /// The name, optional whitespace trimmed. For a pair without `=`, the whole pair (as most
+    /// server frameworks read it).
+    pub name: &'a [u8],
+    /// The value as sent (no unquoting or decoding), optional whitespace trimmed; empty for a
+    /// pair without `=`.
+    pub value: &'a [u8],
+    /// The whole pair, trimmed, byte-for-byte (what is forwarded when the pair is kept).
+    pub raw: &'a [u8],
 }
 
-/// All `(name, value)` pairs from all `Cookie` headers, in order (RFC 6265 §5.4 syntax:
-/// `name=value` separated by `;`, optional whitespace trimmed). Pairs without `=` or with an
-/// empty name, and headers that are not UTF-8, are skipped.
-pub fn cookie_names<'a>(headers: &'a HeaderMap) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+/// THE Cookie-header tokenizer: every non-empty pair of every `Cookie` header, in order
+/// (RFC 6265 §5.4: pairs separated by `;`, space and tab trimmed). Works on bytes, so a header
+/// that is not UTF-8 hides nothing; nothing here panics or allocates.
+///
+/// The session lookup and the stripping of the gateway's cookies before forwarding both use
+/// it, so every cookie the gateway reads is a cookie it strips.
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = CookiePair<'_>> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            let name = name.trim_matches([' ', '\t']);
-            (!name.is_empty()).then(|| (name, value.trim_matches([' ', '\t'])))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .map(trim_ows)
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| match raw.iter().position(|&b| b == b'=') {
+            Some(i) => CookiePair {
+                name: trim_ows(&raw[..i]),
+                value: trim_ows(&raw[i + 1..]),
+                raw,
+            },
+            None => CookiePair {
+                name: raw,
+                value: b"",
+                raw,
+            },
+        })
+}
+
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// The values of every cookie called `name` (exact, case-sensitive), in order, as sent.
+/// Values that are not UTF-8 are yielded as `None` (present, but unusable), so callers can
+/// count every copy.
+pub fn cookie_values<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = Option<&'a str>> + 'a {
+    cookie_pairs(headers)
+        .filter(move |p| p.name == name.as_bytes())
+        .map(|p| std::str::from_utf8(p.value).ok())
+}
+
+/// The value of the first usable cookie called `name` (exact, case-sensitive), across all
+/// `Cookie` headers in order. Values are returned as sent (no unquoting or decoding).
+pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a str> {
+    cookie_values(headers, name).flatten().next()
+}
+
+/// All `(name, value)` pairs from all `Cookie` headers that have `=`, a non-empty name and are
+/// UTF-8, in order (from [`cookie_pairs`]).
+pub fn cookie_names(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    cookie_pairs(headers)
+        .filter(|p| p.raw.len() > p.name.len() && !p.name.is_empty())
+        .filter_map(|p| {
+            Some((
+                std::str::from_utf8(p.name).ok()?,
+                std::str::from_utf8(p.value).ok()?,
+            ))
         })
 }
 
@@ -184,9 +252,114 @@ mod tests {
                 ("b", "2"),
                 ("c", "=x="),
                 ("d", ""),
+                ("x", "1"),
                 ("e", "\"quoted\"")
             ]
         );
-        assert_eq!(find_cookie(&h, "x"), None, "non-UTF-8 header skipped whole");
+        assert_eq!(
+            find_cookie(&h, "x"),
+            Some("1"),
+            "a non-UTF-8 pair does not hide its neighbours"
+        );
+        let bad: Vec<Option<&str>> = cookie_values(&h, "bad").collect();
+        assert_eq!(bad, [None], "an unusable copy is still counted");
+        let noeq = cookie_pairs(&h).find(|p| p.raw == b"noequals").unwrap();
+        assert_eq!((noeq.name, noeq.value), (&b"noequals"[..], &b""[..]));
+    }
+
+    #[test]
+    fn every_copy_of_a_name_in_order() {
+        let h = headers(&[b"_dinggate=bad; _dinggate=good", b"x=1; _dinggate=\xff"]);
+        let v: Vec<Option<&str>> = cookie_values(&h, "_dinggate").collect();
+        assert_eq!(v, [Some("bad"), Some("good"), None]);
+        assert_eq!(find_cookie(&h, "_dinggate"), Some("bad"));
+    }
+
+    #[test]
+    fn strip_sees_our_cookie_in_a_non_utf8_header() {
+        let mut h = headers(&[b"n=\xff; _dinggate=t; m=1"]);
+        assert_eq!(find_cookie(&h, "_dinggate"), Some("t"));
+        crate::proxy::headers::strip_cookies(&mut h, |n| n == "_dinggate");
+        assert_eq!(h.get(COOKIE).unwrap().as_bytes(), b"n=\xff; m=1");
+        assert_eq!(find_cookie(&h, "_dinggate"), None);
+    }
+
+    #[test]
+    fn clearing_everywhere_names_host_only_and_domain() {
+        let only = clear_cookie_everywhere(&settings(true, None), "_dinggate");
+        assert_eq!(only.len(), 1);
+        assert!(only[0].domain().is_none());
+        let both = clear_cookie_everywhere(&settings(true, Some("example.com")), "_dinggate");
+        assert_eq!(both.len(), 2);
+        assert!(both[0].domain().is_none());
+        assert_eq!(both[1].domain(), Some("example.com"));
+        assert!(both
+            .iter()
+            .all(|c| c.max_age() == Some(CookieDuration::ZERO)));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn header_map(values: &[Vec<u8>]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            for v in values {
+                if let Ok(v) = HeaderValue::from_bytes(v) {
+                    h.append(COOKIE, v);
+                }
+            }
+            h
+        }
+
+        proptest! {
+            #[test]
+            fn tokenizer_never_panics_and_pairs_are_trimmed(
+                values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4)
+            ) {
+                let h = header_map(&values);
+                for p in cookie_pairs(&h) {
+                    prop_assert!(!p.raw.is_empty());
+                    prop_assert!(!p.raw.contains(&b';'));
+                    prop_assert!(!p.name.contains(&b'='));
+                    for part in [p.name, p.value, p.raw] {
+                        prop_assert!(!part.starts_with(b" ") && !part.ends_with(b" "));
+                        prop_assert!(!part.starts_with(b"\t") && !part.ends_with(b"\t"));
+                    }
+                }
+                let _ = find_cookie(&h, "_dinggate");
+                let _ = cookie_names(&h).count();
+            }
+
+            #[test]
+            fn strip_removes_every_pair_the_tokenizer_reads_as_ours(
+                values in proptest::collection::vec(
+                    proptest::collection::vec(
+                        proptest::sample::select(vec![
+                            &b"_dinggate"[..], b"_dinggate_csrf_1", b"=", b";", b" ", b"\t",
+                            b"a", b"tok.en", b"\xff", b"\xe4\xb8", b"\"", b",", b"_DINGGATE",
+                        ]),
+                        0..12,
+                    ).prop_map(|parts| parts.concat()),
+                    0..4,
+                )
+            ) {
+                let ours = |n: &str| n == "_dinggate" || n.starts_with("_dinggate_csrf_");
+                let mut h = header_map(&values);
+                let before: Vec<Vec<u8>> = cookie_pairs(&h)
+                    .filter(|p| !std::str::from_utf8(p.name).is_ok_and(ours))
+                    .map(|p| p.raw.to_vec())
+                    .collect();
+                crate::proxy::headers::strip_cookies(&mut h, ours);
+                prop_assert!(h.get_all(COOKIE).iter().count() <= 1);
+                for p in cookie_pairs(&h) {
+                    prop_assert!(!std::str::from_utf8(p.name).is_ok_and(ours), "{:?}", p);
+                }
+                prop_assert!(find_cookie(&h, "_dinggate").is_none());
+                prop_assert_eq!(cookie_values(&h, "_dinggate").count(), 0);
+                let after: Vec<Vec<u8>> = cookie_pairs(&h).map(|p| p.raw.to_vec()).collect();
+                prop_assert_eq!(after, before, "everything else kept, in order");
+            }
+        }
     }
 }

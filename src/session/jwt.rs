@@ -810,4 +810,78 @@ mod tests {
             assert!(!text.contains(&token[..20]), "{text}");
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn b64(bytes: &[u8]) -> String {
+            URL_SAFE_NO_PAD.encode(bytes)
+        }
+
+        /// JSON-ish bytes: mostly the characters a header or claims object is made of.
+        fn jsonish() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..80),
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        &b"{"[..],
+                        b"}",
+                        b"\"alg\"",
+                        b"\"HS256\"",
+                        b"\"none\"",
+                        b"\"kid\"",
+                        b":",
+                        b",",
+                        b"\"crit\"",
+                        b"[]",
+                        b"\"exp\"",
+                        b"1e999",
+                        b"-1",
+                        b"null",
+                        b"\"sub\"",
+                        b"\"\"",
+                        b"\"\\u0000\"",
+                        b"\xff",
+                    ]),
+                    0..16,
+                )
+                .prop_map(|p| p.concat()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn verify_never_panics_on_any_string(token in ".{0,300}", now in any::<i64>()) {
+                let _ = codec().verify(&token, now);
+            }
+
+            #[test]
+            fn verify_never_panics_on_any_three_part_token(
+                header in jsonish(),
+                payload in jsonish(),
+                sig in proptest::collection::vec(any::<u8>(), 0..40),
+                now in any::<i64>(),
+            ) {
+                let token = format!("{}.{}.{}", b64(&header), b64(&payload), b64(&sig));
+                prop_assert!(codec().verify(&token, now).is_err());
+            }
+
+            #[test]
+            fn verify_never_panics_on_signed_arbitrary_claims(
+                payload in jsonish(),
+                now in any::<i64>(),
+            ) {
+                // A correct signature over arbitrary claims: parsing of the claims themselves.
+                let c = codec();
+                let kid = c.ring.current_kid().to_owned();
+                let header = b64(format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#).as_bytes());
+                let signing_input = format!("{header}.{}", b64(&payload));
+                let mut mac = Hmac::<Sha256>::new_from_slice(KEY_A).unwrap();
+                mac.update(signing_input.as_bytes());
+                let token = format!("{signing_input}.{}", b64(&mac.finalize().into_bytes()));
+                let _ = c.verify(&token, now);
+            }
+        }
+    }
 }

@@ -2,3 +2,5 @@
 
 pub mod cookie;
 pub mod jwt;
+pub mod lookup;
+pub mod revocation;
