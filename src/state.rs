@@ -127,7 +127,10 @@ impl AppState {
             },
         );
         let redirects = RedirectPolicy::new(&config.public_url, config.redirect_allowlist.clone());
-        let protected = ProtectedHeaders::new(config.headers.names().map(|h| h.as_str()));
+        let protected = ProtectedHeaders::new(
+            config.headers.names().map(|h| h.as_str()),
+            &config.headers.strip_extra,
+        );
         let http = reqwest::Client::builder()
             .timeout(config.dingtalk.timeout)
             .connect_timeout(config.dingtalk.timeout)
