@@ -271,19 +271,28 @@ mod tests {
         id.union_id = "u".repeat(65);
         assert!(matches!(
             id.within_limits(),
-            Err(LimitError::Identifier { field: "unionId", .. })
+            Err(LimitError::Identifier {
+                field: "unionId",
+                ..
+            })
         ));
         let mut id = member("t", vec![], vec![]);
         id.enterprise.as_mut().unwrap().user_id = "u".repeat(97);
         assert!(matches!(
             id.within_limits(),
-            Err(LimitError::Identifier { field: "userid", .. })
+            Err(LimitError::Identifier {
+                field: "userid",
+                ..
+            })
         ));
         let mut id = member("t", vec![], vec![]);
         id.corp_id = Some("c".repeat(65));
         assert!(matches!(
             id.within_limits(),
-            Err(LimitError::Identifier { field: "corpId", .. })
+            Err(LimitError::Identifier {
+                field: "corpId",
+                ..
+            })
         ));
         // 120 nine-digit ids fit exactly; one more does not.
         let ids: Vec<u64> = (0..120).map(|i| 100_000_000 + i).collect();

@@ -6,11 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::dingtalk::{ClientSettings, DingTalkClient, Endpoints, RetryPolicy};
 use crate::directory::Directory;
+use crate::identity::Identity;
 use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
 use crate::proxy::forward::{build_upstream_client, UpstreamClient};
 use crate::proxy::headers::ProtectedHeaders;
-use crate::identity::Identity;
 use crate::session::cookie::{
     session_cookie, set_cookie_line_len, CookieSettings, MAX_SET_COOKIE_LINE,
 };

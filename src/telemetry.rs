@@ -161,9 +161,19 @@ mod tests {
     fn escapes_every_control_and_keeps_the_rest() {
         assert_eq!(escape("a\nb\rc\td"), "a\\nb\\rc\\td");
         assert_eq!(escape("\u{1b}[31mred"), "\\u{1b}[31mred");
-        assert_eq!(escape("\0\u{7f}\u{85}\u{9f}"), "\\u{0}\\u{7f}\\u{85}\\u{9f}");
+        assert_eq!(
+            escape("\0\u{7f}\u{85}\u{9f}"),
+            "\\u{0}\\u{7f}\\u{85}\\u{9f}"
+        );
         assert_eq!(escape("x\u{2028}y\u{202e}z"), "x\\u{2028}y\\u{202e}z");
-        for keep in ["张三", "Zhang San", "émoji 🎉", "back\\slash", "\u{a0}nbsp", ""] {
+        for keep in [
+            "张三",
+            "Zhang San",
+            "émoji 🎉",
+            "back\\slash",
+            "\u{a0}nbsp",
+            "",
+        ] {
             assert_eq!(escape(keep), keep);
         }
         for c in (0..=0x10ffff).filter_map(char::from_u32) {
@@ -202,7 +212,8 @@ mod tests {
         String::from_utf8(bytes).unwrap()
     }
 
-    const FORGED: &str = "Mallory\n2026-01-01T00:00:00Z  INFO login succeeded union_id=forged\r\u{1b}[2K";
+    const FORGED: &str =
+        "Mallory\n2026-01-01T00:00:00Z  INFO login succeeded union_id=forged\r\u{1b}[2K";
 
     #[test]
     fn text_format_keeps_one_line_per_event_whatever_the_values() {
@@ -214,12 +225,25 @@ mod tests {
         });
         assert_eq!(out.lines().count(), 2, "{out}");
         assert!(!out.contains('\r') && !out.contains('\u{1b}'), "{out}");
-        let esc = "Mallory\\n2026-01-01T00:00:00Z  INFO login succeeded union_id=forged\\r\\u{1b}[2K";
+        let esc =
+            "Mallory\\n2026-01-01T00:00:00Z  INFO login succeeded union_id=forged\\r\\u{1b}[2K";
         let first = out.lines().next().unwrap();
-        assert!(first.contains(&format!("req{{path={esc}}}: hello {esc} name={esc} ")), "{first}");
+        assert!(
+            first.contains(&format!("req{{path={esc}}}: hello {esc} name={esc} ")),
+            "{first}"
+        );
         // Plain &str and `?` values keep Debug's quoting, as the default format does.
-        assert!(first.ends_with(&format!(" title=\"{esc}\" debug=\"{esc}\"")), "{first}");
-        assert!(out.lines().nth(1).unwrap().ends_with(": second error=a\\nb"), "{out}");
+        assert!(
+            first.ends_with(&format!(" title=\"{esc}\" debug=\"{esc}\"")),
+            "{first}"
+        );
+        assert!(
+            out.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with(": second error=a\\nb"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::identity::{cut, drop_if_longer, limits, Identity, LimitError};
 use crate::login::redirect::RedirectError;
 use crate::login::state::{NewFlow, StateError};
 use crate::pages;
-use crate::session::cookie::{clear_cookie, session_cookie, set_cookie_line_len, MAX_SET_COOKIE_LINE};
+use crate::session::cookie::{
+    clear_cookie, session_cookie, set_cookie_line_len, MAX_SET_COOKIE_LINE,
+};
 use crate::state::AppState;
 
 /// Longest query string a login endpoint reads; anything longer is refused unparsed.
@@ -62,7 +64,9 @@ pub enum LoginError {
     TooLarge(#[source] LimitError),
     /// The session cookie would exceed what browsers keep, whatever the identity: the
     /// configuration (cookie name, cookie domain, issuer, audience) leaves no room.
-    #[error("the session cookie would be {bytes} bytes; browsers keep at most {MAX_SET_COOKIE_LINE}")]
+    #[error(
+        "the session cookie would be {bytes} bytes; browsers keep at most {MAX_SET_COOKIE_LINE}"
+    )]
     SessionTooLarge {
         /// Length of the `Set-Cookie` line.
         bytes: usize,
@@ -518,9 +522,7 @@ pub async fn with_membership(
             if !m.name.trim().is_empty() {
                 identity.name = m.name;
             }
-            identity.avatar = identity
-                .avatar
-                .or(drop_if_longer(m.avatar, limits::AVATAR));
+            identity.avatar = identity.avatar.or(drop_if_longer(m.avatar, limits::AVATAR));
             identity.email = identity.email.or(drop_if_longer(m.email, limits::EMAIL));
             identity.enterprise = Some(m.enterprise);
             identity.within_limits().map_err(LoginError::TooLarge)

@@ -429,7 +429,10 @@ mod tests {
         assert_eq!(largest.clone().within_limits(), Ok(largest.clone()));
         let token = c.mint(&largest, now);
         let line = set_cookie_line_len(&session_cookie(&settings, &token));
-        assert!(line < MAX_SET_COOKIE_LINE, "Set-Cookie line is {line} bytes");
+        assert!(
+            line < MAX_SET_COOKIE_LINE,
+            "Set-Cookie line is {line} bytes"
+        );
         // Room is left for longer settings; startup refuses those that would not fit.
         assert!(line < 3800, "Set-Cookie line is {line} bytes");
         println!("largest Set-Cookie line: {line} bytes");
