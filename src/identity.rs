@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(cut("a\u{1}b", 7), "a\u{1}");
         assert_eq!(cut("🎉🎉", 4), "🎉");
         assert_eq!(cut("short", 100), "short");
-        for s in ["x\"y\\z\n\u{0}\u{1f}é张🎉"] {
+        for s in ["x\"y\\z\n\u{0}\u{1f}é张🎉", "\u{8}\u{c}\r\t\u{7f}"] {
             assert_eq!(json_len(s), serde_json::to_string(s).unwrap().len() - 2);
         }
     }
