@@ -34,6 +34,12 @@ pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connecti
 /// `HTTP2-Settings` (hop-by-hop, h2c upgrade).
 pub const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
+/// DingTalk API: the user access token header (the only place DingTalk accepts it).
+pub const X_ACS_DINGTALK_ACCESS_TOKEN: HeaderName =
+    HeaderName::from_static("x-acs-dingtalk-access-token");
+/// DingTalk API: the request id DingTalk returns (quoted in operator hints).
+pub const X_ACS_REQUEST_ID: HeaderName = HeaderName::from_static("x-acs-request-id");
+
 /// Default identity header: unionId (oauth2-proxy's name).
 pub const X_FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
 /// Default identity header: e-mail (oauth2-proxy's name).
