@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
 use crate::login::redirect::HostPattern;
+use crate::proxy::headers::StripRule;
 use crate::routes::{validate_routes, RawRoute, RouteDefaults, RouteTable};
 
 /// The shortest accepted session signing key, in bytes (HS256 wants at least the hash size).
@@ -242,6 +243,14 @@ pub struct IdentityHeaders {
     /// Job title.
     #[serde(serialize_with = "ser_opt_header")]
     pub title: Option<HeaderName>,
+    /// More header names (or `Name-*` prefixes) to strip from every forwarded request, on top of
+    /// the built-in list (`crate::proxy::names::STRIPPED_NAMES` / `STRIPPED_PREFIXES`).
+    #[serde(serialize_with = "ser_strip_rules")]
+    pub strip_extra: Vec<StripRule>,
+}
+
+fn ser_strip_rules<S: serde::Serializer>(rules: &[StripRule], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(rules.iter().map(ToString::to_string))
 }
 
 impl IdentityHeaders {
@@ -577,6 +586,7 @@ struct RawHeaders {
     departments: Option<String>,
     #[serde(deserialize_with = "lenient")]
     title: Option<String>,
+    strip_extra: Option<Vec<String>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1274,6 +1284,22 @@ impl RawHeaders {
                 "X-DingTalk-Departments",
             ),
             title: c.header("headers.title", self.title, "X-DingTalk-Title"),
+            strip_extra: self
+                .strip_extra
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, raw)| match StripRule::parse(raw) {
+                    Ok(rule) => Some(rule),
+                    Err(e) => {
+                        c.issue(
+                            &format!("headers.strip_extra[{i}]"),
+                            format!("{raw:?}: {e}"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -1484,6 +1510,40 @@ log:
                 .max_revocations,
             5
         );
+    }
+
+    #[test]
+    fn strip_extra_is_validated_and_defaults_to_empty() {
+        let c = Config::from_yaml_str(MINIMAL).unwrap();
+        assert!(c.headers.strip_extra.is_empty());
+        let yaml = format!("{MINIMAL}headers:\n  strip_extra: [\"X_Tenant\", \"X-Internal-*\"]\n");
+        let c = Config::from_yaml_str(&yaml).unwrap();
+        assert_eq!(
+            c.headers.strip_extra,
+            [
+                StripRule::Exact("x-tenant".into()),
+                StripRule::Prefix("x-internal-".into())
+            ]
+        );
+        let yaml = format!(
+            "{MINIMAL}headers:\n  strip_extra: [\"ok\", \"Bad Name\", \"*\", \"X-*-Y\", \"Host\"]\n"
+        );
+        let found = issues(&yaml);
+        for (i, what) in [
+            (1, "not a valid"),
+            (2, "bare `*`"),
+            (3, "only allowed as the last"),
+            (4, "Host"),
+        ] {
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.starts_with(&format!("headers.strip_extra[{i}]:"))
+                        && f.contains(what)),
+                "{i} {what}: {found:?}"
+            );
+        }
+        assert_eq!(found.len(), 4, "{found:?}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::dingtalk::{DingTalkClient, DingTalkError};
-use crate::identity::Enterprise;
+use crate::identity::{cut, drop_if_longer, limits, Enterprise};
 
 /// Most entries the cache holds before expired ones are dropped (and, if still full, all).
 const MAX_ENTRIES: usize = 50_000;
@@ -148,18 +148,22 @@ impl Directory {
             .collect();
         tree.sort_unstable();
         tree.dedup();
+        // Cut or dropped to the session limits here already, so the cache never holds more
+        // than a session could carry (ids and departments are checked at login).
         let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        let bounded = |s: Option<String>, max: usize| drop_if_longer(non_empty(s), max);
         Ok(Membership::Member(Member {
             enterprise: Enterprise {
                 user_id: detail.userid.clone(),
                 departments,
                 department_tree: tree,
                 admin: detail.admin,
-                title: non_empty(detail.title.clone()),
+                title: non_empty(detail.title.clone()).map(|t| cut(&t, limits::TITLE).to_owned()),
             },
-            name: detail.name.clone(),
-            avatar: non_empty(detail.avatar.clone()),
-            email: non_empty(detail.org_email.clone()).or_else(|| non_empty(detail.email.clone())),
+            name: cut(&detail.name, limits::NAME).to_owned(),
+            avatar: bounded(detail.avatar.clone(), limits::AVATAR),
+            email: bounded(detail.org_email.clone(), limits::EMAIL)
+                .or_else(|| bounded(detail.email.clone(), limits::EMAIL)),
         }))
     }
 

@@ -520,7 +520,9 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             LoginError::State(_)
             | LoginError::Refused(_)
             | LoginError::NotInOrganization { .. }
-            | LoginError::Inactive { .. } => StatusCode::FORBIDDEN,
+            | LoginError::Inactive { .. }
+            | LoginError::TooLarge(_) => StatusCode::FORBIDDEN,
+            LoginError::SessionTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             LoginError::DingTalk(d) if d.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             LoginError::DingTalk(_) => StatusCode::BAD_GATEWAY,
         },
@@ -713,6 +715,8 @@ fn describe(
             LoginError::CodeRejected(_) => ("code_rejected", "Sign-in expired", "登录凭证已失效", "DingTalk did not accept the sign-in code (it expires quickly and works once). Please sign in again.", "钉钉未接受此登录凭证（凭证很快过期且只能使用一次），请重新登录。"),
             LoginError::Inactive { .. } => ("account_inactive", "Account not active", "账号未激活", "This DingTalk account is not active in the organization. Ask your administrator to activate it.", "该钉钉账号在组织中未激活，请联系管理员。"),
             LoginError::NotInOrganization { .. } => ("not_in_organization", "Account not in this organization", "账号不属于此组织", "This DingTalk account is not a member of the organization.", "该钉钉账号不属于此组织。"),
+            LoginError::TooLarge(_) => ("profile_too_large", "Your directory entry is too large", "您的通讯录信息过大", "Your DingTalk account has an id or a list of departments longer than this gateway can keep in a session, so it cannot sign you in. Tell the administrator of this gateway (quote the request id).", "您的钉钉账号 ID 或所在部门列表超出了本网关会话可保存的长度，因此无法登录。请联系网关管理员并提供请求编号。"),
+            LoginError::SessionTooLarge { .. } => ("session_too_large", "Session cannot be stored", "无法保存会话", "Sign-in with DingTalk worked, but the session cookie would be larger than browsers keep. The administrator of this gateway should shorten session.cookie_domain, session.cookie_name, public_url or session.audience (quote the request id).", "钉钉登录成功，但会话 Cookie 超出浏览器允许的大小。请网关管理员缩短 session.cookie_domain、session.cookie_name、public_url 或 session.audience（请提供请求编号）。"),
             LoginError::DingTalk(d) if d.is_timeout() => ("dingtalk_timeout", "DingTalk did not respond", "钉钉未响应", "DingTalk did not answer in time. Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "钉钉未能及时响应，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
             LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk returned an error. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉返回了错误，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),
         },
@@ -748,6 +752,12 @@ fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
             "DingTalk returned corpId {}; only dingtalk.corp_id may log in",
             corp.as_deref().unwrap_or("(none)")
         )),
+        GatewayError::Login(LoginError::TooLarge(_)) => Some(
+            "see the limits on DingTalk fields in README; the person's departments (with their parents) or ids exceed them".to_owned(),
+        ),
+        GatewayError::Login(LoginError::SessionTooLarge { .. }) => Some(
+            "shorten session.cookie_domain, session.cookie_name, public_url (issuer) or session.audience".to_owned(),
+        ),
         GatewayError::Upstream(UpstreamError::Unreachable(_)) => {
             Some("check that the upstream is running and reachable at `upstream`".to_owned())
         }

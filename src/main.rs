@@ -85,6 +85,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
+                // What `run` would refuse beyond the config itself (keys, the largest session).
+                if let Err(e) = AppState::build(cfg.clone()) {
+                    eprintln!("{}: {e}", config.display());
+                    return Ok(ExitCode::FAILURE);
+                }
                 print!("{}", cfg.redacted_yaml());
                 eprint!("\n{}", cfg.routes.describe());
                 eprintln!(

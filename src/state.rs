@@ -6,11 +6,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::dingtalk::{ClientSettings, DingTalkClient, Endpoints, RetryPolicy};
 use crate::directory::Directory;
+use crate::identity::Identity;
 use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
 use crate::proxy::forward::{build_upstream_client, UpstreamClient};
 use crate::proxy::headers::ProtectedHeaders;
-use crate::session::cookie::CookieSettings;
+use crate::session::cookie::{
+    session_cookie, set_cookie_line_len, CookieSettings, MAX_SET_COOKIE_LINE,
+};
 use crate::session::jwt::{KeyRing, SessionCodec, SessionError};
 use crate::session::revocation::Revocations;
 
@@ -48,6 +51,9 @@ impl Clock {
         self.offset.fetch_add(secs, Ordering::Relaxed);
     }
 }
+
+/// A time with as many digits as any the gateway will see (year 2286), for the size check.
+const LARGEST_NOW: i64 = 9_999_999_999;
 
 /// Everything a request needs, shared behind one `Arc`.
 pub struct AppState {
@@ -89,6 +95,14 @@ pub enum BuildError {
     /// The session key ring was refused.
     #[error("session keys: {0}")]
     Keys(#[source] SessionError),
+    /// Even a session within every identity limit would not fit in a browser cookie.
+    #[error("a session cookie for the largest identity the gateway accepts would be {bytes} bytes, and browsers keep at most {max}: shorten session.cookie_domain, session.cookie_name, public_url (the issuer) or session.audience")]
+    SessionCookieTooLarge {
+        /// Length of that `Set-Cookie` line.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The TLS/HTTP client for DingTalk could not be built.
     #[error("cannot build the DingTalk HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
@@ -119,6 +133,16 @@ impl AppState {
             secure: config.session.cookie_secure,
             lifetime: config.session.lifetime,
         };
+        // Every identity is cut or refused to fit `identity::limits`; prove here, once, that the
+        // largest one still fits in a cookie, so no configuration can loop people through login.
+        let largest = sessions.mint(&Identity::largest(), LARGEST_NOW);
+        let bytes = set_cookie_line_len(&session_cookie(&cookies, &largest));
+        if bytes >= MAX_SET_COOKIE_LINE {
+            return Err(BuildError::SessionCookieTooLarge {
+                bytes,
+                max: MAX_SET_COOKIE_LINE,
+            });
+        }
         let login_states = LoginStates::new(
             config.session.signing_key.expose(),
             StateSettings {
@@ -130,7 +154,10 @@ impl AppState {
             },
         );
         let redirects = RedirectPolicy::new(&config.public_url, config.redirect_allowlist.clone());
-        let protected = ProtectedHeaders::new(config.headers.names().map(|h| h.as_str()));
+        let protected = ProtectedHeaders::new(
+            config.headers.names().map(|h| h.as_str()),
+            &config.headers.strip_extra,
+        );
         let http = reqwest::Client::builder()
             .timeout(config.dingtalk.timeout)
             .connect_timeout(config.dingtalk.timeout)
@@ -182,5 +209,44 @@ impl AppState {
     /// Whether a cookie name belongs to the gateway (never forwarded upstream).
     pub fn is_own_cookie(&self, name: &str) -> bool {
         name == self.cookies.name || self.login_states.is_state_cookie(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(host: &str, domain: &str, audience: &str) -> Config {
+        Config::from_yaml_str(&format!(
+            r#"
+public_url: https://{host}
+upstream: http://127.0.0.1:8080
+dingtalk:
+  client_id: dingabc
+  client_secret: s3cret
+  corp_id: dingcorp
+session:
+  signing_key: "0123456789abcdef0123456789abcdef"
+  cookie_domain: {domain}
+  audience: {audience}
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn refuses_settings_that_leave_no_room_for_the_largest_session() {
+        AppState::build(config("gate.example.com", "example.com", "dinggate")).unwrap();
+        let label = "a".repeat(60);
+        let domain = format!("{label}.{label}.{label}.example.com");
+        let host = format!("gate.{domain}");
+        // Long but plausible: fits.
+        AppState::build(config(&host, &domain, "dinggate")).unwrap();
+        let err = AppState::build(config(&host, &domain, &"a".repeat(300))).unwrap_err();
+        assert!(
+            matches!(err, BuildError::SessionCookieTooLarge { bytes, max: 4096 } if bytes >= 4096),
+            "{err}"
+        );
+        assert!(err.to_string().contains("session.cookie_domain"), "{err}");
     }
 }

@@ -1,11 +1,21 @@
-//! Logging setup (tracing), from the validated log config.
+//! Logging setup (tracing), from the validated log config, with control characters escaped in text logs.
 
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
 /// Calling it twice is harmless (the second call is ignored).
+///
+/// Text logs format every field value and message with [`EscapedFields`], so no value (a
+/// DingTalk nickname, a path, a header) can start a new line or carry terminal escapes. JSON
+/// logs need nothing more: serde_json escapes every control character below U+0020.
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
@@ -18,6 +28,231 @@ pub fn init(cfg: &LogConfig) {
         .with_ansi(ansi);
     let _ = match cfg.format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields).try_init(),
     };
+}
+
+/// A field formatter for the text format: like tracing-subscriber's default (`message` first,
+/// then `name=value` separated by spaces), but every character that could break a log line or
+/// drive a terminal is escaped inside the message and every value (see [`escape_char`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EscapedFields;
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'w> {
+    writer: Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl EscapingVisitor<'_> {
+    fn write(&mut self, field: &Field, value: fmt::Arguments<'_>) -> fmt::Result {
+        let name = field.name();
+        if !self.first {
+            self.writer.write_char(' ')?;
+        }
+        self.first = false;
+        if name != "message" {
+            // Field names are identifiers chosen in code, never input.
+            write!(self.writer, "{}=", name.strip_prefix("r#").unwrap_or(name))?;
+        }
+        Escaper(&mut self.writer).write_fmt(value)
+    }
+}
+
+impl Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // `log.*` fields are the `log` crate's metadata, shown elsewhere by the default format.
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
+        }
+        self.result = self.write(field, format_args!("{value:?}"));
+    }
+}
+
+/// Writes through to `W`, escaping as [`escape_char`] says.
+struct Escaper<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaper<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut clean_from = 0;
+        for (i, c) in s.char_indices() {
+            if let Some(esc) = escape_char(c) {
+                self.0.write_str(&s[clean_from..i])?;
+                esc.write_to(self.0)?;
+                clean_from = i + c.len_utf8();
+            }
+        }
+        self.0.write_str(&s[clean_from..])
+    }
+}
+
+/// How one character is written in a text log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escaped {
+    /// `\n`, `\r` or `\t`, written as a backslash and the letter.
+    Short(char),
+    /// Any other escaped character, written as `\u{hex}`.
+    Unicode(char),
+}
+
+impl Escaped {
+    fn write_to<W: fmt::Write + ?Sized>(self, w: &mut W) -> fmt::Result {
+        match self {
+            Escaped::Short(letter) => write!(w, "\\{letter}"),
+            Escaped::Unicode(c) => write!(w, "\\u{{{:x}}}", u32::from(c)),
+        }
+    }
+}
+
+/// Whether (and how) `c` is escaped in text logs: all C0 controls (newline, carriage return and
+/// tab get their short forms; ESC, which starts terminal sequences, among the rest), DEL, all C1
+/// controls (including NEL), the Unicode line and paragraph separators and the bidirectional
+/// embedding/override/isolate marks (which reorder what a reader sees).
+pub fn escape_char(c: char) -> Option<Escaped> {
+    match c {
+        '\n' => Some(Escaped::Short('n')),
+        '\r' => Some(Escaped::Short('r')),
+        '\t' => Some(Escaped::Short('t')),
+        '\u{0}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{2028}'
+        | '\u{2029}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}' => Some(Escaped::Unicode(c)),
+        _ => None,
+    }
+}
+
+/// `s` as it appears in a text log (see [`escape_char`]).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    // Writing to a String cannot fail.
+    let _ = Escaper(&mut out).write_str(s);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn escapes_every_control_and_keeps_the_rest() {
+        assert_eq!(escape("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(escape("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(
+            escape("\0\u{7f}\u{85}\u{9f}"),
+            "\\u{0}\\u{7f}\\u{85}\\u{9f}"
+        );
+        assert_eq!(escape("x\u{2028}y\u{202e}z"), "x\\u{2028}y\\u{202e}z");
+        for keep in [
+            "张三",
+            "Zhang San",
+            "émoji 🎉",
+            "back\\slash",
+            "\u{a0}nbsp",
+            "",
+        ] {
+            assert_eq!(escape(keep), keep);
+        }
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            if c.is_control() {
+                assert!(escape_char(c).is_some(), "{c:?} must be escaped");
+            }
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture(json: bool, f: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(move || buf.clone())
+            .with_ansi(false)
+            .with_target(false);
+        if json {
+            tracing::subscriber::with_default(builder.json().finish(), f);
+        } else {
+            tracing::subscriber::with_default(builder.fmt_fields(EscapedFields).finish(), f);
+        }
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    const FORGED: &str =
+        "Mallory\n2026-01-01T00:00:00Z  INFO login succeeded union_id=forged\r\u{1b}[2K";
+
+    #[test]
+    fn text_format_keeps_one_line_per_event_whatever_the_values() {
+        let out = capture(false, || {
+            let span = tracing::info_span!("req", path = %FORGED);
+            let _g = span.enter();
+            tracing::info!(name = %FORGED, title = FORGED, debug = ?FORGED, "hello {}", FORGED);
+            tracing::warn!(error = %format_args!("a\nb"), "second");
+        });
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(!out.contains('\r') && !out.contains('\u{1b}'), "{out}");
+        let esc =
+            "Mallory\\n2026-01-01T00:00:00Z  INFO login succeeded union_id=forged\\r\\u{1b}[2K";
+        let first = out.lines().next().unwrap();
+        assert!(
+            first.contains(&format!("req{{path={esc}}}: hello {esc} name={esc} ")),
+            "{first}"
+        );
+        // Plain &str and `?` values keep Debug's quoting, as the default format does.
+        assert!(
+            first.ends_with(&format!(" title=\"{esc}\" debug=\"{esc}\"")),
+            "{first}"
+        );
+        assert!(
+            out.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with(": second error=a\\nb"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn json_format_is_already_one_line_per_event() {
+        let out = capture(true, || {
+            tracing::info!(name = %FORGED, "login {}", FORGED);
+        });
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["fields"]["name"], FORGED);
+    }
 }

@@ -136,3 +136,41 @@ routes:
     assert!(stderr.contains("except"), "{stderr}");
     assert!(stderr.contains("public (no sign-in"), "{stderr}");
 }
+
+#[test]
+fn check_refuses_settings_that_leave_no_room_for_a_session_and_bad_strip_extra() {
+    let base = |c: &mut Command| {
+        c.args(["check", "--config", "gateway.yaml"])
+            .env("DINGGATE_DINGTALK__CLIENT_SECRET", "app-secret-from-env")
+            .env("DINGGATE_SESSION__SIGNING_KEY", "k".repeat(48));
+    };
+    let mut c = dinggate();
+    base(&mut c);
+    let out = c
+        .env("DINGGATE_SESSION__AUDIENCE", "a".repeat(600))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("browsers keep at most 4096") && stderr.contains("session.audience"),
+        "{stderr}"
+    );
+
+    let mut c = dinggate();
+    base(&mut c);
+    let out = c
+        .env(
+            "DINGGATE_HEADERS__STRIP_EXTRA",
+            "[X-Tenant, X-Internal-*, \"*\"]",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("headers.strip_extra[2]"), "{stderr}");
+    assert!(
+        !stderr.contains("strip_extra[0]") && !stderr.contains("strip_extra[1]"),
+        "{stderr}"
+    );
+}

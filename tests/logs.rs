@@ -19,9 +19,32 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn debug_logs_never_contain_codes_tokens_cookies_or_secrets() {
-    let settings = MockSettings::default();
+/// The real binary with a mock DingTalk (`settings`) and an echo upstream; `extra_yaml` is
+/// appended to its config. Dropping it stops the binary and the mock.
+struct Running {
+    base: String,
+    log: std::path::PathBuf,
+    mock: MockDingTalk,
+    _child: Kill,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+async fn run_binary(settings: MockSettings, name: &str, extra_yaml: &str) -> Running {
     let client_secret = settings.client_secret.clone();
     let client_id = settings.client_id.clone();
     let corp = settings.org.corp_id().to_owned();
@@ -42,7 +65,7 @@ async fn debug_logs_never_contain_codes_tokens_cookies_or_secrets() {
     ));
 
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("dinggate-logs-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("dinggate-logs-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("gateway.yaml");
     std::fs::write(
@@ -62,7 +85,7 @@ session:
   signing_key: "{SIGNING_KEY}"
 log:
   level: "trace"
-"#
+{extra_yaml}"#
         ),
     )
     .unwrap();
@@ -75,14 +98,7 @@ log:
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(child);
+    let child = Kill(child);
 
     let base = format!("http://127.0.0.1:{port}");
     let client = browser();
@@ -97,6 +113,22 @@ log:
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Running {
+        base,
+        log,
+        mock,
+        _child: child,
+        _stop: stop,
+    }
+}
+
+#[tokio::test]
+async fn debug_logs_never_contain_codes_tokens_cookies_or_secrets() {
+    let settings = MockSettings::default();
+    let client_secret = settings.client_secret.clone();
+    let running = run_binary(settings, "secrets", "").await;
+    let (base, mock) = (running.base.clone(), running.mock.clone());
+    let client = browser();
 
     // A failed login (DingTalk refuses the profile) and a successful one, then a proxied request.
     mock.inject_fault(
@@ -129,7 +161,7 @@ log:
     assert_eq!(r.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = running.log_text();
     assert!(
         text.contains("login succeeded"),
         "the log was captured:\n{text}"
@@ -145,5 +177,62 @@ log:
             secret.len()
         );
     }
-    let _ = stop.send(());
+}
+
+/// A nickname that tries to forge a log line: newline, a fake timestamp and event, carriage
+/// return and a terminal escape.
+const FORGING_NICK: &str =
+    "Mallory\n2026-01-01T00:00:00.000000Z  INFO login succeeded union_id=forged\r\u{1b}[2K";
+
+#[tokio::test]
+async fn a_nickname_cannot_forge_log_lines() {
+    let yaml_nick = serde_json::to_string(FORGING_NICK).unwrap();
+    let yaml = dinggate::mock::org::DEFAULT_ORG_YAML.to_owned()
+        + &format!(
+            "\n  - userid: mallory\n    name: {yaml_nick}\n    union_id: unionmallory0123456789ab\n    open_id: openmallory0123456789\n    departments: [100]\n"
+        );
+    let settings = MockSettings {
+        org: dinggate::mock::Org::from_yaml_str(&yaml).unwrap(),
+        ..Default::default()
+    };
+    // Nobody is allowed on `/`: the refusal logs the person's name.
+    let running = run_binary(
+        settings,
+        "forge",
+        "routes:\n  - path_prefix: /\n    allow: { users: [nobody] }\n",
+    )
+    .await;
+    let client = browser();
+    let r = get_html(&client, &format!("{}/_dinggate/start?rd=%2F", running.base)).await;
+    let callback = approve(&client, &location(&r), "mallory").await;
+    let r = get_html(&client, &callback).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = get_html(&client, &format!("{}/", running.base)).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let text = running.log_text();
+    assert!(
+        text.contains("Mallory\\n2026-01-01T00:00:00.000000Z  INFO login succeeded union_id=forged\\r\\u{1b}[2K"),
+        "the name is logged, escaped:\n{text}"
+    );
+    assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text}");
+    // One line per event: every line starts with the gateway's own timestamp, so none is forged.
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00.000000Z"),
+            "forged line: {line}"
+        );
+        assert!(
+            line.len() > 20 && line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b'T',
+            "a line that is not an event: {line:?}"
+        );
+    }
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("login succeeded"))
+            .count(),
+        2,
+        "the real login event and the escaped name in the refusal:\n{text}"
+    );
 }

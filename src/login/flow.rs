@@ -6,17 +6,15 @@ use http::{header, HeaderMap, HeaderValue, Response};
 use crate::body::GatewayBody;
 use crate::dingtalk::DingTalkError;
 use crate::directory::Membership;
-use crate::identity::Identity;
+use crate::identity::{cut, drop_if_longer, limits, Identity, LimitError};
 use crate::login::redirect::RedirectError;
 use crate::login::state::{NewFlow, StateError};
 use crate::pages;
-use crate::session::cookie::session_cookie;
+use crate::session::cookie::{session_cookie, set_cookie_line_len, MAX_SET_COOKIE_LINE};
 use crate::state::AppState;
 
 /// Longest query string a login endpoint reads; anything longer is refused unparsed.
 pub const MAX_QUERY_LEN: usize = 4096;
-/// Longest display name kept in the session (longer ones are cut).
-const MAX_NAME_CHARS: usize = 64;
 /// Longest authorization code accepted (DingTalk's are 32 hex characters).
 const MAX_CODE_LEN: usize = 256;
 
@@ -58,6 +56,19 @@ pub enum LoginError {
     /// DingTalk failed (outage, timeout, misconfiguration).
     #[error("DingTalk call failed")]
     DingTalk(#[source] Box<DingTalkError>),
+    /// The person's DingTalk data cannot be carried in a session (an over-long id, or more
+    /// departments than fit); see [`crate::identity::limits`].
+    #[error("the DingTalk identity exceeds the session limits")]
+    TooLarge(#[source] LimitError),
+    /// The session cookie would exceed what browsers keep, whatever the identity: the
+    /// configuration (cookie name, cookie domain, issuer, audience) leaves no room.
+    #[error(
+        "the session cookie would be {bytes} bytes; browsers keep at most {MAX_SET_COOKIE_LINE}"
+    )]
+    SessionTooLarge {
+        /// Length of the `Set-Cookie` line.
+        bytes: usize,
+    },
 }
 
 /// A failed login step plus cookies that must still be set on the error response.
@@ -218,47 +229,34 @@ pub async fn callback(
         // Fail closed: a missing corpId (scope without `corpid`) is not a match either.
         if token.corp_id.as_deref() != Some(corp.as_str()) {
             return Err(fail(LoginError::NotInOrganization {
-                name: user.nick.clone(),
+                name: cut(&user.nick, limits::NAME).to_owned(),
                 corp: token.corp_id.clone(),
             }));
         }
     }
 
-    if user.union_id.len() > 128 {
-        return Err(fail(LoginError::DingTalk(Box::new(
-            DingTalkError::Decode {
-                api: crate::dingtalk::api::CURRENT_USER,
-                status: 200,
-                detail: format!(
-                    "unionId is {} bytes long; expected at most 128",
-                    user.union_id.len()
-                ),
-            },
-        ))));
-    }
-    // Profile fields are bounded so the session cookie can never outgrow what browsers and
-    // the JWT verifier accept (a cookie that fails to verify would loop the user through login).
-    let bounded = |v: Option<String>, max: usize| v.filter(|s| !s.is_empty() && s.len() <= max);
+    // Limits (and cuts) are applied by `with_membership`, before anything is minted.
+    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let identity = Identity {
         union_id: user.union_id,
-        name: user.nick.chars().take(MAX_NAME_CHARS).collect(),
-        avatar: bounded(user.avatar_url, 512),
-        email: bounded(user.email, 254),
+        name: user.nick,
+        avatar: non_empty(user.avatar_url),
+        email: non_empty(user.email),
         corp_id: token.corp_id.clone(),
-        open_id: bounded(user.open_id, 128),
+        open_id: non_empty(user.open_id),
         enterprise: None,
     };
     let identity = with_membership(app, identity, Lookup::UnionId)
         .await
         .map_err(fail)?;
-    let jwt = app.sessions.mint(&identity, app.clock.now());
+    let session = new_session_cookie(app, &identity).map_err(fail)?;
     tracing::info!(
         union_id = %identity.union_id,
         corp_id = identity.corp_id.as_deref().unwrap_or("-"),
         "login succeeded"
     );
     let mut resp = pages::redirect(&flow.return_to);
-    append_cookie(&mut resp, &session_cookie(&app.cookies, &jwt));
+    append_cookie(&mut resp, &session);
     append_cookie(&mut resp, &flow.clear);
     Ok(resp)
 }
@@ -431,13 +429,13 @@ pub async fn inapp_callback(
     let Some(corp) = app.config.dingtalk.corp_id.clone() else {
         // The page is only served with a corp configured; a stray POST without one is refused.
         return Err(fail(LoginError::NotInOrganization {
-            name: user.name,
+            name: cut(&user.name, limits::NAME).to_owned(),
             corp: None,
         }));
     };
     let identity = Identity {
         union_id: user.unionid,
-        name: user.name.chars().take(MAX_NAME_CHARS).collect(),
+        name: user.name,
         avatar: None,
         email: None,
         corp_id: Some(corp),
@@ -453,15 +451,34 @@ pub async fn inapp_callback(
     let identity = with_membership(app, identity, Lookup::UserId)
         .await
         .map_err(fail)?;
-    let jwt = app.sessions.mint(&identity, app.clock.now());
+    let session = new_session_cookie(app, &identity).map_err(fail)?;
     tracing::info!(union_id = %identity.union_id, "in-client login succeeded");
     let mut resp = pages::json(
         http::StatusCode::OK,
         &serde_json::json!({ "redirect": flow.return_to }),
     );
-    append_cookie(&mut resp, &session_cookie(&app.cookies, &jwt));
+    append_cookie(&mut resp, &session);
     append_cookie(&mut resp, &flow.clear);
     Ok(resp)
+}
+
+/// Mints a session for `identity` and wraps it in the session cookie, refusing (instead of
+/// setting a cookie the browser would drop, which loops the person through login) when the
+/// `Set-Cookie` line would not fit.
+fn new_session_cookie(app: &AppState, identity: &Identity) -> Result<Cookie<'static>, LoginError> {
+    let jwt = app.sessions.mint(identity, app.clock.now());
+    let cookie = session_cookie(&app.cookies, &jwt);
+    fits(&cookie)?;
+    Ok(cookie)
+}
+
+/// `Ok` when `cookie`'s `Set-Cookie` line is shorter than [`MAX_SET_COOKIE_LINE`].
+fn fits(cookie: &Cookie<'_>) -> Result<(), LoginError> {
+    let bytes = set_cookie_line_len(cookie);
+    if bytes >= MAX_SET_COOKIE_LINE {
+        return Err(LoginError::SessionTooLarge { bytes });
+    }
+    Ok(())
 }
 
 /// Which key the directory is asked with.
@@ -474,12 +491,15 @@ pub enum Lookup {
 }
 
 /// Adds the organization's directory data to `identity` when look-ups are on; refuses people
-/// who are not (or no longer) active members. Without a directory, returns `identity` as is.
+/// who are not (or no longer) active members. The result is always within
+/// [`crate::identity::limits`] (display text cut, over-long ids or department lists refused with
+/// [`LoginError::TooLarge`]), so whatever is minted from it fits in a session cookie.
 pub async fn with_membership(
     app: &AppState,
-    mut identity: Identity,
+    identity: Identity,
     by: Lookup,
 ) -> Result<Identity, LoginError> {
+    let mut identity = identity.within_limits().map_err(LoginError::TooLarge)?;
     let Some(directory) = &app.directory else {
         return Ok(identity);
     };
@@ -498,12 +518,12 @@ pub async fn with_membership(
         }),
         Membership::Member(m) => {
             if !m.name.trim().is_empty() {
-                identity.name = m.name.chars().take(MAX_NAME_CHARS).collect();
+                identity.name = m.name;
             }
-            identity.avatar = identity.avatar.or(m.avatar.filter(|a| a.len() <= 512));
-            identity.email = identity.email.or(m.email.filter(|e| e.len() <= 254));
+            identity.avatar = identity.avatar.or(drop_if_longer(m.avatar, limits::AVATAR));
+            identity.email = identity.email.or(drop_if_longer(m.email, limits::EMAIL));
             identity.enterprise = Some(m.enterprise);
-            Ok(identity)
+            identity.within_limits().map_err(LoginError::TooLarge)
         }
     }
 }
@@ -511,6 +531,23 @@ pub async fn with_membership(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cookie_that_would_not_fit_is_refused_not_set() {
+        let settings = crate::session::cookie::CookieSettings {
+            name: "_dinggate".into(),
+            domain: None,
+            secure: true,
+            lifetime: std::time::Duration::from_secs(3600),
+        };
+        let fitting = session_cookie(&settings, &"a".repeat(3900));
+        assert!(fits(&fitting).is_ok());
+        let big = session_cookie(&settings, &"a".repeat(4096));
+        assert!(matches!(
+            fits(&big),
+            Err(LoginError::SessionTooLarge { bytes }) if bytes > 4096
+        ));
+    }
 
     #[test]
     fn query_params_reads_decodes_and_refuses_repeats() {

@@ -17,6 +17,7 @@ use crate::proxy::headers::{
     identity_header_value, is_upgrade_request, remove_hop_by_hop, set_forwarded, strip_cookies,
     strip_protected,
 };
+use crate::proxy::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::state::AppState;
 
 /// The pooled HTTP/1 client used for every upstream request.
@@ -197,32 +198,32 @@ struct ClientForwarded {
 
 impl ClientForwarded {
     fn take(headers: &HeaderMap) -> Self {
-        let get = |name: &str| headers.get(name).cloned();
+        let get = |name: HeaderName| headers.get(name).cloned();
         Self {
-            xff: get("x-forwarded-for"),
-            proto: get("x-forwarded-proto"),
-            host: get("x-forwarded-host"),
+            xff: get(X_FORWARDED_FOR),
+            proto: get(X_FORWARDED_PROTO),
+            host: get(X_FORWARDED_HOST),
         }
     }
 
     /// Prepends the trusted chain to our X-Forwarded-For and restores proto/host as the
     /// trusted proxy saw them.
     fn merge_into(self, headers: &mut HeaderMap) {
-        if let (Some(prev), Some(ours)) = (self.xff, headers.get("x-forwarded-for")) {
+        if let (Some(prev), Some(ours)) = (self.xff, headers.get(X_FORWARDED_FOR)) {
             let joined = format!(
                 "{}, {}",
                 prev.to_str().unwrap_or_default(),
                 ours.to_str().unwrap_or_default()
             );
             if let Ok(v) = HeaderValue::from_str(&joined) {
-                headers.insert("x-forwarded-for", v);
+                headers.insert(X_FORWARDED_FOR, v);
             }
         }
         if let Some(p) = self.proto {
-            headers.insert("x-forwarded-proto", p);
+            headers.insert(X_FORWARDED_PROTO, p);
         }
         if let Some(h) = self.host {
-            headers.insert("x-forwarded-host", h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
     }
 }
@@ -249,16 +250,18 @@ mod tests {
 
     #[test]
     fn identity_headers_are_encoded_and_optional_ones_skipped() {
+        use crate::proxy::names::*;
         let names = IdentityHeaders {
-            user: Some(HeaderName::from_static("x-forwarded-user")),
-            email: Some(HeaderName::from_static("x-forwarded-email")),
+            user: Some(X_FORWARDED_USER),
+            email: Some(X_FORWARDED_EMAIL),
             preferred_username: None,
-            union_id: Some(HeaderName::from_static("x-dingtalk-unionid")),
-            name: Some(HeaderName::from_static("x-dingtalk-name")),
-            corp_id: Some(HeaderName::from_static("x-dingtalk-corpid")),
-            user_id: Some(HeaderName::from_static("x-dingtalk-userid")),
-            departments: Some(HeaderName::from_static("x-dingtalk-departments")),
-            title: Some(HeaderName::from_static("x-dingtalk-title")),
+            union_id: Some(X_DINGTALK_UNIONID),
+            name: Some(X_DINGTALK_NAME),
+            corp_id: Some(X_DINGTALK_CORPID),
+            user_id: Some(X_DINGTALK_USERID),
+            departments: Some(X_DINGTALK_DEPARTMENTS),
+            title: Some(X_DINGTALK_TITLE),
+            strip_extra: Vec::new(),
         };
         let id = Identity {
             union_id: "u123".into(),
@@ -271,12 +274,12 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         apply_identity(&mut h, &names, &id);
-        assert_eq!(h["x-forwarded-user"], "u123");
-        assert_eq!(h["x-dingtalk-name"], "%E5%BC%A0%E4%B8%89");
-        assert_eq!(h["x-dingtalk-corpid"], "dingcorp");
-        assert!(h.get("x-forwarded-email").is_none());
+        assert_eq!(h[X_FORWARDED_USER], "u123");
+        assert_eq!(h[X_DINGTALK_NAME], "%E5%BC%A0%E4%B8%89");
+        assert_eq!(h[X_DINGTALK_CORPID], "dingcorp");
+        assert!(h.get(X_FORWARDED_EMAIL).is_none());
         assert!(
-            h.get("x-dingtalk-userid").is_none(),
+            h.get(X_DINGTALK_USERID).is_none(),
             "no directory data, no userid"
         );
         assert_eq!(h.len(), 4);
@@ -292,8 +295,8 @@ mod tests {
             ..id
         };
         apply_identity(&mut h, &names, &id);
-        assert_eq!(h["x-dingtalk-userid"], "zhangsan");
-        assert_eq!(h["x-dingtalk-departments"], "101,300");
-        assert_eq!(h["x-dingtalk-title"], "%E5%B7%A5%E7%A8%8B%E5%B8%88");
+        assert_eq!(h[X_DINGTALK_USERID], "zhangsan");
+        assert_eq!(h[X_DINGTALK_DEPARTMENTS], "101,300");
+        assert_eq!(h[X_DINGTALK_TITLE], "%E5%B7%A5%E7%A8%8B%E5%B8%88");
     }
 }

@@ -4,26 +4,33 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use http::header::{ACCEPT, CONNECTION, COOKIE, UPGRADE};
+use http::header::{
+    ACCEPT, CONNECTION, COOKIE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING,
+    UPGRADE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use crate::proxy::names::{
+    HTTP2_SETTINGS, KEEP_ALIVE, PROXY_CONNECTION, SEC_FETCH_DEST, SEC_FETCH_MODE, STRIPPED_NAMES,
+    STRIPPED_PREFIXES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUESTED_WITH,
+};
 use crate::session::cookie::cookie_pairs;
 
 /// Header names that are connection-specific by definition (RFC 9110 §7.6.1, RFC 9112, plus the
 /// non-standard `Keep-Alive` and `Proxy-Connection` that clients still send, and h2c's
 /// `HTTP2-Settings`, which only means something on the connection it was sent on).
 /// `Trailer` is deliberately absent: it announces end-to-end trailer fields (gRPC-web needs them).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    HTTP2_SETTINGS,
 ];
 
 /// Removes hop-by-hop headers before forwarding: the fixed list above and every header named in
@@ -42,7 +49,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
-        headers.remove(*name);
+        headers.remove(name);
     }
 }
 
@@ -68,33 +75,123 @@ pub fn normalize_header_name(name: &str) -> String {
         .collect()
 }
 
-/// Name prefixes that clients may never set, whatever the configuration.
-const PROTECTED_PREFIXES: &[&str] = &["x-dingtalk-", "x-forwarded-"];
-/// Exact names that clients may never set, whatever the configuration.
-const PROTECTED_NAMES: &[&str] = &["forwarded", "x-real-ip"];
+/// One entry of a strip list: an exact header name or a name prefix, both in the form
+/// [`normalize_header_name`] gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StripRule {
+    /// Strip this name (`X-Internal-User`).
+    Exact(String),
+    /// Strip every name starting with this (`X-Internal-*`).
+    Prefix(String),
+}
+
+/// Why a `headers.strip_extra` entry was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StripRuleError {
+    /// Empty, or a bare `*` (which would strip every header).
+    #[error("empty, or a bare `*` (that would strip every header)")]
+    Empty,
+    /// Not an HTTP header name (RFC 9110 token), ignoring one trailing `*`.
+    #[error("not a valid HTTP header name (a trailing `*` makes it a prefix)")]
+    Invalid,
+    /// A `*` that is not the last character.
+    #[error("`*` is only allowed as the last character (a prefix)")]
+    InnerWildcard,
+    /// It would strip `Host`, `Content-Length` or `Transfer-Encoding`, which the gateway needs
+    /// to forward the request.
+    #[error("would strip Host, Content-Length or Transfer-Encoding, which forwarding needs")]
+    Essential,
+}
+
+/// Names that `strip_extra` may not remove: the request could not be forwarded intact.
+const ESSENTIAL: &[&str] = &["host", "content-length", "transfer-encoding"];
+
+impl StripRule {
+    /// Parses `X-Name` (exact) or `X-Prefix-*` (prefix); case and `_`/`-` do not matter.
+    pub fn parse(s: &str) -> Result<StripRule, StripRuleError> {
+        let s = s.trim();
+        let (body, prefix) = match s.strip_suffix('*') {
+            Some(body) => (body, true),
+            None => (s, false),
+        };
+        if body.is_empty() {
+            return Err(StripRuleError::Empty);
+        }
+        if body.contains('*') {
+            return Err(StripRuleError::InnerWildcard);
+        }
+        if HeaderName::from_bytes(body.as_bytes()).is_err() {
+            return Err(StripRuleError::Invalid);
+        }
+        let norm = normalize_header_name(body);
+        let rule = if prefix {
+            StripRule::Prefix(norm)
+        } else {
+            StripRule::Exact(norm)
+        };
+        if ESSENTIAL.iter().any(|e| rule.matches(e)) {
+            return Err(StripRuleError::Essential);
+        }
+        Ok(rule)
+    }
+
+    /// Whether the (normalized) `name` falls under this rule.
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            StripRule::Exact(n) => n == name,
+            StripRule::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for StripRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StripRule::Exact(n) => f.write_str(n),
+            StripRule::Prefix(p) => write!(f, "{p}*"),
+        }
+    }
+}
 
 /// The set of header names that only the gateway may send upstream.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProtectedHeaders {
     names: HashSet<String>,
+    prefixes: Vec<String>,
 }
 
 impl ProtectedHeaders {
-    /// Builds the set from the configured identity header names. Names starting with
-    /// `x-dingtalk-` or `x-forwarded-`, and `forwarded` and `x-real-ip`, are always protected.
+    /// Builds the set from the configured identity header names and `headers.strip_extra`.
+    /// The built-in lists ([`STRIPPED_NAMES`], [`STRIPPED_PREFIXES`]) are always included.
     /// All comparisons use [`normalize_header_name`].
-    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        Self {
-            names: names.into_iter().map(normalize_header_name).collect(),
+    pub fn new<'a>(identity: impl IntoIterator<Item = &'a str>, extra: &[StripRule]) -> Self {
+        let mut names: HashSet<String> = identity
+            .into_iter()
+            .map(normalize_header_name)
+            .chain(STRIPPED_NAMES.iter().map(|n| n.as_str().to_owned()))
+            .collect();
+        let mut prefixes: Vec<String> = STRIPPED_PREFIXES.iter().map(|p| (*p).to_owned()).collect();
+        for rule in extra {
+            match rule {
+                StripRule::Exact(n) => {
+                    names.insert(n.clone());
+                }
+                StripRule::Prefix(p) => prefixes.push(p.clone()),
+            }
         }
+        Self { names, prefixes }
     }
 
     /// Whether `name` (any case, `_` or `-`) is protected.
     pub fn is_protected(&self, name: &str) -> bool {
-        let n = normalize_header_name(name);
-        PROTECTED_NAMES.contains(&n.as_str())
-            || PROTECTED_PREFIXES.iter().any(|p| n.starts_with(p))
-            || self.names.contains(&n)
+        // Names parsed by hyper are already lower case, so only `_` forces a copy.
+        let n: std::borrow::Cow<'_, str> =
+            if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+                normalize_header_name(name).into()
+            } else {
+                name.into()
+            };
+        self.names.contains(n.as_ref()) || self.prefixes.iter().any(|p| n.starts_with(p.as_str()))
     }
 }
 
@@ -184,9 +281,7 @@ pub fn set_forwarded(
     proto: &str,
     host: Option<&HeaderValue>,
 ) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let xfp = HeaderName::from_static("x-forwarded-proto");
-    let xfh = HeaderName::from_static("x-forwarded-host");
+    let (xff, xfp, xfh) = (X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST);
     if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
         headers.insert(xff, v);
     }
@@ -219,21 +314,21 @@ pub fn wants_html(headers: &HeaderMap, method: &Method) -> bool {
     if method != Method::GET && method != Method::HEAD {
         return false;
     }
-    let header_is = |name: &str, pred: &dyn Fn(&str) -> bool| {
+    let header_is = |name: HeaderName, pred: &dyn Fn(&str) -> bool| {
         headers
             .get_all(name)
             .iter()
             .any(|v| v.to_str().map(|s| pred(s.trim())).unwrap_or(true))
     };
-    if header_is("x-requested-with", &|s| {
+    if header_is(X_REQUESTED_WITH, &|s| {
         s.eq_ignore_ascii_case("xmlhttprequest")
     }) {
         return false;
     }
-    if header_is("sec-fetch-mode", &|s| !s.eq_ignore_ascii_case("navigate")) {
+    if header_is(SEC_FETCH_MODE, &|s| !s.eq_ignore_ascii_case("navigate")) {
         return false;
     }
-    if header_is("sec-fetch-dest", &|s| {
+    if header_is(SEC_FETCH_DEST, &|s| {
         !["document", "iframe", "frame"]
             .iter()
             .any(|d| s.eq_ignore_ascii_case(d))
@@ -349,7 +444,7 @@ mod tests {
 
     #[test]
     fn protected_names_and_builtin_prefixes() {
-        let p = ProtectedHeaders::new(["X-Auth-Request-User", "remote_user"]);
+        let p = ProtectedHeaders::new(["X-Auth-Request-User", "remote_user"], &[]);
         for n in [
             "x-auth-request-user",
             "X_AUTH_REQUEST_USER",
@@ -377,8 +472,189 @@ mod tests {
     }
 
     #[test]
+    fn default_strip_list_other_products_and_overrides() {
+        let p = ProtectedHeaders::new(std::iter::empty(), &[]);
+        for n in [
+            "Remote-User",
+            "remote_user",
+            "X-Remote-User",
+            "X_AUTH_REQUEST_EMAIL",
+            "x-auth-request-groups",
+            "X-Original-URL",
+            "x_rewrite_url",
+            "X-Original-URI",
+            "True-Client-IP",
+            "X-Client-IP",
+            "Client-IP",
+            "X-User",
+            "X-Email",
+            "Remote-Groups",
+            "X-Authenticated-User",
+            "X-Auth-User",
+            "CF-Connecting-IP",
+            "Fastly-Client-IP",
+            "X-Cluster-Client-IP",
+            "X-Original-Host",
+            "X-Forwarded-Server",
+            "X-Forwarded-Groups",
+            "X-Pomerium-Jwt-Assertion",
+            "Cf-Access-Authenticated-User-Email",
+            "X-Amzn-Oidc-Identity",
+            "X-Goog-Authenticated-User-Email",
+            "X-MS-CLIENT-PRINCIPAL-NAME",
+            "X-Vouch-User",
+        ] {
+            assert!(p.is_protected(n), "{n} should be stripped by default");
+        }
+        // Deliberately kept: the gateway decides nothing by method, and APIs use these.
+        for n in [
+            "X-HTTP-Method-Override",
+            "X-HTTP-Method",
+            "X-Method-Override",
+            "User-Agent",
+            "Authorization",
+            "X-Request-Id",
+            "X-Userinfo-Extra",
+            "X-Users",
+        ] {
+            assert!(!p.is_protected(n), "{n} should pass");
+        }
+    }
+
+    #[test]
+    fn strip_rule_parsing() {
+        assert_eq!(
+            StripRule::parse(" X_Internal_User "),
+            Ok(StripRule::Exact("x-internal-user".into()))
+        );
+        assert_eq!(
+            StripRule::parse("X-Internal-*"),
+            Ok(StripRule::Prefix("x-internal-".into()))
+        );
+        assert_eq!(StripRule::parse("*"), Err(StripRuleError::Empty));
+        assert_eq!(StripRule::parse(""), Err(StripRuleError::Empty));
+        assert_eq!(
+            StripRule::parse("X-*-User"),
+            Err(StripRuleError::InnerWildcard)
+        );
+        assert_eq!(
+            StripRule::parse("X-A**"),
+            Err(StripRuleError::InnerWildcard)
+        );
+        assert_eq!(StripRule::parse("Bad Name"), Err(StripRuleError::Invalid));
+        assert_eq!(StripRule::parse("X-Na:me"), Err(StripRuleError::Invalid));
+        assert_eq!(StripRule::parse("Host"), Err(StripRuleError::Essential));
+        assert_eq!(
+            StripRule::parse("content_length"),
+            Err(StripRuleError::Essential)
+        );
+        assert_eq!(
+            StripRule::parse("Transfer-*"),
+            Err(StripRuleError::Essential)
+        );
+        assert_eq!(
+            StripRule::parse("X-Internal-*").unwrap().to_string(),
+            "x-internal-*"
+        );
+    }
+
+    #[test]
+    fn strip_extra_exact_and_prefix() {
+        let extra = [
+            StripRule::parse("X-Tenant").unwrap(),
+            StripRule::parse("X-Internal-*").unwrap(),
+        ];
+        let p = ProtectedHeaders::new(std::iter::empty(), &extra);
+        for n in ["x-tenant", "X_TENANT", "X-Internal-User", "x_internal_role"] {
+            assert!(p.is_protected(n), "{n}");
+        }
+        for n in ["x-tenants", "x-internal", "x-tenant-id"] {
+            assert!(!p.is_protected(n), "{n}");
+        }
+    }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Every protected name the property draws from: built-in, default list, configured
+        /// identity names and `strip_extra` (exact and prefix).
+        fn protected_bases() -> Vec<String> {
+            let mut v: Vec<String> = STRIPPED_NAMES
+                .iter()
+                .map(|n| n.as_str().to_owned())
+                .collect();
+            v.extend(STRIPPED_PREFIXES.iter().map(|p| format!("{p}tail")));
+            v.extend(IDENTITY.iter().map(|n| (*n).to_owned()));
+            v.push("x-tenant".into());
+            v.push("x-internal-anything".into());
+            v
+        }
+
+        const IDENTITY: &[&str] = &["X-Forwarded-User", "X-Company-Login", "Employee_Id"];
+
+        fn protected() -> ProtectedHeaders {
+            ProtectedHeaders::new(
+                IDENTITY.iter().copied(),
+                &[
+                    StripRule::parse("X-Tenant").unwrap(),
+                    StripRule::parse("x_internal_*").unwrap(),
+                ],
+            )
+        }
+
+        /// Re-spells `name`: each letter in either case, each `-` as `-` or `_`.
+        fn respell(name: String) -> impl Strategy<Value = String> {
+            let n = name.len();
+            proptest::collection::vec(any::<(bool, bool)>(), n).prop_map(move |flips| {
+                name.chars()
+                    .zip(flips)
+                    .map(|(c, (upper, underscore))| match c {
+                        '-' | '_' if underscore => '_',
+                        '-' | '_' => '-',
+                        c if upper => c.to_ascii_uppercase(),
+                        c => c.to_ascii_lowercase(),
+                    })
+                    .collect()
+            })
+        }
+
+        fn any_protected_spelling() -> impl Strategy<Value = String> {
+            proptest::sample::select(protected_bases()).prop_flat_map(respell)
+        }
+
+        fn unprotected_name() -> impl Strategy<Value = String> {
+            "[a-zA-Z][a-zA-Z0-9_-]{0,24}"
+                .prop_filter("not protected", |n| !protected().is_protected(n))
+        }
+
+        proptest! {
+            #[test]
+            fn no_protected_header_survives_and_others_all_do(
+                bad in proptest::collection::vec(any_protected_spelling(), 1..8),
+                good in proptest::collection::vec(unprotected_name(), 0..8),
+            ) {
+                let p = protected();
+                let mut h = HeaderMap::new();
+                for n in bad.iter().chain(&good) {
+                    h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+                }
+                strip_protected(&mut h, &p);
+                for n in &bad {
+                    prop_assert!(!h.contains_key(n.as_str()), "{} survived", n);
+                }
+                for n in &good {
+                    prop_assert!(h.contains_key(n.as_str()), "{} was stripped", n);
+                }
+                // Nothing left is protected under any spelling.
+                prop_assert!(h.keys().all(|k| !p.is_protected(k.as_str())));
+            }
+        }
+    }
+
+    #[test]
     fn strip_protected_every_spelling() {
-        let p = ProtectedHeaders::new(["X-Forwarded-User", "X-Auth-Email"]);
+        let p = ProtectedHeaders::new(["X-Forwarded-User", "X-Auth-Email"], &[]);
         // HeaderName lower-cases on parse; underscores survive as distinct names.
         let mut h = map(&[
             ("X_Forwarded_User", "mallory"),

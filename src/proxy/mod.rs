@@ -2,4 +2,5 @@
 
 pub mod forward;
 pub mod headers;
+pub mod names;
 pub mod path;

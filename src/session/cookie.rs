@@ -32,6 +32,16 @@ pub fn session_cookie(s: &CookieSettings, token: &str) -> Cookie<'static> {
     c
 }
 
+/// Longest `Set-Cookie` line (`Set-Cookie: ` and the cookie with every attribute) the gateway
+/// sends. Browsers keep cookies up to 4,096 bytes (RFC 6265 §6.1, name + value); staying under
+/// it with the attributes included leaves no browser-dependent corner.
+pub const MAX_SET_COOKIE_LINE: usize = 4096;
+
+/// Length of the `Set-Cookie` line that carries `c`, as the gateway writes it.
+pub fn set_cookie_line_len(c: &Cookie<'_>) -> usize {
+    "Set-Cookie: ".len() + c.encoded().to_string().len()
+}
+
 /// A cookie that deletes cookie `name` (which may be another of the gateway's cookies, such as
 /// the login state cookie): the same `Path`/`Domain`/`Secure`/`HttpOnly`/`SameSite` as when it
 /// was set (browsers match deletions on name, domain and path), an empty value, `Max-Age=0` and an

@@ -406,6 +406,51 @@ mod tests {
         }
     }
 
+    #[test]
+    fn largest_identity_fits_in_a_cookie_with_long_settings() {
+        use crate::session::cookie::{
+            session_cookie, set_cookie_line_len, CookieSettings, MAX_SET_COOKIE_LINE,
+        };
+        let lifetime = Duration::from_secs(400 * 86_400);
+        let c = SessionCodec::new(
+            KeyRing::new(KEY_A.to_vec(), vec![]).unwrap(),
+            "https://dinggate.internal.example-company.com.cn:8443".into(),
+            "dinggate-production".into(),
+            lifetime,
+        );
+        let settings = CookieSettings {
+            name: "__Secure-dinggate-session".into(),
+            domain: Some("apps.internal.example-company.com.cn".into()),
+            secure: true,
+            lifetime,
+        };
+        let now = 9_999_999_999;
+        let largest = Identity::largest();
+        assert_eq!(largest.clone().within_limits(), Ok(largest.clone()));
+        let token = c.mint(&largest, now);
+        let line = set_cookie_line_len(&session_cookie(&settings, &token));
+        assert!(
+            line < MAX_SET_COOKIE_LINE,
+            "Set-Cookie line is {line} bytes"
+        );
+        // Room is left for longer settings; startup refuses those that would not fit.
+        assert!(line < 3800, "Set-Cookie line is {line} bytes");
+        println!("largest Set-Cookie line: {line} bytes");
+        assert_eq!(c.verify(&token, now).unwrap().identity(), largest);
+
+        // A 3,000-character title, once within limits, is no different.
+        let mut long = identity();
+        long.enterprise = Some(Enterprise {
+            user_id: "u".into(),
+            departments: vec![1],
+            department_tree: vec![1],
+            admin: false,
+            title: Some("总".repeat(3000)),
+        });
+        let token = c.mint(&long.within_limits().unwrap(), now);
+        assert!(set_cookie_line_len(&session_cookie(&settings, &token)) < 2000);
+    }
+
     fn codec_with(current: &[u8], previous: &[&[u8]]) -> SessionCodec {
         let ring = KeyRing::new(
             current.to_vec(),
