@@ -86,6 +86,8 @@ pub struct Config {
     pub headers: IdentityHeaders,
     /// Connection limits of the public listener.
     pub server: ServerConfig,
+    /// Rate limits of the login endpoints and of DingTalk code exchanges.
+    pub rate_limit: RateLimitConfig,
     /// Logging.
     pub log: LogConfig,
     /// Send unauthenticated browsers to the sign-in page instead of straight to DingTalk.
@@ -271,6 +273,33 @@ pub struct ServerConfig {
     /// Drain time on shutdown.
     #[serde(serialize_with = "ser_duration")]
     pub shutdown_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; at the cap, accepting pauses.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// Rate limits of the login flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimitConfig {
+    /// Whether the limits below apply at all.
+    pub enabled: bool,
+    /// Per client address (IPv4 address, IPv6 /64): login starts and callbacks.
+    pub login: RateBucket,
+    /// Whole gateway: authorization codes sent to DingTalk (keep below DingTalk's per-app quota).
+    pub code_exchange: RateBucket,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RateBucket {
+    /// Tokens added per second (may be fractional, e.g. 0.5).
+    pub per_second: f64,
+    /// Bucket size: requests admitted at once after a quiet period.
+    pub burst: u32,
 }
 
 /// Logging settings.
@@ -464,6 +493,7 @@ struct RawConfig {
     session: RawSession,
     headers: RawHeaders,
     server: RawServer,
+    rate_limit: RawRateLimit,
     log: RawLog,
     #[serde(deserialize_with = "lenient")]
     login_page: Option<String>,
@@ -585,8 +615,62 @@ struct RawServer {
     max_header_bytes: Option<String>,
     #[serde(deserialize_with = "lenient")]
     shutdown_timeout: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    idle_timeout: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    max_connections: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    max_concurrent_streams: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRateLimit {
+    #[serde(deserialize_with = "lenient")]
+    enabled: Option<String>,
+    login: RawBucket,
+    code_exchange: RawBucket,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawBucket {
+    #[serde(deserialize_with = "lenient")]
+    per_second: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    burst: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+impl RawBucket {
+    fn validate(self, c: &mut Check, key: &str, default: RateBucket) -> RateBucket {
+        c.unknown(key, &self.unknown);
+        let per_second = match self.per_second.as_deref().map(str::trim) {
+            None => default.per_second,
+            Some(s) => match s.parse::<f64>() {
+                Ok(n) if n.is_finite() && (0.001..=100_000.0).contains(&n) => n,
+                _ => {
+                    c.issue(
+                        &format!("{key}.per_second"),
+                        "must be a number from 0.001 to 100000 (tokens added per second)",
+                    );
+                    default.per_second
+                }
+            },
+        };
+        let burst = c.number(
+            &format!("{key}.burst"),
+            self.burst,
+            default.burst as usize,
+            (1, 100_000),
+        ) as u32;
+        RateBucket { per_second, burst }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -651,6 +735,29 @@ impl Check {
                 default
             }
         }
+    }
+
+    /// A duration within `range` (both ends included).
+    fn duration_within(
+        &mut self,
+        key: &str,
+        v: Option<String>,
+        default: Duration,
+        range: (Duration, Duration),
+    ) -> Duration {
+        let d = self.duration(key, v, default);
+        if d < range.0 || d > range.1 {
+            self.issue(
+                key,
+                format!(
+                    "must be from {} to {}",
+                    humantime::format_duration(range.0),
+                    humantime::format_duration(range.1)
+                ),
+            );
+            return default;
+        }
+        d
     }
 
     fn duration_or_zero(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
@@ -807,6 +914,7 @@ impl RawConfig {
         c.unknown("headers", &self.headers.unknown);
         c.unknown("server", &self.server.unknown);
         c.unknown("log", &self.log.unknown);
+        c.unknown("rate_limit", &self.rate_limit.unknown);
         c.unknown("ui", &self.ui.unknown);
 
         let listen = self
@@ -900,6 +1008,44 @@ impl RawConfig {
                 "server.shutdown_timeout",
                 self.server.shutdown_timeout,
                 Duration::from_secs(30),
+            ),
+            idle_timeout: c.duration_within(
+                "server.idle_timeout",
+                self.server.idle_timeout,
+                Duration::from_secs(60),
+                (Duration::from_secs(1), Duration::from_secs(24 * 3600)),
+            ),
+            max_connections: c.number(
+                "server.max_connections",
+                self.server.max_connections,
+                16_384,
+                (1, 1_000_000),
+            ),
+            max_concurrent_streams: c.number(
+                "server.max_concurrent_streams",
+                self.server.max_concurrent_streams,
+                100,
+                (1, 1000),
+            ) as u32,
+        };
+
+        let rate_limit = RateLimitConfig {
+            enabled: c.boolean("rate_limit.enabled", self.rate_limit.enabled, true),
+            login: self.rate_limit.login.validate(
+                &mut c,
+                "rate_limit.login",
+                RateBucket {
+                    per_second: 5.0,
+                    burst: 50,
+                },
+            ),
+            code_exchange: self.rate_limit.code_exchange.validate(
+                &mut c,
+                "rate_limit.code_exchange",
+                RateBucket {
+                    per_second: 10.0,
+                    burst: 10,
+                },
             ),
         };
 
@@ -1003,6 +1149,7 @@ impl RawConfig {
                     session,
                     headers,
                     server,
+                    rate_limit,
                     log: LogConfig { level, format },
                     login_page,
                     ui,

@@ -20,6 +20,7 @@ use crate::pages::{self, Lang, Page};
 use crate::proxy::forward::{apply_identity, forward, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
 use crate::proxy::path::{normalize_path, PathError};
+use crate::ratelimit::{client_ip, BadForwardedFor, Throttled};
 use crate::routes::Route;
 use crate::session::cookie::{clear_cookie, find_cookie, session_cookie};
 use crate::state::AppState;
@@ -67,6 +68,12 @@ pub enum GatewayError {
     /// A due session re-validation could not reach DingTalk (and the grace period is over).
     #[error("session re-validation failed")]
     Revalidation(#[source] Box<DingTalkError>),
+    /// This client address made too many login requests (`rate_limit.login`).
+    #[error("login rate limit")]
+    RateLimited(#[source] Throttled),
+    /// With `trust_forwarded_headers`, the client address the proxy appended is unusable.
+    #[error("unusable client address")]
+    BadClientAddress(#[source] BadForwardedFor),
 }
 
 /// Facts about the request that shape its error response.
@@ -169,6 +176,14 @@ async fn dispatch(
     };
     let endpoint = endpoint.as_str();
 
+    if is_login_endpoint(endpoint) {
+        // Before any state or DingTalk work: each start or callback may cost a DingTalk call.
+        let ip = client_ip(req.headers(), peer, app.config.trust_forwarded_headers)
+            .map_err(GatewayError::BadClientAddress)?;
+        app.limits
+            .check_client(ip)
+            .map_err(GatewayError::RateLimited)?;
+    }
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let query = req.uri().query();
     match endpoint {
@@ -204,6 +219,14 @@ async fn dispatch(
         }
         _ => Err(GatewayError::NotFound.into()),
     }
+}
+
+/// The endpoints that start or complete a login, limited per client address.
+fn is_login_endpoint(endpoint: &str) -> bool {
+    matches!(
+        endpoint,
+        "/start" | "/sign_in" | "/inapp" | "/callback" | "/inapp/callback"
+    )
 }
 
 /// The request's one host. The authority of an absolute-form target (HTTP/2 `:authority`) and
@@ -460,7 +483,10 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             StatusCode::UNAUTHORIZED
         }
         GatewayError::NotFound | GatewayError::NoRoute => StatusCode::NOT_FOUND,
-        GatewayError::BadPath(_) | GatewayError::BadHost(_) => StatusCode::BAD_REQUEST,
+        GatewayError::BadPath(_) | GatewayError::BadHost(_) | GatewayError::BadClientAddress(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
         GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         GatewayError::Login(e) => match e {
@@ -472,6 +498,7 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             | LoginError::Refused(_)
             | LoginError::NotInOrganization { .. }
             | LoginError::Inactive { .. } => StatusCode::FORBIDDEN,
+            LoginError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             LoginError::DingTalk(d) if d.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             LoginError::DingTalk(_) => StatusCode::BAD_GATEWAY,
         },
@@ -492,6 +519,25 @@ pub fn error_response(
     error: &GatewayError,
     ctx: &RequestContext,
 ) -> Response<GatewayBody> {
+    let mut resp = error_page(app, error, ctx);
+    if let Some(t) = throttled(error) {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(t.retry_after.as_secs()),
+        );
+    }
+    resp
+}
+
+/// The rate limit that refused a request, if one did.
+fn throttled(error: &GatewayError) -> Option<&Throttled> {
+    match error {
+        GatewayError::RateLimited(t) | GatewayError::Login(LoginError::Busy(t)) => Some(t),
+        _ => None,
+    }
+}
+
+fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Response<GatewayBody> {
     let status = status_of(error);
     let start = format!("{}/start", app.config.prefix);
     let start_here = match error {
@@ -563,6 +609,8 @@ pub fn error_response(
         | GatewayError::NoRoute
         | GatewayError::BadPath(_)
         | GatewayError::BadHost(_)
+        | GatewayError::BadClientAddress(_)
+        | GatewayError::RateLimited(_)
         | GatewayError::Forbidden { .. }
         | GatewayError::MethodNotAllowed
         | GatewayError::Unauthenticated
@@ -639,6 +687,8 @@ fn describe(
         GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_) => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
         GatewayError::BadPath(_) => ("bad_path", "Bad request", "请求无效", "The request path is not acceptable (encoded control characters, backslashes or ambiguous segments).", "请求路径不被接受（包含编码的控制字符、反斜杠或有歧义的路径段）。"),
         GatewayError::BadHost(_) => ("bad_host", "Bad request", "请求无效", "The request names its host ambiguously.", "请求中的主机名有歧义。"),
+        GatewayError::BadClientAddress(_) => ("bad_client_address", "Bad request", "请求无效", "The proxy in front of this gateway did not say which address the request came from.", "网关前面的代理没有提供请求的来源地址。"),
+        GatewayError::RateLimited(_) => ("rate_limited", "Too many sign-in attempts", "登录尝试过于频繁", "Too many sign-in attempts came from your network. Wait a moment, then try again.", "来自您所在网络的登录尝试过多，请稍候再试。"),
         GatewayError::NoRoute => ("not_found", "Not found", "未找到", "No application is configured for this address.", "此地址没有配置任何应用。"),
         GatewayError::Forbidden { .. } => ("forbidden", "Access denied", "无权访问", "You are signed in, but this application's access rules do not include you.", "您已登录，但此应用的访问规则不包括您。"),
         GatewayError::NotFound => ("not_found", "Not found", "未找到", "There is no such page on this gateway.", "网关上没有这个页面。"),
@@ -653,6 +703,7 @@ fn describe(
             LoginError::CodeRejected(_) => ("code_rejected", "Sign-in expired", "登录凭证已失效", "DingTalk did not accept the sign-in code (it expires quickly and works once). Please sign in again.", "钉钉未接受此登录凭证（凭证很快过期且只能使用一次），请重新登录。"),
             LoginError::Inactive { .. } => ("account_inactive", "Account not active", "账号未激活", "This DingTalk account is not active in the organization. Ask your administrator to activate it.", "该钉钉账号在组织中未激活，请联系管理员。"),
             LoginError::NotInOrganization { .. } => ("not_in_organization", "Account not in this organization", "账号不属于此组织", "This DingTalk account is not a member of the organization.", "该钉钉账号不属于此组织。"),
+            LoginError::Busy(_) => ("login_busy", "Too many sign-ins right now", "当前登录人数过多", "Many people are signing in at this moment. Wait a few seconds, then sign in again.", "此刻登录的人数过多，请稍等几秒后重新登录。"),
             LoginError::DingTalk(d) if d.is_timeout() => ("dingtalk_timeout", "DingTalk did not respond", "钉钉未响应", "DingTalk did not answer in time. Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "钉钉未能及时响应，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
             LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk returned an error. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉返回了错误，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),
         },
@@ -665,7 +716,10 @@ fn describe(
     }
 }
 
-/// Logs an error once, with its full cause chain and, for DingTalk, what the operator should check.
+/// Logs an error once, with its full cause chain. Levels follow who has to act: no session or a
+/// rate-limited login is normal traffic (debug); any other client fault is info, without an
+/// operator hint (a scanner must not flood the log with advice); faults of DingTalk, the upstream
+/// or the gateway (5xx) are errors, with what the operator should check.
 fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
     let mut chain = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -674,30 +728,52 @@ fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
         chain.push_str(&s.to_string());
         source = s.source();
     }
-    let hint = match error {
-        GatewayError::Login(LoginError::DingTalk(d) | LoginError::CodeRejected(d))
-        | GatewayError::Revalidation(d) => Some(d.operator_hint()),
-        GatewayError::Login(LoginError::NotInOrganization { corp, .. }) => Some(format!(
-            "DingTalk returned corpId {}; only dingtalk.corp_id may log in",
-            corp.as_deref().unwrap_or("(none)")
-        )),
+    if status.is_server_error() {
+        let hint = operator_hint(error).unwrap_or_default();
+        tracing::error!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request failed");
+    } else if is_routine(error) {
+        tracing::debug!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, "request refused");
+    } else {
+        tracing::info!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, "request refused");
+    }
+}
+
+/// Refusals that are part of normal traffic: not worth an info line of their own (the access
+/// line already records the status).
+fn is_routine(error: &GatewayError) -> bool {
+    matches!(
+        error,
+        GatewayError::Unauthenticated
+            | GatewayError::UnauthenticatedAt(_)
+            | GatewayError::RateLimited(_)
+            // The limiter itself warns, at most once a minute, when the global budget runs out.
+            | GatewayError::Login(LoginError::Busy(_))
+    )
+}
+
+/// What the operator should check, for faults that are the operator's to fix.
+fn operator_hint(error: &GatewayError) -> Option<String> {
+    match error {
+        GatewayError::Login(LoginError::DingTalk(d)) | GatewayError::Revalidation(d) => {
+            Some(d.operator_hint())
+        }
         GatewayError::Upstream(UpstreamError::Unreachable(_)) => {
             Some("check that the upstream is running and reachable at `upstream`".to_owned())
         }
         GatewayError::Upstream(UpstreamError::Timeout(_)) => {
             Some("the upstream is slow: check it, or raise `upstream_timeout`".to_owned())
         }
-        _ => None,
-    };
-    let hint = hint.unwrap_or_default();
-    if status.is_server_error() {
-        tracing::error!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request failed");
-    } else if matches!(
-        error,
-        GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_)
-    ) {
-        tracing::debug!(request_id = %ctx.request_id, "no session");
-    } else {
-        tracing::warn!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request refused");
+        GatewayError::Unauthenticated
+        | GatewayError::UnauthenticatedAt(_)
+        | GatewayError::BadHost(_)
+        | GatewayError::BadPath(_)
+        | GatewayError::NoRoute
+        | GatewayError::Forbidden { .. }
+        | GatewayError::NotFound
+        | GatewayError::MethodNotAllowed
+        | GatewayError::Login(_)
+        | GatewayError::Upstream(UpstreamError::BadUri(_))
+        | GatewayError::RateLimited(_)
+        | GatewayError::BadClientAddress(_) => None,
     }
 }

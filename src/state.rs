@@ -10,6 +10,7 @@ use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
 use crate::proxy::forward::{build_upstream_client, UpstreamClient};
 use crate::proxy::headers::ProtectedHeaders;
+use crate::ratelimit::RateLimits;
 use crate::session::cookie::CookieSettings;
 use crate::session::jwt::{KeyRing, SessionCodec, SessionError};
 
@@ -68,6 +69,8 @@ pub struct AppState {
     pub directory: Option<Directory>,
     /// Pooled upstream client.
     pub upstream: UpstreamClient,
+    /// Login rate limits (per client address, and DingTalk code exchanges overall).
+    pub limits: RateLimits,
     /// Time source.
     pub clock: Clock,
 }
@@ -160,6 +163,7 @@ impl AppState {
             )
         });
         let upstream = build_upstream_client(&config.upstream);
+        let limits = RateLimits::new(&config.rate_limit);
         Ok(AppState {
             config,
             sessions,
@@ -170,6 +174,7 @@ impl AppState {
             dingtalk,
             directory,
             upstream,
+            limits,
             clock: Clock::default(),
         })
     }
