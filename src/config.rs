@@ -1599,4 +1599,120 @@ log:
         let err = Config::from_yaml_str(&format!("{MINIMAL}redirect_allowlist: 5\n")).unwrap_err();
         assert!(err.to_string().contains("redirect_allowlist"), "{err}");
     }
+
+    #[test]
+    fn limits_have_documented_defaults() {
+        let c = Config::from_yaml_str(MINIMAL).expect("valid");
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        // A later issue holds 10,000 idle keep-alive connections: the cap must allow that.
+        assert!(c.server.max_connections >= 10_000);
+        assert_eq!(c.server.max_connections, 16_384);
+        assert_eq!(c.server.max_concurrent_streams, 100);
+        assert!(c.rate_limit.enabled);
+        assert_eq!(
+            c.rate_limit.login,
+            RateBucket {
+                per_second: 5.0,
+                burst: 50
+            }
+        );
+        let ex = c.rate_limit.code_exchange;
+        assert!(
+            ex.per_second + f64::from(ex.burst) <= 20.0,
+            "stays within DingTalk's 20 calls/s per API"
+        );
+    }
+
+    #[test]
+    fn limits_are_read_from_yaml() {
+        let c = Config::from_yaml_str(&format!(
+            "{MINIMAL}server:\n  idle_timeout: 5m\n  max_connections: 20000\n  max_concurrent_streams: 32\nrate_limit:\n  enabled: false\n  login:\n    per_second: 0.5\n    burst: 3\n  code_exchange:\n    per_second: 2\n    burst: 4\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.server.max_connections, 20_000);
+        assert_eq!(c.server.max_concurrent_streams, 32);
+        assert!(!c.rate_limit.enabled);
+        assert_eq!(c.rate_limit.login.per_second, 0.5);
+        assert_eq!(c.rate_limit.login.burst, 3);
+        assert_eq!(c.rate_limit.code_exchange.per_second, 2.0);
+        assert_eq!(c.rate_limit.code_exchange.burst, 4);
+    }
+
+    #[test]
+    fn bad_limits_are_named_all_at_once() {
+        let cases: &[(&str, &str)] = &[
+            ("server:\n  idle_timeout: 0s\n", "server.idle_timeout"),
+            ("server:\n  idle_timeout: -5s\n", "server.idle_timeout"),
+            ("server:\n  idle_timeout: 500ms\n", "server.idle_timeout"),
+            ("server:\n  idle_timeout: 400d\n", "server.idle_timeout"),
+            ("server:\n  max_connections: 0\n", "server.max_connections"),
+            ("server:\n  max_connections: -1\n", "server.max_connections"),
+            (
+                "server:\n  max_connections: 99999999999\n",
+                "server.max_connections",
+            ),
+            (
+                "server:\n  max_connections: lots\n",
+                "server.max_connections",
+            ),
+            (
+                "server:\n  max_concurrent_streams: 0\n",
+                "server.max_concurrent_streams",
+            ),
+            (
+                "server:\n  max_concurrent_streams: 5000\n",
+                "server.max_concurrent_streams",
+            ),
+            ("rate_limit:\n  enabled: maybe\n", "rate_limit.enabled"),
+            (
+                "rate_limit:\n  login:\n    per_second: 0\n",
+                "rate_limit.login.per_second",
+            ),
+            (
+                "rate_limit:\n  login:\n    per_second: -3\n",
+                "rate_limit.login.per_second",
+            ),
+            (
+                "rate_limit:\n  login:\n    per_second: NaN\n",
+                "rate_limit.login.per_second",
+            ),
+            (
+                "rate_limit:\n  login:\n    per_second: 1e9\n",
+                "rate_limit.login.per_second",
+            ),
+            (
+                "rate_limit:\n  login:\n    burst: 0\n",
+                "rate_limit.login.burst",
+            ),
+            (
+                "rate_limit:\n  login:\n    burst: 1000000000\n",
+                "rate_limit.login.burst",
+            ),
+            (
+                "rate_limit:\n  code_exchange:\n    per_second: inf\n",
+                "rate_limit.code_exchange.per_second",
+            ),
+            (
+                "rate_limit:\n  code_exchange:\n    burst: -2\n",
+                "rate_limit.code_exchange.burst",
+            ),
+            (
+                "rate_limit:\n  login:\n    rate: 5\n",
+                "rate_limit.login.rate",
+            ),
+            ("rate_limit:\n  per_ip: 5\n", "rate_limit.per_ip"),
+        ];
+        for (yaml, key) in cases {
+            let found = issues(&format!("{MINIMAL}{yaml}"));
+            assert!(
+                found.iter().any(|i| i.starts_with(&format!("{key}: "))),
+                "{yaml:?} should name {key}: {found:?}"
+            );
+        }
+        let found = issues(&format!(
+            "{MINIMAL}server:\n  idle_timeout: 0s\n  max_connections: 0\nrate_limit:\n  login:\n    burst: 0\n"
+        ));
+        assert_eq!(found.len(), 3, "all at once: {found:?}");
+    }
 }

@@ -777,3 +777,106 @@ fn operator_hint(error: &GatewayError) -> Option<String> {
         | GatewayError::BadClientAddress(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dingtalk::DingTalkError;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `log_error` writes for `error`, at every level.
+    fn logged(error: GatewayError) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let ctx = RequestContext {
+            request_id: "0123456789abcdef".into(),
+            wants_html: false,
+            return_to: "/".into(),
+            lang: Lang::Zh,
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            log_error(&error, status_of(&error), &ctx);
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    fn api_error(code: &str) -> Box<DingTalkError> {
+        Box::new(DingTalkError::Api {
+            api: crate::dingtalk::api::USER_ACCESS_TOKEN,
+            status: 400,
+            code: code.into(),
+            message: "the code is invalid".into(),
+            request_id: None,
+            required_scopes: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn made_up_code_is_info_without_the_operator_hint() {
+        let e = api_error("invalidAuthCode");
+        assert!(e.is_bad_code());
+        let hint = e.operator_hint();
+        let line = logged(GatewayError::Login(LoginError::CodeRejected(e)));
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(!line.contains(&hint) && !line.contains("hint"), "{line}");
+    }
+
+    #[test]
+    fn no_session_and_rate_limits_are_debug() {
+        use crate::ratelimit::{Scope, Throttled};
+        let t = Throttled {
+            scope: Scope::ClientLogins,
+            retry_after: std::time::Duration::from_secs(3),
+        };
+        for e in [
+            GatewayError::Unauthenticated,
+            GatewayError::RateLimited(t),
+            GatewayError::Login(LoginError::Busy(Throttled {
+                scope: Scope::CodeExchanges,
+                ..t
+            })),
+        ] {
+            let line = logged(e);
+            assert!(line.contains(" DEBUG "), "{line}");
+        }
+    }
+
+    #[test]
+    fn client_faults_are_info_and_real_faults_error_with_hint() {
+        for e in [
+            GatewayError::NotFound,
+            GatewayError::BadHost("more than one Host header"),
+            GatewayError::Login(LoginError::BadReturnUrl(
+                crate::login::redirect::RedirectError::NotAllowed("scheme-relative"),
+            )),
+            GatewayError::Login(LoginError::BadCode("no authCode in the callback")),
+        ] {
+            let line = logged(e);
+            assert!(line.contains(" INFO ") && !line.contains("hint"), "{line}");
+        }
+        // A configuration error at DingTalk (wrong secret) is the operator's to fix.
+        let e = api_error("invalidClientIdOrSecret");
+        assert!(!e.is_bad_code());
+        let line = logged(GatewayError::Login(LoginError::DingTalk(e)));
+        assert!(line.contains(" ERROR ") && line.contains("hint="), "{line}");
+    }
+}

@@ -192,29 +192,59 @@ where
     // detection and the HTTP/2 preface have no timer of their own, so a connection that has not
     // produced a request by the deadline (silent, half a preface, a preface and nothing else)
     // is dropped here.
-    let mut wake = activity.origin + timers.header_read_timeout;
+    let head_deadline = activity.origin + timers.header_read_timeout;
+    let mut wake = head_deadline.min(activity.origin + timers.idle_timeout);
+    // Set once the connection was asked to close: stop watching for shutdown, stop idling.
     let mut closing = false;
+    let mut stopping = false;
+    // After an idle close, how long the client gets to complete the close (HTTP/2: GOAWAY and
+    // its ping round trip) before the connection is dropped.
+    let mut linger_until: Option<Instant> = None;
     loop {
         tokio::select! {
             result = conn.as_mut() => return result,
-            _ = stopped.wait_for(|s| *s), if !closing => {
-                conn.as_mut().close_gracefully();
-                closing = true;
+            _ = stopped.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                if !closing {
+                    conn.as_mut().close_gracefully();
+                    closing = true;
+                }
             }
-            () = tokio::time::sleep_until(wake), if !closing => {
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
                 if !activity.started.load(Ordering::Acquire) {
+                    if now < head_deadline {
+                        wake = head_deadline;
+                        continue;
+                    }
                     tracing::debug!(%peer, "no request within header_read_timeout; closing");
                     return conn.as_mut().abandon();
                 }
-                match activity.idle_since() {
-                    Some(since) if since.elapsed() >= timers.idle_timeout => {
+                let idle = activity.idle_since();
+                if let Some(until) = linger_until {
+                    if now >= until && idle.is_some() {
+                        tracing::debug!(%peer, "idle connection did not finish closing; dropping it");
+                        return conn.as_mut().abandon();
+                    }
+                    wake = now + timers.header_read_timeout;
+                    continue;
+                }
+                if closing {
+                    // Shutting down: the drain deadline of `serve_http` applies.
+                    wake = now + Duration::from_secs(24 * 3600);
+                    continue;
+                }
+                match idle {
+                    Some(since) if now.duration_since(since) >= timers.idle_timeout => {
                         tracing::debug!(%peer, "connection idle for idle_timeout; closing");
                         conn.as_mut().close_gracefully();
                         closing = true;
+                        linger_until = Some(now + timers.header_read_timeout);
+                        wake = now + timers.header_read_timeout;
                     }
                     Some(since) => wake = since + timers.idle_timeout,
                     // A request is in flight: look again one idle period from now.
-                    None => wake = Instant::now() + timers.idle_timeout,
+                    None => wake = now + timers.idle_timeout,
                 }
             }
         }
