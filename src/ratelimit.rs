@@ -13,8 +13,10 @@ use crate::config::{RateBucket, RateLimitConfig};
 
 /// How often stale per-address buckets are dropped, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
-/// Drop stale buckets early when more than this many addresses are tracked.
+/// Drop stale buckets early when more than this many addresses are tracked...
 const PRUNE_ABOVE: usize = 65_536;
+/// ...but scan at most this often, so many live addresses cannot make every check a full scan.
+const PRUNE_EARLY_EVERY: Duration = Duration::from_secs(1);
 /// How often, at most, the global code-exchange cap being hit is logged as a warning.
 const BUSY_WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -122,6 +124,8 @@ pub struct RateLimits {
     origin: Instant,
     /// Milliseconds after `origin` of the last prune.
     last_prune_ms: AtomicU64,
+    /// Milliseconds after `origin` (plus one, 0 = never) of the last size-triggered prune.
+    last_early_prune_ms: AtomicU64,
     /// Milliseconds after `origin` (plus one, 0 = never) of the last "at capacity" warning.
     last_busy_warn_ms: AtomicU64,
 }
@@ -153,6 +157,7 @@ impl RateLimits {
             clock: DefaultClock::default(),
             origin: Instant::now(),
             last_prune_ms: AtomicU64::new(0),
+            last_early_prune_ms: AtomicU64::new(0),
             last_busy_warn_ms: AtomicU64::new(0),
         }
     }
@@ -192,9 +197,12 @@ impl RateLimits {
     }
 
     /// Bounds memory: buckets that have refilled completely are indistinguishable from new ones
-    /// and are dropped every `PRUNE_EVERY`, or at once when many addresses are tracked.
+    /// and are dropped every `PRUNE_EVERY`, or sooner when many addresses are tracked.
     fn maybe_prune(&self, limiter: &DefaultKeyedRateLimiter<ClientKey>) {
-        if self.due(&self.last_prune_ms, PRUNE_EVERY) || limiter.len() > PRUNE_ABOVE {
+        let early = || {
+            limiter.len() > PRUNE_ABOVE && self.due(&self.last_early_prune_ms, PRUNE_EARLY_EVERY)
+        };
+        if self.due(&self.last_prune_ms, PRUNE_EVERY) || early() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -355,6 +363,22 @@ mod tests {
             l.check_client("192.0.2.1".parse().unwrap()).unwrap();
             l.check_exchange().unwrap();
         }
+    }
+
+    #[test]
+    fn stale_buckets_are_pruned_so_memory_stays_bounded() {
+        // Buckets refill in 10 µs, so every address but the latest few is stale at once.
+        let l = limits(100_000.0, 1);
+        for i in 0..(PRUNE_ABOVE as u32 + 10_000) {
+            l.check_client(IpAddr::from(i.to_be_bytes())).unwrap();
+        }
+        std::thread::sleep(PRUNE_EARLY_EVERY + Duration::from_millis(50));
+        l.check_client(IpAddr::from([255, 0, 0, 1])).unwrap();
+        assert!(
+            l.tracked_clients() <= PRUNE_ABOVE,
+            "{} addresses tracked",
+            l.tracked_clients()
+        );
     }
 
     #[test]
