@@ -87,6 +87,8 @@ pub struct Config {
     pub headers: IdentityHeaders,
     /// Connection limits of the public listener.
     pub server: ServerConfig,
+    /// Rate limits of the login endpoints and of DingTalk code exchanges.
+    pub rate_limit: RateLimitConfig,
     /// Logging.
     pub log: LogConfig,
     /// Send unauthenticated browsers to the sign-in page instead of straight to DingTalk.
@@ -283,6 +285,33 @@ pub struct ServerConfig {
     /// Drain time on shutdown.
     #[serde(serialize_with = "ser_duration")]
     pub shutdown_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; at the cap, accepting pauses.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// Rate limits of the login flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimitConfig {
+    /// Whether the limits below apply at all.
+    pub enabled: bool,
+    /// Per client address (IPv4 address, IPv6 /64): login starts and callbacks.
+    pub login: RateBucket,
+    /// Whole gateway: authorization codes sent to DingTalk (keep below DingTalk's per-app quota).
+    pub code_exchange: RateBucket,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RateBucket {
+    /// Tokens added per second (may be fractional, e.g. 0.5).
+    pub per_second: f64,
+    /// Bucket size: requests admitted at once after a quiet period.
+    pub burst: u32,
 }
 
 /// Logging settings.
@@ -476,6 +505,7 @@ struct RawConfig {
     session: RawSession,
     headers: RawHeaders,
     server: RawServer,
+    rate_limit: RawRateLimit,
     log: RawLog,
     #[serde(deserialize_with = "lenient")]
     login_page: Option<String>,
@@ -600,8 +630,62 @@ struct RawServer {
     max_header_bytes: Option<String>,
     #[serde(deserialize_with = "lenient")]
     shutdown_timeout: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    idle_timeout: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    max_connections: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    max_concurrent_streams: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRateLimit {
+    #[serde(deserialize_with = "lenient")]
+    enabled: Option<String>,
+    login: RawBucket,
+    code_exchange: RawBucket,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawBucket {
+    #[serde(deserialize_with = "lenient")]
+    per_second: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    burst: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+impl RawBucket {
+    fn validate(self, c: &mut Check, key: &str, default: RateBucket) -> RateBucket {
+        c.unknown(key, &self.unknown);
+        let per_second = match self.per_second.as_deref().map(str::trim) {
+            None => default.per_second,
+            Some(s) => match s.parse::<f64>() {
+                Ok(n) if n.is_finite() && (0.001..=100_000.0).contains(&n) => n,
+                _ => {
+                    c.issue(
+                        &format!("{key}.per_second"),
+                        "must be a number from 0.001 to 100000 (tokens added per second)",
+                    );
+                    default.per_second
+                }
+            },
+        };
+        let burst = c.number(
+            &format!("{key}.burst"),
+            self.burst,
+            default.burst as usize,
+            (1, 100_000),
+        ) as u32;
+        RateBucket { per_second, burst }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -666,6 +750,29 @@ impl Check {
                 default
             }
         }
+    }
+
+    /// A duration within `range` (both ends included).
+    fn duration_within(
+        &mut self,
+        key: &str,
+        v: Option<String>,
+        default: Duration,
+        range: (Duration, Duration),
+    ) -> Duration {
+        let d = self.duration(key, v, default);
+        if d < range.0 || d > range.1 {
+            self.issue(
+                key,
+                format!(
+                    "must be from {} to {}",
+                    humantime::format_duration(range.0),
+                    humantime::format_duration(range.1)
+                ),
+            );
+            return default;
+        }
+        d
     }
 
     fn duration_or_zero(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
@@ -822,6 +929,7 @@ impl RawConfig {
         c.unknown("headers", &self.headers.unknown);
         c.unknown("server", &self.server.unknown);
         c.unknown("log", &self.log.unknown);
+        c.unknown("rate_limit", &self.rate_limit.unknown);
         c.unknown("ui", &self.ui.unknown);
 
         let listen = self
@@ -915,6 +1023,44 @@ impl RawConfig {
                 "server.shutdown_timeout",
                 self.server.shutdown_timeout,
                 Duration::from_secs(30),
+            ),
+            idle_timeout: c.duration_within(
+                "server.idle_timeout",
+                self.server.idle_timeout,
+                Duration::from_secs(60),
+                (Duration::from_secs(1), Duration::from_secs(24 * 3600)),
+            ),
+            max_connections: c.number(
+                "server.max_connections",
+                self.server.max_connections,
+                16_384,
+                (1, 1_000_000),
+            ),
+            max_concurrent_streams: c.number(
+                "server.max_concurrent_streams",
+                self.server.max_concurrent_streams,
+                100,
+                (1, 1000),
+            ) as u32,
+        };
+
+        let rate_limit = RateLimitConfig {
+            enabled: c.boolean("rate_limit.enabled", self.rate_limit.enabled, true),
+            login: self.rate_limit.login.validate(
+                &mut c,
+                "rate_limit.login",
+                RateBucket {
+                    per_second: 5.0,
+                    burst: 50,
+                },
+            ),
+            code_exchange: self.rate_limit.code_exchange.validate(
+                &mut c,
+                "rate_limit.code_exchange",
+                RateBucket {
+                    per_second: 10.0,
+                    burst: 10,
+                },
             ),
         };
 
@@ -1018,6 +1164,7 @@ impl RawConfig {
                     session,
                     headers,
                     server,
+                    rate_limit,
                     log: LogConfig { level, format },
                     login_page,
                     ui,
@@ -1550,5 +1697,121 @@ log:
     fn yaml_type_error_names_the_key() {
         let err = Config::from_yaml_str(&format!("{MINIMAL}redirect_allowlist: 5\n")).unwrap_err();
         assert!(err.to_string().contains("redirect_allowlist"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_documented_defaults() {
+        let c = Config::from_yaml_str(MINIMAL).expect("valid");
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        // A later issue holds 10,000 idle keep-alive connections: the cap must allow that.
+        assert!(c.server.max_connections >= 10_000);
+        assert_eq!(c.server.max_connections, 16_384);
+        assert_eq!(c.server.max_concurrent_streams, 100);
+        assert!(c.rate_limit.enabled);
+        assert_eq!(
+            c.rate_limit.login,
+            RateBucket {
+                per_second: 5.0,
+                burst: 50
+            }
+        );
+        let ex = c.rate_limit.code_exchange;
+        assert!(
+            ex.per_second + f64::from(ex.burst) <= 20.0,
+            "stays within DingTalk's 20 calls/s per API"
+        );
+    }
+
+    #[test]
+    fn limits_are_read_from_yaml() {
+        let c = Config::from_yaml_str(&format!(
+            "{MINIMAL}server:\n  idle_timeout: 5m\n  max_connections: 20000\n  max_concurrent_streams: 32\nrate_limit:\n  enabled: false\n  login:\n    per_second: 0.5\n    burst: 3\n  code_exchange:\n    per_second: 2\n    burst: 4\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.server.max_connections, 20_000);
+        assert_eq!(c.server.max_concurrent_streams, 32);
+        assert!(!c.rate_limit.enabled);
+        assert_eq!(c.rate_limit.login.per_second, 0.5);
+        assert_eq!(c.rate_limit.login.burst, 3);
+        assert_eq!(c.rate_limit.code_exchange.per_second, 2.0);
+        assert_eq!(c.rate_limit.code_exchange.burst, 4);
+    }
+
+    #[test]
+    fn bad_limits_are_named_all_at_once() {
+        let cases: &[(&str, &str)] = &[
+            ("server:\n  idle_timeout: 0s\n", "server.idle_timeout"),
+            ("server:\n  idle_timeout: -5s\n", "server.idle_timeout"),
+            ("server:\n  idle_timeout: 500ms\n", "server.idle_timeout"),
+            ("server:\n  idle_timeout: 400d\n", "server.idle_timeout"),
+            ("server:\n  max_connections: 0\n", "server.max_connections"),
+            ("server:\n  max_connections: -1\n", "server.max_connections"),
+            (
+                "server:\n  max_connections: 99999999999\n",
+                "server.max_connections",
+            ),
+            (
+                "server:\n  max_connections: lots\n",
+                "server.max_connections",
+            ),
+            (
+                "server:\n  max_concurrent_streams: 0\n",
+                "server.max_concurrent_streams",
+            ),
+            (
+                "server:\n  max_concurrent_streams: 5000\n",
+                "server.max_concurrent_streams",
+            ),
+            ("rate_limit:\n  enabled: maybe\n", "rate_limit.enabled"),
+            (
+                "rate_limit:\n  login:\n    per_second: 0\n",
+                "rate_limit.login.per_second",
+            ),
+            (
+                "rate_limit:\n  login:\n    per_second: -3\n",
+                "rate_limit.login.per_second",
+            ),
+            (
+                "rate_limit:\n  login:\n    per_second: NaN\n",
+                "rate_limit.login.per_second",
+            ),
+            (
+                "rate_limit:\n  login:\n    per_second: 1e9\n",
+                "rate_limit.login.per_second",
+            ),
+            (
+                "rate_limit:\n  login:\n    burst: 0\n",
+                "rate_limit.login.burst",
+            ),
+            (
+                "rate_limit:\n  login:\n    burst: 1000000000\n",
+                "rate_limit.login.burst",
+            ),
+            (
+                "rate_limit:\n  code_exchange:\n    per_second: inf\n",
+                "rate_limit.code_exchange.per_second",
+            ),
+            (
+                "rate_limit:\n  code_exchange:\n    burst: -2\n",
+                "rate_limit.code_exchange.burst",
+            ),
+            (
+                "rate_limit:\n  login:\n    rate: 5\n",
+                "rate_limit.login.rate",
+            ),
+            ("rate_limit:\n  per_ip: 5\n", "rate_limit.per_ip"),
+        ];
+        for (yaml, key) in cases {
+            let found = issues(&format!("{MINIMAL}{yaml}"));
+            assert!(
+                found.iter().any(|i| i.starts_with(&format!("{key}: "))),
+                "{yaml:?} should name {key}: {found:?}"
+            );
+        }
+        let found = issues(&format!(
+            "{MINIMAL}server:\n  idle_timeout: 0s\n  max_connections: 0\nrate_limit:\n  login:\n    burst: 0\n"
+        ));
+        assert_eq!(found.len(), 3, "all at once: {found:?}");
     }
 }

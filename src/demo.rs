@@ -101,6 +101,10 @@ dingtalk:
   timeout: 5s
 session:
   signing_key: "{key}"
+# Everything runs on loopback, so every client shares one address; tests that exercise the
+# limits turn them on in `extra_yaml`.
+rate_limit:
+  enabled: false
 "#,
             client_id = settings.client_id,
             client_secret = settings.client_secret,

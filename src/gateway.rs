@@ -21,6 +21,7 @@ use crate::pages::{self, Lang, Page};
 use crate::proxy::forward::{apply_identity, forward, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
 use crate::proxy::path::{normalize_path, PathError};
+use crate::ratelimit::{client_ip, BadForwardedFor, Throttled};
 use crate::routes::Route;
 use crate::session::cookie::{clear_cookie, clear_cookie_everywhere, session_cookie};
 use crate::session::lookup::verify_cookies;
@@ -79,6 +80,12 @@ pub enum GatewayError {
     /// The sign-out failed.
     #[error(transparent)]
     SignOut(#[from] SignOutError),
+    /// This client address made too many login requests (`rate_limit.login`).
+    #[error("login rate limit")]
+    RateLimited(#[source] Throttled),
+    /// With `trust_forwarded_headers`, the client address the proxy appended is unusable.
+    #[error("unusable client address")]
+    BadClientAddress(#[source] BadForwardedFor),
 }
 
 /// Facts about the request that shape its error response.
@@ -181,6 +188,14 @@ async fn dispatch(
     };
     let endpoint = endpoint.as_str();
 
+    if is_login_endpoint(endpoint) {
+        // Before any state or DingTalk work: each start or callback may cost a DingTalk call.
+        let ip = client_ip(req.headers(), peer, app.config.trust_forwarded_headers)
+            .map_err(GatewayError::BadClientAddress)?;
+        app.limits
+            .check_client(ip)
+            .map_err(GatewayError::RateLimited)?;
+    }
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let query = req.uri().query();
     match endpoint {
@@ -240,6 +255,14 @@ fn same_origin<B>(app: &AppState, req: &Request<B>) -> Result<(), GatewayError> 
     let host = host.as_ref().and_then(|h| h.to_str().ok());
     sign_out::check_same_origin(&app.config.public_url, host, req.headers())?;
     Ok(())
+}
+
+/// The endpoints that start or complete a login, limited per client address.
+fn is_login_endpoint(endpoint: &str) -> bool {
+    matches!(
+        endpoint,
+        "/start" | "/sign_in" | "/inapp" | "/callback" | "/inapp/callback"
+    )
 }
 
 /// The request's one host. The authority of an absolute-form target (HTTP/2 `:authority`) and
@@ -509,7 +532,10 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             StatusCode::UNAUTHORIZED
         }
         GatewayError::NotFound | GatewayError::NoRoute => StatusCode::NOT_FOUND,
-        GatewayError::BadPath(_) | GatewayError::BadHost(_) => StatusCode::BAD_REQUEST,
+        GatewayError::BadPath(_) | GatewayError::BadHost(_) | GatewayError::BadClientAddress(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
         GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         GatewayError::Login(e) => match e {
@@ -523,6 +549,7 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             | LoginError::Inactive { .. }
             | LoginError::TooLarge(_) => StatusCode::FORBIDDEN,
             LoginError::SessionTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            LoginError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             LoginError::DingTalk(d) if d.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             LoginError::DingTalk(_) => StatusCode::BAD_GATEWAY,
         },
@@ -549,6 +576,25 @@ pub fn error_response(
     error: &GatewayError,
     ctx: &RequestContext,
 ) -> Response<GatewayBody> {
+    let mut resp = error_page(app, error, ctx);
+    if let Some(t) = throttled(error) {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(t.retry_after.as_secs()),
+        );
+    }
+    resp
+}
+
+/// The rate limit that refused a request, if one did.
+fn throttled(error: &GatewayError) -> Option<&Throttled> {
+    match error {
+        GatewayError::RateLimited(t) | GatewayError::Login(LoginError::Busy(t)) => Some(t),
+        _ => None,
+    }
+}
+
+fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Response<GatewayBody> {
     let status = status_of(error);
     let start = format!("{}/start", app.config.prefix);
     let start_here = match error {
@@ -623,6 +669,8 @@ pub fn error_response(
         | GatewayError::NoRoute
         | GatewayError::BadPath(_)
         | GatewayError::BadHost(_)
+        | GatewayError::BadClientAddress(_)
+        | GatewayError::RateLimited(_)
         | GatewayError::Forbidden { .. }
         | GatewayError::MethodNotAllowed
         | GatewayError::Unauthenticated
@@ -701,6 +749,8 @@ fn describe(
         GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_) => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
         GatewayError::BadPath(_) => ("bad_path", "Bad request", "请求无效", "The request path is not acceptable (encoded control characters, backslashes or ambiguous segments).", "请求路径不被接受（包含编码的控制字符、反斜杠或有歧义的路径段）。"),
         GatewayError::BadHost(_) => ("bad_host", "Bad request", "请求无效", "The request names its host ambiguously.", "请求中的主机名有歧义。"),
+        GatewayError::BadClientAddress(_) => ("bad_client_address", "Bad request", "请求无效", "The proxy in front of this gateway did not say which address the request came from.", "网关前面的代理没有提供请求的来源地址。"),
+        GatewayError::RateLimited(_) => ("rate_limited", "Too many sign-in attempts", "登录尝试过于频繁", "Too many sign-in attempts came from your network. Wait a moment, then try again.", "来自您所在网络的登录尝试过多，请稍候再试。"),
         GatewayError::NoRoute => ("not_found", "Not found", "未找到", "No application is configured for this address.", "此地址没有配置任何应用。"),
         GatewayError::Forbidden { .. } => ("forbidden", "Access denied", "无权访问", "You are signed in, but this application's access rules do not include you.", "您已登录，但此应用的访问规则不包括您。"),
         GatewayError::NotFound => ("not_found", "Not found", "未找到", "There is no such page on this gateway.", "网关上没有这个页面。"),
@@ -717,6 +767,7 @@ fn describe(
             LoginError::NotInOrganization { .. } => ("not_in_organization", "Account not in this organization", "账号不属于此组织", "This DingTalk account is not a member of the organization.", "该钉钉账号不属于此组织。"),
             LoginError::TooLarge(_) => ("profile_too_large", "Your directory entry is too large", "您的通讯录信息过大", "Your DingTalk account has an id or a list of departments longer than this gateway can keep in a session, so it cannot sign you in. Tell the administrator of this gateway (quote the request id).", "您的钉钉账号 ID 或所在部门列表超出了本网关会话可保存的长度，因此无法登录。请联系网关管理员并提供请求编号。"),
             LoginError::SessionTooLarge { .. } => ("session_too_large", "Session cannot be stored", "无法保存会话", "Sign-in with DingTalk worked, but the session cookie would be larger than browsers keep. The administrator of this gateway should shorten session.cookie_domain, session.cookie_name, public_url or session.audience (quote the request id).", "钉钉登录成功，但会话 Cookie 超出浏览器允许的大小。请网关管理员缩短 session.cookie_domain、session.cookie_name、public_url 或 session.audience（请提供请求编号）。"),
+            LoginError::Busy(_) => ("login_busy", "Too many sign-ins right now", "当前登录人数过多", "Many people are signing in at this moment. Wait a few seconds, then sign in again.", "此刻登录的人数过多，请稍等几秒后重新登录。"),
             LoginError::DingTalk(d) if d.is_timeout() => ("dingtalk_timeout", "DingTalk did not respond", "钉钉未响应", "DingTalk did not answer in time. Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "钉钉未能及时响应，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
             LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk returned an error. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉返回了错误，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),
         },
@@ -736,7 +787,10 @@ fn describe(
     }
 }
 
-/// Logs an error once, with its full cause chain and, for DingTalk, what the operator should check.
+/// Logs an error once, with its full cause chain. Levels follow who has to act: no session or a
+/// rate-limited login is normal traffic (debug); any other client fault is info, without an
+/// operator hint (a scanner must not flood the log with advice); faults of DingTalk, the upstream
+/// or the gateway (5xx) are errors, with what the operator should check.
 fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
     let mut chain = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -745,16 +799,35 @@ fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
         chain.push_str(&s.to_string());
         source = s.source();
     }
-    let hint = match error {
-        GatewayError::Login(LoginError::DingTalk(d) | LoginError::CodeRejected(d))
-        | GatewayError::Revalidation(d) => Some(d.operator_hint()),
-        GatewayError::Login(LoginError::NotInOrganization { corp, .. }) => Some(format!(
-            "DingTalk returned corpId {}; only dingtalk.corp_id may log in",
-            corp.as_deref().unwrap_or("(none)")
-        )),
-        GatewayError::Login(LoginError::TooLarge(_)) => Some(
-            "see the limits on DingTalk fields in README; the person's departments (with their parents) or ids exceed them".to_owned(),
-        ),
+    if status.is_server_error() {
+        let hint = operator_hint(error).unwrap_or_default();
+        tracing::error!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request failed");
+    } else if is_routine(error) {
+        tracing::debug!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, "request refused");
+    } else {
+        tracing::info!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, "request refused");
+    }
+}
+
+/// Refusals that are part of normal traffic: not worth an info line of their own (the access
+/// line already records the status).
+fn is_routine(error: &GatewayError) -> bool {
+    matches!(
+        error,
+        GatewayError::Unauthenticated
+            | GatewayError::UnauthenticatedAt(_)
+            | GatewayError::RateLimited(_)
+            // The limiter itself warns, at most once a minute, when the global budget runs out.
+            | GatewayError::Login(LoginError::Busy(_))
+    )
+}
+
+/// What the operator should check, for faults that are the operator's to fix.
+fn operator_hint(error: &GatewayError) -> Option<String> {
+    match error {
+        GatewayError::Login(LoginError::DingTalk(d)) | GatewayError::Revalidation(d) => {
+            Some(d.operator_hint())
+        }
         GatewayError::Login(LoginError::SessionTooLarge { .. }) => Some(
             "shorten session.cookie_domain, session.cookie_name, public_url (issuer) or session.audience".to_owned(),
         ),
@@ -764,17 +837,123 @@ fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
         GatewayError::Upstream(UpstreamError::Timeout(_)) => {
             Some("the upstream is slow: check it, or raise `upstream_timeout`".to_owned())
         }
-        _ => None,
-    };
-    let hint = hint.unwrap_or_default();
-    if status.is_server_error() {
-        tracing::error!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request failed");
-    } else if matches!(
-        error,
-        GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_)
-    ) {
-        tracing::debug!(request_id = %ctx.request_id, "no session");
-    } else {
-        tracing::warn!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request refused");
+        GatewayError::Unauthenticated
+        | GatewayError::UnauthenticatedAt(_)
+        | GatewayError::BadHost(_)
+        | GatewayError::BadPath(_)
+        | GatewayError::NoRoute
+        | GatewayError::Forbidden { .. }
+        | GatewayError::NotFound
+        | GatewayError::MethodNotAllowed
+        | GatewayError::Login(_)
+        | GatewayError::Upstream(UpstreamError::BadUri(_))
+        | GatewayError::RateLimited(_)
+        | GatewayError::BadClientAddress(_)
+        | GatewayError::Revocation(_)
+        | GatewayError::CrossSite(_)
+        | GatewayError::SignOut(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dingtalk::DingTalkError;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `log_error` writes for `error`, at every level.
+    fn logged(error: GatewayError) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let ctx = RequestContext {
+            request_id: "0123456789abcdef".into(),
+            wants_html: false,
+            return_to: "/".into(),
+            lang: Lang::Zh,
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            log_error(&error, status_of(&error), &ctx);
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    fn api_error(code: &str) -> Box<DingTalkError> {
+        Box::new(DingTalkError::Api {
+            api: crate::dingtalk::api::USER_ACCESS_TOKEN,
+            status: 400,
+            code: code.into(),
+            message: "the code is invalid".into(),
+            request_id: None,
+            required_scopes: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn made_up_code_is_info_without_the_operator_hint() {
+        let e = api_error("invalidAuthCode");
+        assert!(e.is_bad_code());
+        let hint = e.operator_hint();
+        let line = logged(GatewayError::Login(LoginError::CodeRejected(e)));
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(!line.contains(&hint) && !line.contains("hint"), "{line}");
+    }
+
+    #[test]
+    fn no_session_and_rate_limits_are_debug() {
+        use crate::ratelimit::{Scope, Throttled};
+        let t = Throttled {
+            scope: Scope::ClientLogins,
+            retry_after: std::time::Duration::from_secs(3),
+        };
+        for e in [
+            GatewayError::Unauthenticated,
+            GatewayError::RateLimited(t),
+            GatewayError::Login(LoginError::Busy(Throttled {
+                scope: Scope::CodeExchanges,
+                ..t
+            })),
+        ] {
+            let line = logged(e);
+            assert!(line.contains(" DEBUG "), "{line}");
+        }
+    }
+
+    #[test]
+    fn client_faults_are_info_and_real_faults_error_with_hint() {
+        for e in [
+            GatewayError::NotFound,
+            GatewayError::BadHost("more than one Host header"),
+            GatewayError::Login(LoginError::BadReturnUrl(
+                crate::login::redirect::RedirectError::NotAllowed("scheme-relative"),
+            )),
+            GatewayError::Login(LoginError::BadCode("no authCode in the callback")),
+        ] {
+            let line = logged(e);
+            assert!(line.contains(" INFO ") && !line.contains("hint"), "{line}");
+        }
+        // A configuration error at DingTalk (wrong secret) is the operator's to fix.
+        let e = api_error("invalidClientIdOrSecret");
+        assert!(!e.is_bad_code());
+        let line = logged(GatewayError::Login(LoginError::DingTalk(e)));
+        assert!(line.contains(" ERROR ") && line.contains("hint="), "{line}");
     }
 }

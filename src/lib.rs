@@ -14,6 +14,7 @@ pub mod mock;
 
 pub mod pages;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod session;
@@ -38,6 +39,9 @@ pub async fn serve(
         header_read_timeout: state.config.server.header_read_timeout,
         max_header_bytes: state.config.server.max_header_bytes,
         shutdown_timeout: state.config.server.shutdown_timeout,
+        idle_timeout: state.config.server.idle_timeout,
+        max_connections: state.config.server.max_connections,
+        max_concurrent_streams: state.config.server.max_concurrent_streams,
     };
     server::serve_http(
         listener,

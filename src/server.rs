@@ -1,20 +1,23 @@
-//! Accept loop shared by the gateway, the mock DingTalk and the demo upstream: HTTP/1 + HTTP/2, header-read timeout, graceful drain.
+//! Accept loop shared by the gateway, the mock DingTalk and the demo upstream: HTTP/1 + HTTP/2, header-read and idle timeouts, connection cap, graceful drain.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 
 /// Limits applied to every accepted connection.
 #[derive(Debug, Clone)]
@@ -25,6 +28,13 @@ pub struct ServerLimits {
     pub max_header_bytes: usize,
     /// How long in-flight connections may take to finish after shutdown is signalled.
     pub shutdown_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/1 keep-alive: closed;
+    /// HTTP/2: GOAWAY, then closed). A response still streaming counts as a request in flight.
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; at the cap, accepting pauses until one closes.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection (advertised in SETTINGS).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ServerLimits {
@@ -33,15 +43,22 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 16_384,
+            max_concurrent_streams: 100,
         }
     }
 }
+
+/// How often, at most, reaching `max_connections` is logged.
+const CAP_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves `handler` on `listener` until `shutdown` resolves, then drains open connections
 /// for at most `limits.shutdown_timeout`.
 ///
 /// `handler` gets every request together with the peer address; it must never fail (errors are
-/// responses), which is why its error type is `Infallible`.
+/// responses), which is why its error type is `Infallible`. Response bodies must be `Unpin`
+/// (they are wrapped to track when a response has really finished).
 pub async fn serve_http<H, Fut, B>(
     listener: TcpListener,
     limits: ServerLimits,
@@ -50,7 +67,7 @@ pub async fn serve_http<H, Fut, B>(
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -63,64 +80,305 @@ pub async fn serve_http<H, Fut, B>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes.max(8192) as u32)
-        // Pings find dead peers; an unanswered ping closes the connection.
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // Pings find dead peers; an unanswered ping closes the connection. A peer that answers
+        // pings but sends no request is closed by the idle timer instead.
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let graceful = GracefulShutdown::new();
+    let max_connections = limits.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let (stop, stopped) = watch::channel(false);
+    let mut last_cap_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
 
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        // EMFILE and friends: back off instead of spinning on a hot error.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                let first_request = Arc::new(AtomicBool::new(false));
-                let seen = first_request.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    seen.store(true, Ordering::Relaxed);
-                    handler(req, peer)
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                let deadline = limits.header_read_timeout;
-                tokio::spawn(async move {
-                    tokio::pin!(conn);
-                    // hyper's header_read_timeout covers an HTTP/1 head once the protocol is
-                    // known; protocol detection and the HTTP/2 preface have no timer of their
-                    // own, so a connection that has not produced a request by the deadline
-                    // (silent, half a preface, a preface and nothing else) is closed here.
-                    let result = tokio::select! {
-                        r = &mut conn => r,
-                        () = tokio::time::sleep(deadline) => {
-                            if !first_request.load(Ordering::Relaxed) {
-                                tracing::debug!(%peer, "no request within header_read_timeout; closing");
-                                return;
-                            }
-                            conn.await
-                        }
-                    };
-                    if let Err(err) = result {
-                        tracing::debug!(error = %err, %peer, "connection ended with error");
-                    }
-                });
+        // At the cap, stop calling accept(): new connections wait in the kernel's listen backlog
+        // (and are refused by the kernel once it is full) instead of being accepted and dropped,
+        // so a burst is absorbed and served as soon as connections free up.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if last_cap_warning.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
+                    last_cap_warning = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections,
+                        "connection limit reached: new connections wait in the listen backlog until one closes (server.max_connections)"
+                    );
+                }
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
             }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning on a hot error.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             () = &mut shutdown => break,
-        }
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let seen = activity.clone();
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let guard = InFlight::start(&seen);
+            let response = handler(req, peer);
+            async move {
+                let response = response.await?;
+                Ok::<_, Infallible>(response.map(|inner| TrackedBody {
+                    inner,
+                    _guard: guard,
+                }))
+            }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let timers = ConnTimers {
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+        };
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::pin!(conn);
+            let result = drive(conn, &activity, timers, stopped, peer).await;
+            if let Err(err) = result {
+                tracing::debug!(error = %err, %peer, "connection ended with error");
+            }
+        });
     }
     drop(listener);
+    let _ = stop.send(true);
+    // Every open connection holds one permit: holding them all means every connection is closed.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = slots.acquire_many(all) => {}
         () = tokio::time::sleep(limits.shutdown_timeout) => {
             tracing::warn!("graceful shutdown timed out; closing remaining connections");
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConnTimers {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// Runs one connection to its end, closing it gracefully when it produced no request within
+/// the header-read timeout, stayed idle for the idle timeout, or the server shuts down.
+async fn drive<C>(
+    mut conn: Pin<&mut C>,
+    activity: &Activity,
+    timers: ConnTimers,
+    mut stopped: watch::Receiver<bool>,
+    peer: SocketAddr,
+) -> C::Output
+where
+    C: Future + GracefulClose,
+{
+    // hyper's header_read_timeout covers an HTTP/1 head once the protocol is known; protocol
+    // detection and the HTTP/2 preface have no timer of their own, so a connection that has not
+    // produced a request by the deadline (silent, half a preface, a preface and nothing else)
+    // is dropped here.
+    let head_deadline = activity.origin + timers.header_read_timeout;
+    let mut wake = head_deadline.min(activity.origin + timers.idle_timeout);
+    // Set once the connection was asked to close: stop watching for shutdown, stop idling.
+    let mut closing = false;
+    let mut stopping = false;
+    // After an idle close, how long the client gets to complete the close (HTTP/2: GOAWAY and
+    // its ping round trip) before the connection is dropped.
+    let mut linger_until: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            _ = stopped.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                if !closing {
+                    conn.as_mut().close_gracefully();
+                    closing = true;
+                }
+            }
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if !activity.started.load(Ordering::Acquire) {
+                    if now < head_deadline {
+                        wake = head_deadline;
+                        continue;
+                    }
+                    tracing::debug!(%peer, "no request within header_read_timeout; closing");
+                    return conn.as_mut().abandon();
+                }
+                let idle = activity.idle_since();
+                if let Some(until) = linger_until {
+                    if now >= until && idle.is_some() {
+                        tracing::debug!(%peer, "idle connection did not finish closing; dropping it");
+                        return conn.as_mut().abandon();
+                    }
+                    wake = now + timers.header_read_timeout;
+                    continue;
+                }
+                if closing {
+                    // Shutting down: the drain deadline of `serve_http` applies.
+                    wake = now + Duration::from_secs(24 * 3600);
+                    continue;
+                }
+                match idle {
+                    Some(since) if now.duration_since(since) >= timers.idle_timeout => {
+                        tracing::debug!(%peer, "connection idle for idle_timeout; closing");
+                        conn.as_mut().close_gracefully();
+                        closing = true;
+                        linger_until = Some(now + timers.header_read_timeout);
+                        wake = now + timers.header_read_timeout;
+                    }
+                    Some(since) => wake = since + timers.idle_timeout,
+                    // A request is in flight: look again one idle period from now.
+                    None => wake = now + timers.idle_timeout,
+                }
+            }
+        }
+    }
+}
+
+/// A connection that can be asked to finish its in-flight requests and close.
+trait GracefulClose: Future {
+    fn close_gracefully(self: Pin<&mut Self>);
+    /// The value to report for a connection dropped without serving anything.
+    fn abandon(self: Pin<&mut Self>) -> Self::Output;
+}
+
+impl<I, S, E> GracefulClose for auto::UpgradeableConnection<'_, I, S, E>
+where
+    Self: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: Body + Send + 'static,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn close_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+
+    fn abandon(self: Pin<&mut Self>) -> Self::Output {
+        Ok(())
+    }
+}
+
+/// Per-connection request accounting: how many requests are in flight and when the last one
+/// started or finished. Shared by the service (one `Arc` per connection, no allocation per
+/// request) and the connection's idle timer.
+struct Activity {
+    origin: Instant,
+    started: AtomicBool,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `origin` of the last request start or end.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            started: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Release);
+    }
+
+    /// When the connection became idle, or `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.origin + Duration::from_millis(self.last_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// One request in flight, from the moment its head is read until its response body has been
+/// sent completely (or dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.started.store(true, Ordering::Release);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.touch();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Stamp first, then leave: the idle timer never sees zero in flight with a stale stamp.
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is finished or
+/// dropped, so a long stream is never taken for an idle connection.
+struct TrackedBody<B> {
+    inner: B,
+    _guard: InFlight,
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_only_without_requests_in_flight() {
+        let activity = Arc::new(Activity::new());
+        assert!(activity.idle_since().is_some());
+        let guard = InFlight::start(&activity);
+        assert!(activity.idle_since().is_none(), "busy while a request runs");
+        let second = InFlight::start(&activity);
+        drop(guard);
+        assert!(activity.idle_since().is_none(), "still one in flight");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(second);
+        let since = activity.idle_since().expect("idle once all are done");
+        assert!(
+            since.elapsed() < Duration::from_millis(10),
+            "idle from the end of the last one"
+        );
     }
 }

@@ -11,6 +11,7 @@ use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
 use crate::proxy::forward::{build_upstream_client, UpstreamClient};
 use crate::proxy::headers::ProtectedHeaders;
+use crate::ratelimit::RateLimits;
 use crate::session::cookie::{
     session_cookie, set_cookie_line_len, CookieSettings, MAX_SET_COOKIE_LINE,
 };
@@ -77,6 +78,8 @@ pub struct AppState {
     pub directory: Option<Directory>,
     /// Pooled upstream client.
     pub upstream: UpstreamClient,
+    /// Login rate limits (per client address, and DingTalk code exchanges overall).
+    pub limits: RateLimits,
     /// Time source.
     pub clock: Clock,
 }
@@ -191,6 +194,7 @@ impl AppState {
         });
         let upstream = build_upstream_client(&config.upstream);
         let revocations = Revocations::memory(config.session.max_revocations);
+        let limits = RateLimits::new(&config.rate_limit);
         Ok(AppState {
             config,
             sessions,
@@ -202,6 +206,7 @@ impl AppState {
             dingtalk,
             directory,
             upstream,
+            limits,
             clock: Clock::default(),
         })
     }

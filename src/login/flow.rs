@@ -10,6 +10,7 @@ use crate::identity::{cut, drop_if_longer, limits, Identity, LimitError};
 use crate::login::redirect::RedirectError;
 use crate::login::state::{NewFlow, StateError};
 use crate::pages;
+use crate::ratelimit::Throttled;
 use crate::session::cookie::{session_cookie, set_cookie_line_len, MAX_SET_COOKIE_LINE};
 use crate::state::AppState;
 
@@ -69,6 +70,10 @@ pub enum LoginError {
         /// Length of the `Set-Cookie` line.
         bytes: usize,
     },
+    /// The gateway-wide DingTalk code-exchange budget (`rate_limit.code_exchange`) is spent;
+    /// the code was not sent to DingTalk.
+    #[error("too many logins at once")]
+    Busy(#[source] Throttled),
 }
 
 /// A failed login step plus cookies that must still be set on the error response.
@@ -212,6 +217,10 @@ pub async fn callback(
         )));
     }
 
+    // Charged only once the state has checked out, so forged callbacks cannot spend the budget.
+    app.limits
+        .check_exchange()
+        .map_err(|t| fail(LoginError::Busy(t)))?;
     let token = app.dingtalk.exchange_code(&code).await.map_err(|e| {
         fail(if e.is_bad_code() {
             LoginError::CodeRejected(Box::new(e))
@@ -401,6 +410,9 @@ pub async fn inapp_callback(
     {
         return Err(fail(LoginError::BadCode("the in-client code is malformed")));
     }
+    app.limits
+        .check_exchange()
+        .map_err(|t| fail(LoginError::Busy(t)))?;
     let user = match app.dingtalk.inapp_user(&post.code).await {
         Ok(user) => user,
         Err(e) if e.is_bad_code() => {
