@@ -7,7 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 
-/// `/` for every member (with a public `/static/`), `/admin` for 张三 only.
+/// `/` for every member (with a public `/static/`); `/admin`, and `/static/reports` inside the
+/// public part, for 张三 only.
 const ROUTES: &str = r#"
 routes:
   - name: site
@@ -15,6 +16,9 @@ routes:
     public: ["/static/", "/healthz"]
   - name: admin
     path_prefix: /admin
+    allow: { users: [zhangsan] }
+  - name: reports
+    path_prefix: /static/reports
     allow: { users: [zhangsan] }
 "#;
 
@@ -156,9 +160,27 @@ async fn a_path_is_public_only_if_every_reading_is_public() {
         ("/static%3Bx/y", 401),
         ("/healthz.", 401),
         ("/HEALTHZ", 401),
+        // Exactly, these are below the public /static/; read as /static/reports, they are not.
+        ("/static/reports", 401),
+        ("/static/REPORTS/x", 401),
+        ("/static/Reports", 401),
+        ("/static/reports./x", 401),
+        ("/static/reports%20", 401),
+        ("/static/reports%3Bv=1/x", 401),
+        ("/static/;x/reports", 401),
     ] {
         let (status, body) = raw_get(&stack, target, &[]).await;
         assert_eq!(status, want, "{target}: {body}");
+    }
+    // Signed in, the reports route's policy decides them.
+    let lisi = session_of(&stack, "lisi").await;
+    let zhangsan = session_of(&stack, "zhangsan").await;
+    for target in ["/static/REPORTS/x", "/static/reports%3Bv=1/x"] {
+        let (status, body) = raw_get(&stack, target, &[("Cookie", lisi.as_str())]).await;
+        assert_eq!(status, 403, "{target}: {body}");
+        assert_eq!(json(&body)["route"], "reports", "{target}");
+        let (status, body) = raw_get(&stack, target, &[("Cookie", zhangsan.as_str())]).await;
+        assert_eq!(status, 200, "{target}: {body}");
     }
     stack.stop().await;
 }
@@ -205,6 +227,7 @@ async fn forward_auth_decides_the_same_way() {
         ("/STATIC/x", 401),
         ("/static./x", 401),
         ("/static%3Bx/y", 401),
+        ("/static/REPORTS", 401),
         ("/static/.../admin", 400),
     ] {
         let (status, body) = raw_get(&stack, auth, &[("X-Original-URI", target)]).await;
