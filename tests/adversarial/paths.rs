@@ -114,7 +114,13 @@ async fn every_reading_of_admin_is_refused_to_a_member_refused_on_admin() {
     }
 
     // Paths that only look alike stay on the site's rules.
-    for target in ["/administrator", "/administrator.", "/ADMINS", "/x/admin", "/adm%20in"] {
+    for target in [
+        "/administrator",
+        "/administrator.",
+        "/ADMINS",
+        "/x/admin",
+        "/adm%20in",
+    ] {
         let (status, body) = raw_get(&stack, target, &as_lisi).await;
         assert_eq!(status, 200, "{target}: {body}");
     }
@@ -216,8 +222,12 @@ async fn forward_auth_decides_the_same_way() {
                 raw_get(&stack, auth, &[(header, target), ("Cookie", lisi.as_str())]).await;
             assert_eq!(status, 403, "{header}: {target}: {body}");
             assert_eq!(json(&body)["route"], "admin", "{target}");
-            let (status, body) =
-                raw_get(&stack, auth, &[(header, target), ("Cookie", zhangsan.as_str())]).await;
+            let (status, body) = raw_get(
+                &stack,
+                auth,
+                &[(header, target), ("Cookie", zhangsan.as_str())],
+            )
+            .await;
             assert_eq!(status, 200, "{header}: {target} for 张三: {body}");
         }
     }
