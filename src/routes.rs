@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::authz::{Policy, Rule};
 use crate::config::{lenient, ConfigIssue};
-use crate::proxy::fold::{fold, is_fixed_point, Fold};
+use crate::proxy::fold::{affected_by, fold, Fold};
 use crate::proxy::path::normalize_path;
 
 type Unknown = BTreeMap<String, figment::value::Value>;
@@ -191,6 +191,8 @@ pub struct RouteTable {
     /// that ignores case). A single view means every prefix and entry reads only as itself.
     views: Vec<FoldedRoutes>,
     view_of: [usize; 8],
+    /// The folds that change some prefix or public entry ([`affected_by`]).
+    affecting: Fold,
 }
 
 /// Every route's `path_prefix` and `public` entries under one [`Fold`], by route index.
@@ -249,11 +251,16 @@ impl RouteTable {
                 }
             };
         }
+        let affecting = routes
+            .iter()
+            .flat_map(|r| std::iter::once(&r.path_prefix).chain(&r.public))
+            .fold(Fold::EXACT, |acc, p| acc | affected_by(p));
         RouteTable {
             routes,
             order,
             views,
             view_of,
+            affecting,
         }
     }
 
@@ -301,7 +308,9 @@ impl RouteTable {
         let route = &self.routes[exact];
         let mut public = route.is_public(path);
         let mut also: Vec<&Route> = Vec::new();
-        if self.views.len() == 1 && is_fixed_point(path) {
+        // Only folds that change the path or some prefix or entry can match anything new.
+        let relevant = affected_by(path) | self.affecting;
+        if relevant == Fold::EXACT {
             return Some(Resolution {
                 route,
                 public,
@@ -309,7 +318,7 @@ impl RouteTable {
             });
         }
         let mut seen: Vec<(usize, String)> = Vec::with_capacity(8);
-        for how in Fold::subsets() {
+        for how in Fold::subsets().filter(|how| relevant.contains(*how)) {
             let view = self.view_of[how.index()];
             let reading = fold(path, how);
             if seen.iter().any(|(v, r)| *v == view && *r == reading) {
@@ -1149,6 +1158,7 @@ routes:
 "#,
         );
         assert!(t.views.len() > 1);
+        assert_eq!(t.affecting, Fold::CASE);
         assert_eq!(
             resolved(&t, None, "/Admin/x"),
             ("admin".into(), false, vec![])
@@ -1175,6 +1185,58 @@ routes:
             ("site".into(), false, vec!["hr".into()])
         );
         assert_eq!(resolved(&t, Some("other"), "/app").2, Vec::<String>::new());
+    }
+
+    mod readings {
+        use super::*;
+        use crate::proxy::fold::readings;
+        use proptest::prelude::*;
+
+        const PIECES: &[&str] = &[
+            "/", "admin", "ADMIN", "Admin", "api", "API", "static", "Static", "reports", ".",
+            "%2e", "%20", ";x", "%3Bx", "%3bv=1", "x", "..", "%2f",
+        ];
+
+        fn table() -> RouteTable {
+            let mut site = route("site", None, "/");
+            site.public = vec!["/static/".to_owned(), "/healthz".to_owned()];
+            RouteTable::new(vec![
+                site,
+                route("admin", None, "/admin"),
+                route("admin-api", None, "/admin/api"),
+                route("reports", None, "/static/reports"),
+            ])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// The security property itself: whatever reading an upstream applies, the route it
+            /// lands on guards the request, and nothing is public that some reading is not.
+            #[test]
+            fn every_reading_lands_on_a_guard(
+                pieces in prop::collection::vec(prop::sample::select(PIECES), 0..10)
+            ) {
+                let raw = format!("/{}", pieces.concat());
+                let Ok(path) = normalize_path(&raw) else {
+                    return Ok(());
+                };
+                let t = table();
+                let res = t.resolve(None, &path).expect("/ covers everything");
+                prop_assert_eq!(&res.route.name, &t.find(None, &path).unwrap().name);
+                let guards: Vec<&str> = res.guards().map(|r| r.name.as_str()).collect();
+                for reading in readings(&path) {
+                    let r = t.find(None, &reading).expect("/ covers everything");
+                    prop_assert!(
+                        guards.contains(&r.name.as_str()),
+                        "{} read as {} lands on {}, guards {:?}", path, reading, r.name, guards
+                    );
+                    if res.public {
+                        prop_assert!(r.is_public(&reading), "{} public, {} is not", path, reading);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

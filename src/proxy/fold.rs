@@ -112,33 +112,46 @@ pub fn readings(path: &str) -> Vec<String> {
 }
 
 /// Whether canonical `path` reads the same under every fold (no ASCII upper-case letter outside
-/// an escape, no `;` or `%3B`, no segment ending in `.` or `%20`, no empty inner segment), i.e.
+/// an escape, no `;` or `%3B`, no segment or segment name ending in `.` or `%20`), i.e.
 /// `fold(path, how) == path` for every `how`. Scans once and never allocates.
 pub fn is_fixed_point(path: &str) -> bool {
+    affected_by(path) == Fold::EXACT
+}
+
+/// The folds that can change canonical `path` (an over-approximation: a fold not in the result
+/// leaves it unchanged, so `fold(path, how) == fold(path, how ∩ affected_by(path))`). Scans once
+/// and never allocates; a path with an empty inner segment (not canonical) is affected by all.
+pub fn affected_by(path: &str) -> Fold {
     let b = path.as_bytes();
-    let segment_ends = |i: usize| i == b.len() || b[i] == b'/';
+    let is_params = |i: usize| {
+        b.get(i) == Some(&b';')
+            || b.get(i..i + 3)
+                .is_some_and(|e| e.eq_ignore_ascii_case(b"%3B"))
+    };
+    // Where a segment's name or the segment itself ends: trailing dots and spaces go there.
+    let name_ends = |i: usize| i == b.len() || b[i] == b'/' || is_params(i);
+    let mut found = Fold::EXACT;
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'A'..=b'Z' | b';' => return false,
-            b'.' if segment_ends(i + 1) => return false,
-            b'/' if i > 0 && b[i - 1] == b'/' => return false,
+            b'A'..=b'Z' => found = found | Fold::CASE,
+            b'.' if name_ends(i + 1) => found = found | Fold::TRAILING,
+            b'/' if i > 0 && b[i - 1] == b'/' => return Fold::ALL,
             b'%' => {
-                let escape = b.get(i + 1..i + 3);
-                if escape.is_some_and(|e| e.eq_ignore_ascii_case(b"3B")) {
-                    return false;
-                }
-                if escape == Some(b"20".as_slice()) && segment_ends(i + 3) {
-                    return false;
+                if is_params(i) {
+                    found = found | Fold::PARAMS;
+                } else if b.get(i + 1..i + 3) == Some(b"20".as_slice()) && name_ends(i + 3) {
+                    found = found | Fold::TRAILING;
                 }
                 i += 3;
                 continue;
             }
+            _ if is_params(i) => found = found | Fold::PARAMS,
             _ => {}
         }
         i += 1;
     }
-    true
+    found
 }
 
 /// `segment` split before its first `;` or `%3B` (the second part is empty without one).
@@ -274,6 +287,16 @@ mod tests {
         }
         // Not canonical, and not a fixed point either.
         assert!(!is_fixed_point("//a"));
+        for (p, want) in [
+            ("/Admin", Fold::CASE),
+            ("/a%3Bb", Fold::PARAMS),
+            ("/a.;b", Fold::PARAMS | Fold::TRAILING),
+            ("/a%20%3Bb", Fold::PARAMS | Fold::TRAILING),
+            ("/A./b%20", Fold::CASE | Fold::TRAILING),
+            ("/%E4%B8%AD/x.y", Fold::EXACT),
+        ] {
+            assert_eq!(affected_by(p), want, "{p}");
+        }
     }
 
     /// Pieces that exercise the folds and normalization together.
@@ -351,6 +374,12 @@ mod tests {
             for how in Fold::subsets() {
                 prop_assert_eq!(fold(&folded, how), folded.clone());
             }
+        }
+
+        #[test]
+        fn folds_that_do_not_affect_a_path_change_nothing(p in canonical(), how in subset()) {
+            let affected = affected_by(&p);
+            prop_assert_eq!(fold(&p, how), fold(&p, Fold(how.0 & affected.0)), "{:?}", affected);
         }
 
         #[test]
