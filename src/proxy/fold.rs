@@ -1,17 +1,16 @@
 //! Folded readings of a canonical path: the other paths a common upstream may take it to mean.
-//!
-//! The gateway forwards exactly the canonical path ([`crate::proxy::path::normalize_path`]), but
-//! the upstream decides what that path names. Express and ASP.NET/IIS match routes without regard
-//! to ASCII case; Servlet containers and Spring drop `;parameters` from each segment; Windows
-//! servers drop trailing dots and spaces from each segment. So `/ADMIN`, `/admin;x`, `/admin%3Bx`
-//! and `/admin.` can all be `/admin` to some upstream. A gateway that cannot know which upstream
-//! it fronts must authorize a request under every such reading: [`fold`] computes one reading,
-//! [`readings`] all of them, and [`is_fixed_point`] tells, without allocating, that a path has no
-//! reading but itself (the common case).
 
 /// A set of ways an upstream may read a path more loosely than its exact spelling.
 ///
-/// Any upstream applies some subset of these; [`Fold::subsets`] lists all 8.
+/// The gateway forwards exactly the canonical path ([`crate::proxy::path::normalize_path`]), but
+/// the upstream decides what that path names: Express and ASP.NET/IIS match routes without regard
+/// to ASCII case; Servlet containers and Spring drop `;parameters` from each segment; Windows
+/// servers drop trailing dots and spaces from each segment. So `/ADMIN`, `/admin;x`, `/admin%3Bx`
+/// and `/admin.` can all be `/admin` to some upstream, and a gateway that cannot know which one
+/// it fronts must authorize a request under every reading: [`fold`] computes one, [`readings`]
+/// all of them, and [`is_fixed_point`] / [`affected_by`] tell without allocating when there is
+/// nothing to do (the common case). Any upstream applies some subset of these folds;
+/// [`Fold::subsets`] lists all 8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fold(u8);
 
