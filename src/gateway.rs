@@ -22,7 +22,7 @@ use crate::proxy::forward::{apply_identity, forward, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
 use crate::proxy::path::{normalize_path, PathError};
 use crate::ratelimit::{client_ip, BadForwardedFor, Throttled};
-use crate::routes::Route;
+use crate::routes::Resolution;
 use crate::session::cookie::{clear_cookie, clear_cookie_everywhere, session_cookie};
 use crate::session::lookup::verify_cookies;
 use crate::session::revocation::RevocationError;
@@ -307,15 +307,16 @@ async fn protected(
 ) -> Result<Response<GatewayBody>, Failure> {
     let host = effective_host(&req)?;
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let Some(route) = app.config.routes.find(host_str, path) else {
+    let Some(resolution) = app.config.routes.resolve(host_str, path) else {
         return Err(GatewayError::NoRoute.into());
     };
+    // Routing and forwarding use the exact path; authorization holds under every reading of it.
     let target = Target {
-        upstream: &route.upstream,
+        upstream: &resolution.route.upstream,
         path,
         host: host.as_ref(),
     };
-    if route.is_public(path) {
+    if resolution.public {
         // Identity headers are still stripped inside `forward`; none are added.
         return Ok(forward(app, req, peer, None, target).await?);
     }
@@ -355,25 +356,29 @@ async fn protected(
             cookies: clear,
         });
     };
-    let session = authorize(route, session)?;
+    let session = authorize(&resolution, session)?;
     let mut resp = forward(app, req, peer, Some(&session.identity), target).await?;
     append_cookies(&mut resp, session.refreshed.as_slice());
     Ok(resp)
 }
 
-/// Applies the route's policy; a refusal still carries a re-issued session cookie.
-fn authorize(route: &Route, session: Session) -> Result<Session, Failure> {
-    match route.policy.evaluate(&session.identity) {
-        Decision::Allow => Ok(session),
-        Decision::Deny(reason) => Err(Failure {
-            error: GatewayError::Forbidden {
-                name: session.identity.name.clone(),
-                route: route.name.clone(),
-                reason,
-            },
-            cookies: session.refreshed.into_iter().collect(),
-        }),
+/// The one authorization decision of proxy and forward-auth mode: every route that the path
+/// matches under any reading ([`Resolution::guards`]) must admit the session. A refusal names
+/// the refusing route and still carries a re-issued session cookie.
+fn authorize(resolution: &Resolution<'_>, session: Session) -> Result<Session, Failure> {
+    for route in resolution.guards() {
+        if let Decision::Deny(reason) = route.policy.evaluate(&session.identity) {
+            return Err(Failure {
+                error: GatewayError::Forbidden {
+                    name: session.identity.name.clone(),
+                    route: route.name.clone(),
+                    reason,
+                },
+                cookies: session.refreshed.into_iter().collect(),
+            });
+        }
     }
+    Ok(session)
 }
 
 /// Whether an unauthenticated navigation should get the login-free page: inside the DingTalk
@@ -496,11 +501,11 @@ async fn forward_auth(
                 .flatten()
                 .and_then(|h| h.to_str().ok().map(str::to_owned))
         });
-    let Some(route) = app.config.routes.find(host.as_deref(), &path) else {
+    let Some(resolution) = app.config.routes.resolve(host.as_deref(), &path) else {
         return Err(GatewayError::NoRoute.into());
     };
     let mut resp = pages::text(StatusCode::OK, "ok\n");
-    if route.is_public(&path) {
+    if resolution.public {
         clear_identity(resp.headers_mut(), &app.config.headers);
         return Ok(resp);
     }
@@ -511,7 +516,7 @@ async fn forward_auth(
             cookies: clear,
         });
     };
-    let session = authorize(route, session)?;
+    let session = authorize(&resolution, session)?;
     clear_identity(resp.headers_mut(), &app.config.headers);
     apply_identity(resp.headers_mut(), &app.config.headers, &session.identity);
     append_cookies(&mut resp, session.refreshed.as_slice());
@@ -626,18 +631,24 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
         return resp;
     }
 
-    if let GatewayError::Forbidden { name, reason, .. } = error {
+    if let GatewayError::Forbidden {
+        name,
+        route,
+        reason,
+    } = error
+    {
         let (reason_en, reason_zh) = reason.explain();
         if !ctx.wants_html {
             return pages::json(
                 status,
-                &json!({ "error": "forbidden", "message": reason_en, "request_id": ctx.request_id }),
+                &json!({ "error": "forbidden", "route": route, "message": reason_en, "request_id": ctx.request_id }),
             );
         }
         let sign_out = format!("{}/sign_out", app.config.prefix);
         return pages::forbidden(&pages::Forbidden {
             lang: ctx.lang,
             user_name: name,
+            route,
             reason_en: &reason_en,
             reason_zh: &reason_zh,
             sign_out_url: &sign_out,

@@ -168,6 +168,8 @@ pub struct Forbidden<'a> {
     pub lang: Lang,
     /// Display name of the signed-in user.
     pub user_name: &'a str,
+    /// Name of the route whose rules refused (`routes[].name`).
+    pub route: &'a str,
     /// The rule that denied them, in English (e.g. "department 财务部 is denied on /admin").
     pub reason_en: &'a str,
     /// The same in Chinese.
@@ -191,8 +193,8 @@ pub fn forbidden(p: &Forbidden<'_>) -> Response<GatewayBody> {
         ),
     );
     let reason = (
-        format!("Reason: {}", p.reason_en),
-        format!("原因：{}", p.reason_zh),
+        format!("Reason (route “{}”): {}", p.route, p.reason_en),
+        format!("原因（路由“{}”）：{}", p.route, p.reason_zh),
     );
     let hint = (
         "If you think you should have access, ask the administrator and quote the request id. To use another account, sign out first.",
@@ -1480,6 +1482,7 @@ mod tests {
         let page = |lang| Forbidden {
             lang,
             user_name: "<img src=x>张三",
+            route: "<admin>",
             reason_en: "department <Finance> is denied on /admin",
             reason_zh: "部门“财务部”不允许访问 /admin & co",
             sign_out_url: "/_dinggate/sign_out?rd=/\"x",
@@ -1492,8 +1495,12 @@ mod tests {
         assert_nonce_matches(&html, &policy);
         assert!(!html.contains("<script") && !html.contains("<img"));
         assert!(html.contains("“&lt;img src=x&gt;张三”"));
-        assert!(html.contains("Reason: department &lt;Finance&gt; is denied on /admin"));
-        assert!(html.contains("原因：部门“财务部”不允许访问 /admin &amp; co"));
+        assert!(html.contains(
+            "Reason (route “&lt;admin&gt;”): department &lt;Finance&gt; is denied on /admin"
+        ));
+        assert!(
+            html.contains("原因（路由“&lt;admin&gt;”）：部门“财务部”不允许访问 /admin &amp; co")
+        );
         assert!(html.contains(r#"href="/_dinggate/sign_out?rd=/&quot;x">Sign out · 退出登录</a>"#));
         assert!(html.contains("403 · 请求编号 <code>&lt;rid&gt;</code>"));
         assert!(html.find("无权访问").unwrap() < html.find("Access denied").unwrap());

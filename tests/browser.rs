@@ -501,6 +501,7 @@ mod page_server {
             ["forbidden"] => pages::forbidden(&pages::Forbidden {
                 lang: Lang::Zh,
                 user_name: "王五",
+                route: "finance",
                 reason_en: "the route /finance allows only department 财务部 (and below)",
                 reason_zh: "路由 /finance 只允许 财务部（含下级部门）访问",
                 sign_out_url: "/_dinggate/sign_out",

@@ -1,5 +1,6 @@
 //! Reverse-proxy plumbing: pure header operations and request forwarding.
 
+pub mod fold;
 pub mod forward;
 pub mod headers;
 pub mod names;

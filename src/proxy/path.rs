@@ -25,8 +25,10 @@ pub enum PathError {
     /// A backslash, raw or percent-encoded.
     #[error("the request path contains a backslash")]
     Backslash,
-    /// A `.` or `..` segment followed by `;` parameters, such as `..;` or `.;jsessionid=x`.
-    #[error("the request path contains a dot segment with parameters")]
+    /// A segment that some servers read as a dot segment and others as a name: one made only of
+    /// dots and spaces (with at least one dot) before any `;` parameters, other than a plain `.`
+    /// or `..` — `..;`, `.;jsessionid=x`, `...`, `.. `, `. .` (see [`crate::proxy::fold`]).
+    #[error("the request path contains an ambiguous dot segment")]
     AmbiguousSegment,
     /// Longer than [`MAX_PATH_BYTES`], before or after canonicalization.
     #[error("the request path is too long")]
@@ -89,7 +91,9 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
             }
             // Servlet containers strip `;params` before resolving dot segments, so to them
             // `/static/..;/admin` is `/admin` while to everyone else it is below `/static`.
-            _ if segment.starts_with(b".;") || segment.starts_with(b"..;") => {
+            // Windows servers drop trailing dots and spaces, so `.. ` or `...` may become `..`
+            // or nothing. No reading of such a segment is safe for every upstream.
+            _ if is_dot_like(segment) => {
                 return Err(PathError::AmbiguousSegment);
             }
             _ => {
@@ -117,6 +121,16 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
         return Err(PathError::TooLong);
     }
     Ok(out)
+}
+
+/// Whether a decoded segment (not `.` or `..`) is made only of dots and spaces, with at least
+/// one dot, before its first `;`.
+fn is_dot_like(segment: &[u8]) -> bool {
+    let head = segment
+        .iter()
+        .position(|&b| b == b';')
+        .map_or(segment, |i| &segment[..i]);
+    head.contains(&b'.') && head.iter().all(|&b| b == b'.' || b == b' ')
 }
 
 /// Decoded bytes, each with whether it arrived as a `%XX` escape.
@@ -177,6 +191,7 @@ fn push_encoded(out: &mut String, b: u8, was_escaped: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn n(raw: &str) -> Result<String, PathError> {
         normalize_path(raw)
@@ -204,7 +219,6 @@ mod tests {
             ("/a/../../b/./c/..", "/b/"),
             ("/a/", "/a/"),
             ("/a", "/a"),
-            ("/...", "/..."),
             ("/a..b/.x/x.", "/a..b/.x/x."),
         ] {
             assert_eq!(ok(raw), want, "normalize({raw:?})");
@@ -302,12 +316,21 @@ mod tests {
             ("/static/.;/admin", PathError::AmbiguousSegment),
             ("/static/..%3B/admin", PathError::AmbiguousSegment),
             ("/static/%2e%2e;x/admin", PathError::AmbiguousSegment),
+            ("/...", PathError::AmbiguousSegment),
+            ("/a/.../b", PathError::AmbiguousSegment),
+            ("/a/..%20/b", PathError::AmbiguousSegment),
+            ("/a/.%20", PathError::AmbiguousSegment),
+            ("/a/%2e%20%2e;x", PathError::AmbiguousSegment),
+            ("/a/...;x/b", PathError::AmbiguousSegment),
         ] {
             assert_eq!(n(raw), Err(want), "normalize({raw:?})");
         }
         // Parameters on ordinary segments are fine.
         assert_eq!(ok("/app;jsessionid=1/x"), "/app;jsessionid=1/x");
         assert_eq!(ok("/a.;b"), "/a.;b");
+        // Dots with other characters, or spaces alone, are names.
+        assert_eq!(ok("/a..b/.x/x./x. /%20"), "/a..b/.x/x./x.%20/%20");
+        assert_eq!(ok("/;x/a"), "/;x/a");
     }
 
     #[test]
@@ -324,95 +347,108 @@ mod tests {
         assert_eq!(n(&dots), Err(PathError::TooLong));
     }
 
-    /// Deterministic xorshift so the fuzz corpus is the same on every run.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            let len = u64::try_from(items.len()).unwrap_or(1);
-            let i = usize::try_from(self.next() % len).unwrap_or(0);
-            items[i]
-        }
+    /// Pieces that exercise every normalization step and their interplay.
+    const PIECES: &[&str] = &[
+        "/",
+        "/",
+        "//",
+        ".",
+        "..",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%2F",
+        "a",
+        "B",
+        "%41",
+        "%20",
+        " ",
+        "%25",
+        "%3B",
+        ";",
+        "=",
+        "%3d",
+        "~",
+        "%7e",
+        "中",
+        "%E4%B8%AD",
+        "%C3",
+        "%A9",
+        "?",
+        "#",
+        "%23",
+        "%3F",
+        "+",
+        "@",
+        ":",
+        "%",
+        "%5C",
+        "%00",
+        "..;",
+        "x",
+        "%252e",
+        "%252F",
+        "é",
+        "[",
+        "%5b",
+        "...",
+        ". ",
+    ];
+
+    fn pieced() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(PIECES), 0..14)
+            .prop_map(|pieces| format!("/{}", pieces.concat()))
     }
 
-    #[test]
-    fn output_is_a_fixed_point_and_a_valid_uri_path() {
-        let pieces = [
-            "/",
-            "/",
-            "//",
-            ".",
-            "..",
-            "%2e",
-            "%2E",
-            "%2f",
-            "%2F",
-            "a",
-            "B",
-            "%41",
-            "%20",
-            " ",
-            "%25",
-            "%3B",
-            ";",
-            "=",
-            "%3d",
-            "~",
-            "%7e",
-            "中",
-            "%E4%B8%AD",
-            "%C3",
-            "%A9",
-            "?",
-            "#",
-            "%23",
-            "%3F",
-            "+",
-            "@",
-            ":",
-            "%",
-            "%5C",
-            "%00",
-            "..;",
-            "x",
-            "%252e",
-            "é",
-            "[",
-            "%5b",
-        ];
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let mut accepted = 0;
-        for _ in 0..20_000 {
-            let len = rng.next() % 12;
-            let mut raw = String::from("/");
-            for _ in 0..len {
-                raw.push_str(rng.pick(&pieces));
-            }
-            let Ok(once) = normalize_path(&raw) else {
-                continue;
-            };
-            accepted += 1;
-            assert_eq!(normalize_path(&once).as_ref(), Ok(&once), "raw {raw:?}");
-            assert!(once.starts_with('/'), "{once:?}");
-            assert!(!once.contains("//"), "{once:?} from {raw:?}");
-            assert!(
-                !once
-                    .split('/')
-                    .any(|s| s == "." || s == ".." || s.eq_ignore_ascii_case("%2e")),
-                "{once:?} from {raw:?}"
-            );
-            assert!(
-                once.parse::<http::uri::PathAndQuery>()
-                    .is_ok_and(|pq| pq.path() == once && pq.query().is_none()),
-                "{once:?} is not a plain URI path"
-            );
+    fn check_canonical(raw: &str) -> Result<(), TestCaseError> {
+        let Ok(once) = normalize_path(raw) else {
+            return Ok(());
+        };
+        prop_assert_eq!(normalize_path(&once), Ok(once.clone()), "raw {:?}", raw);
+        prop_assert!(once.starts_with('/'), "{:?}", once);
+        prop_assert!(!once.contains("//"), "{:?} from {:?}", once, raw);
+        prop_assert!(once.len() <= MAX_PATH_BYTES);
+        prop_assert!(
+            !once
+                .split('/')
+                .any(|s| s == "." || s == ".." || s.eq_ignore_ascii_case("%2e")),
+            "{:?} from {:?}",
+            once,
+            raw
+        );
+        let escapes: Vec<&str> = once
+            .match_indices('%')
+            .map(|(i, _)| &once[i + 1..i + 3])
+            .collect();
+        prop_assert!(
+            !escapes
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case("2F") || e.eq_ignore_ascii_case("5C"))
+                && !once.contains('\\'),
+            "{:?} has an encoded separator",
+            once
+        );
+        prop_assert!(
+            once.parse::<http::uri::PathAndQuery>()
+                .is_ok_and(|pq| pq.path() == once && pq.query().is_none()),
+            "{:?} is not a plain URI path",
+            once
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn output_is_a_fixed_point_and_a_valid_uri_path(raw in pieced()) {
+            check_canonical(&raw)?;
         }
-        assert!(accepted > 5_000, "only {accepted} inputs accepted");
+
+        #[test]
+        fn any_text_is_refused_or_canonical(raw in "/\\PC{0,40}") {
+            check_canonical(&raw)?;
+        }
     }
 
     #[test]
