@@ -276,6 +276,31 @@ fn effective_host<B>(req: &Request<B>) -> Result<Option<RequestHost>, GatewayErr
     Ok(Some(RequestHost { raw, parsed }))
 }
 
+/// With `trust_forwarded_headers`, the trusted proxy's `X-Forwarded-Host` is passed upstream as
+/// the original host: it must then be one valid `host[:port]` naming the same host the route is
+/// chosen by (ports may differ: proxies often drop them), or an upstream that picks the app by
+/// `X-Forwarded-Host` would serve another host than the one authorized.
+fn check_trusted_forwarded_host(
+    headers: &HeaderMap,
+    routed: Option<&HostPort>,
+) -> Result<(), GatewayError> {
+    let repeated = bad_host("more than one X-Forwarded-Host");
+    let Some(value) = single(headers, X_FORWARDED_HOST, repeated)? else {
+        return Ok(());
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| bad_host("X-Forwarded-Host is not visible ASCII"))?;
+    let forwarded = host::parse_authority(text).map_err(|e| GatewayError::BadHost {
+        what: "X-Forwarded-Host is not a valid host[:port]",
+        cause: Some(e),
+    })?;
+    if routed.map(|r| &r.host) != Some(&forwarded.host) {
+        return Err(bad_host("X-Forwarded-Host names another host than Host"));
+    }
+    Ok(())
+}
+
 /// Everything outside the gateway prefix: route, public paths, session, policy, forward.
 async fn protected(
     app: &AppState,
@@ -285,6 +310,9 @@ async fn protected(
     ctx: &RequestContext,
 ) -> Result<Response<GatewayBody>, Failure> {
     let host = effective_host(&req)?;
+    if app.config.trust_forwarded_headers {
+        check_trusted_forwarded_host(req.headers(), host.as_ref().map(|h| &h.parsed))?;
+    }
     let host_name = host.as_ref().map(|h| h.parsed.host.canonical());
     let Some(route) = app.config.routes.find(host_name.as_deref(), path) else {
         return Err(GatewayError::NoRoute.into());
@@ -998,6 +1026,33 @@ mod tests {
             ]),
             Err(GatewayError::BadForwarded(_))
         ));
+    }
+
+    #[test]
+    fn a_trusted_forwarded_host_must_name_the_routed_host() {
+        let routed = host::parse_authority("app.example.com:8443").unwrap();
+        let check = |xfh: &[&[u8]]| {
+            let pairs: Vec<(&str, &[u8])> = xfh.iter().map(|v| (X_FORWARDED_HOST, *v)).collect();
+            check_trusted_forwarded_host(&headers(&pairs), Some(&routed))
+        };
+        assert!(check(&[]).is_ok());
+        assert!(check(&[b"app.example.com"]).is_ok());
+        assert!(check(&[b"APP.example.com.:443"]).is_ok());
+        for bad in [
+            &[&b"other.example.com"[..]][..],
+            &[b"app.example.com:1@other"],
+            &[b"app.example.com, other"],
+            &[b"app.example.com", b"app.example.com"],
+        ] {
+            assert!(
+                matches!(check(bad), Err(GatewayError::BadHost { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            check_trusted_forwarded_host(&headers(&[(X_FORWARDED_HOST, b"a.example")]), None)
+                .is_err()
+        );
     }
 
     #[test]

@@ -343,3 +343,36 @@ async fn forward_auth_sends_only_original_navigations_to_the_login() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_host_must_name_the_routed_host() {
+    let stack = stack(&format!(
+        "{NAMED_HOSTS}{ROUTES}trust_forwarded_headers: true\n"
+    ))
+    .await;
+    let port = stack.gateway.port();
+    let cookie = format!("Cookie: _dinggate={}\r\n", wangwu(&stack));
+    let get = |xfh: &str| {
+        format!("GET /echo HTTP/1.1\r\nHost: gate.example.test:{port}\r\n{xfh}{cookie}")
+            .into_bytes()
+    };
+    // Same host (the proxy dropped the port): forwarded as the proxy saw it.
+    let (status, body) = raw(&stack, &get("X-Forwarded-Host: gate.example.test\r\n")).await;
+    assert_eq!(status, 200, "{body}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        header(&echoed, "x-forwarded-host"),
+        Some("gate.example.test")
+    );
+    // Routed by Host as gate.example.test, but the upstream would be told hr.example.test.
+    for xfh in [
+        "X-Forwarded-Host: hr.example.test\r\n",
+        "X-Forwarded-Host: gate.example.test:1@hr.example.test\r\n",
+        "X-Forwarded-Host: gate.example.test, hr.example.test\r\n",
+        "X-Forwarded-Host: gate.example.test\r\nX-Forwarded-Host: gate.example.test\r\n",
+    ] {
+        let (status, body) = raw(&stack, &get(xfh)).await;
+        assert_refused_by_gateway(status, &body, "bad_host", xfh);
+    }
+    stack.stop().await;
+}
