@@ -387,7 +387,7 @@ mod tests {
                 format!("{name}::{port}"),
                 format!("{name}:{port}:{port}"),
                 format!("{name}:"),
-                format!("[::1]:"),
+                "[::1]:".to_owned(),
             ] {
                 prop_assert!(parse_authority(&bad).is_err(), "{:?} accepted", bad);
             }
