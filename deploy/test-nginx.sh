@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v nginx >/dev/null || { echo "nginx is not installed (apt-get install nginx-light)"; exit 1; }
-cargo build --release --quiet
-BIN=$PWD/target/release/dinggate
+# DEPLOY_TEST_BIN=path/to/dinggate skips the release build (e.g. target/debug/dinggate).
+if [ -z "${DEPLOY_TEST_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=${DEPLOY_TEST_BIN:-$PWD/target/release/dinggate}
 W=$(mktemp -d)
 cleanup() {
   nginx -s stop -c "$W/nginx.conf" 2>/dev/null || true
@@ -80,4 +81,35 @@ assert "evil" not in json.dumps(h) and "boss" not in json.dumps(h), h
 PY
 code=$(curl -s -b "$JAR" -o /dev/null -w '%{http_code}' http://127.0.0.1:24443/admin/x)
 [ "$code" = 403 ] || fail "policy: /admin as wangwu got $code"
-echo "deploy/nginx.conf works: all 4 checks passed"
+# Client-sent copies of the headers dinggate reads must not change what is checked: they are
+# overwritten by the proxy, or disagree with its own and the check fails closed (never 200).
+for spoof in 'X-Forwarded-Uri: /' 'X-Original-URI: /' 'X-Forwarded-Host: other.example' 'X-Forwarded-Method: OPTIONS'; do
+  code=$(curl -s -b "$JAR" -H "$spoof" -o /dev/null -w '%{http_code}' http://127.0.0.1:24443/admin/x)
+  case "$code" in 403|500) ;; *) fail "spoofed '$spoof' on /admin/x as wangwu got $code" ;; esac
+done
+
+# Non-ASCII bytes, raw on the wire (as browsers and scripts can send them): nginx passes
+# $request_uri unchanged, and dinggate must decide on the path the app sees (/admin/%C3%A9),
+# never on a default. Written by hand: HTTP clients percent-encode such URLs before sending.
+SESSION=$(awk '$6 == "_dinggate" { print $7 }' "$JAR")
+[ -n "$SESSION" ] || fail "no session cookie in the jar"
+raw_status() {  # raw_status PORT TARGET-BYTES(python literal) -> status code
+  python3 - "$1" "$2" "$SESSION" <<'PY'
+import ast, socket, sys
+port, target, session = int(sys.argv[1]), ast.literal_eval(sys.argv[2]), sys.argv[3]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: application/json\r\n"
+          b"Cookie: _dinggate=%s\r\nConnection: close\r\n\r\n" % (port, session.encode()))
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+print(data.split(b" ", 2)[1].decode())
+PY
+}
+for target in "b'/admin?x=\\xc3\\xa9'" "b'/admin/\\xc3\\xa9'" "b'/admin/\\xc3\\xa9?x=\\xc3\\xa9'" "b'/admin/%C3%A9'"; do
+  code=$(raw_status 24443 "$target")
+  [ "$code" = 403 ] || fail "non-ASCII: $target as wangwu got $code (want 403)"
+done
+code=$(raw_status 24443 "b'/docs/\\xc3\\xa9'")
+[ "$code" = 200 ] || fail "non-ASCII: /docs/é as wangwu got $code (want 200)"
+echo "deploy/nginx.conf works: all 10 checks passed"

@@ -953,6 +953,11 @@ impl RawConfig {
                     "must not have a path (the gateway owns the whole origin)",
                 );
             }
+            // The WHATWG parser accepts hosts that requests could never name (the gateway
+            // checks every request's host with the strict parser): refuse them here too.
+            if let Err(e) = crate::host::parse_host(u.host_str().unwrap_or_default()) {
+                c.issue("public_url", format!("its host is not acceptable: {e}"));
+            }
         }
 
         let prefix = self.prefix.unwrap_or_else(|| "/_dinggate".to_owned());
@@ -1278,24 +1283,27 @@ impl RawSession {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
         if let Some(d) = &cookie_domain {
-            let bare = d.trim_start_matches('.');
-            if bare.is_empty()
-                || !bare
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
-            {
-                c.issue("session.cookie_domain", "not a domain name");
-            } else if let Some(host) = public_url.and_then(Url::host_str) {
-                let host = host.to_ascii_lowercase();
-                let bare = bare.to_ascii_lowercase();
-                if host != bare && !host.ends_with(&format!(".{bare}")) {
-                    c.issue(
-                        "session.cookie_domain",
-                        format!(
+            // The one host parser decides; a cookie's Domain must be a name (browsers refuse an
+            // address there), written without a trailing dot.
+            let bare = d.strip_prefix('.').unwrap_or(d);
+            let name = match crate::host::parse_host(bare) {
+                Ok(crate::host::Host::Name(n)) if !bare.ends_with('.') => Some(n),
+                _ => None,
+            };
+            if let Some(bare) = name {
+                if let Some(host) = public_url.and_then(Url::host_str) {
+                    let host = host.to_ascii_lowercase();
+                    if host != bare && !host.ends_with(&format!(".{bare}")) {
+                        c.issue(
+                            "session.cookie_domain",
+                            format!(
                             "browsers will reject it: public_url host {host} is not inside {bare}"
                         ),
-                    );
+                        );
+                    }
                 }
+            } else {
+                c.issue("session.cookie_domain", "not a domain name");
             }
         }
         let lifetime = c.duration(
@@ -1621,6 +1629,23 @@ log:
     }
 
     #[test]
+    fn public_url_host_must_pass_the_strict_host_parser() {
+        for (url, ok) in [
+            ("https://gate.example.com", true),
+            ("http://127.0.0.1:4180", true),
+            ("http://[::1]:4180", true),
+            ("https://a!b.example.com", false),
+            ("https://a$b.example.com", false),
+        ] {
+            let yaml = MINIMAL.replace("https://gate.example.com", url);
+            let found = issues(&yaml)
+                .iter()
+                .any(|i| i.starts_with("public_url: its host is not acceptable"));
+            assert_eq!(found, !ok, "{url}: {:?}", issues(&yaml));
+        }
+    }
+
+    #[test]
     fn bad_header_name_and_cookie_domain() {
         let yaml = format!("{MINIMAL}headers:\n  user: \"Bad Header\"\n");
         assert!(issues(&yaml)
@@ -1630,6 +1655,27 @@ log:
         assert!(issues(&yaml)
             .iter()
             .any(|i| i.starts_with("session.cookie_domain: browsers will reject")));
+        // The shared host parser decides what a domain is: no userinfo, addresses, numeric last
+        // labels or trailing dots.
+        for bad in [
+            "gate.example.com@evil",
+            "127.0.0.1",
+            "example.123",
+            "example.com.",
+            ".",
+        ] {
+            let yaml = MINIMAL.replace(
+                "signing_key:",
+                &format!("cookie_domain: \"{bad}\"\n  signing_key:"),
+            );
+            assert!(
+                issues(&yaml)
+                    .iter()
+                    .any(|i| i == "session.cookie_domain: not a domain name"),
+                "{bad}: {:?}",
+                issues(&yaml)
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::authz::{Decision, DenyReason};
 use crate::body::GatewayBody;
 use crate::dingtalk::DingTalkError;
+use crate::host::{self, HostError, HostPort};
 use crate::identity::Identity;
 use crate::login::flow::{self, append_cookies, LoginError, LoginFailure, Lookup};
 use crate::login::sign_out::{self, CrossSite, SignOutError};
@@ -36,10 +37,27 @@ pub enum GatewayError {
     Unauthenticated,
     /// No valid session, for a request the forward-auth caller names (return there after login).
     #[error("no valid session")]
-    UnauthenticatedAt(String),
-    /// The host is missing-but-required, duplicated or contradictory.
-    #[error("unacceptable host: {0}")]
-    BadHost(&'static str),
+    UnauthenticatedAt {
+        /// The original URL (relative path and query, or absolute on another host).
+        url: String,
+        /// Whether the original request was a browser navigation (redirect to the login rather
+        /// than 401 JSON): the forward-auth subrequest's own method is not the original one.
+        navigation: bool,
+    },
+    /// The host is missing on HTTP/1.1, duplicated, contradictory or not a valid
+    /// `host [ ":" port ]` (see [`crate::host`]).
+    #[error("unacceptable host: {what}")]
+    BadHost {
+        /// Which value, and what is wrong with it.
+        what: &'static str,
+        /// The parser's reason, when the value did not parse.
+        #[source]
+        cause: Option<HostError>,
+    },
+    /// The forward-auth request does not name the original request usably: its URI, host or
+    /// method header is missing, repeated, contradictory or malformed.
+    #[error("unusable forward-auth request: {0}")]
+    BadForwarded(&'static str),
     /// The path cannot be normalized safely.
     #[error("unacceptable request path: {0}")]
     BadPath(#[source] PathError),
@@ -252,8 +270,8 @@ async fn dispatch(
 /// (public_url's, or this request's host).
 fn same_origin<B>(app: &AppState, req: &Request<B>) -> Result<(), GatewayError> {
     let host = effective_host(req)?;
-    let host = host.as_ref().and_then(|h| h.to_str().ok());
-    sign_out::check_same_origin(&app.config.public_url, host, req.headers())?;
+    let host = host.as_ref().map(|h| h.parsed.to_string());
+    sign_out::check_same_origin(&app.config.public_url, host.as_deref(), req.headers())?;
     Ok(())
 }
 
@@ -265,36 +283,81 @@ fn is_login_endpoint(endpoint: &str) -> bool {
     )
 }
 
+/// The request's host: the value as received (sent upstream unchanged) and its parsed form.
+struct RequestHost {
+    raw: HeaderValue,
+    parsed: HostPort,
+}
+
+fn bad_host(what: &'static str) -> GatewayError {
+    GatewayError::BadHost { what, cause: None }
+}
+
 /// The request's one host. The authority of an absolute-form target (HTTP/2 `:authority`) and
 /// the `Host` header must agree when both are present (RFC 9112 §3.2: one `Host`, and an
 /// absolute-form target's authority is authoritative): the same value is used to pick the route
 /// and sent upstream, so a request can never be authorized for one host and served as another.
-fn effective_host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, GatewayError> {
+/// The value must be a strict `host [ ":" port ]` ([`host::parse_authority`]): no userinfo,
+/// spaces, slashes, extra colons or empty port. An HTTP/1.1 request without any host is refused
+/// (RFC 9112 §3.2); HTTP/1.0 may omit it and then only matches routes without a host.
+fn effective_host<B>(req: &Request<B>) -> Result<Option<RequestHost>, GatewayError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
-        return Err(GatewayError::BadHost("more than one Host header"));
+        return Err(bad_host("more than one Host header"));
     }
     let host_header = match host_header {
         Some(h) => Some(
             h.to_str()
-                .map_err(|_| GatewayError::BadHost("the Host header is not ASCII"))?,
+                .map_err(|_| bad_host("the Host header is not visible ASCII"))?,
         ),
         None => None,
     };
     let authority = req.uri().authority().map(|a| a.as_str());
     let chosen = match (authority, host_header) {
         (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
-            return Err(GatewayError::BadHost(
+            return Err(bad_host(
                 "the request target's authority and the Host header differ",
             ))
         }
-        (Some(a), _) => Some(a),
-        (None, h) => h,
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) if req.version() == http::Version::HTTP_11 => {
+            return Err(bad_host("an HTTP/1.1 request without a Host header"))
+        }
+        (None, None) => return Ok(None),
     };
-    chosen
-        .map(|h| HeaderValue::from_str(h).map_err(|_| GatewayError::BadHost("unusable host")))
-        .transpose()
+    let parsed = host::parse_authority(chosen).map_err(|e| GatewayError::BadHost {
+        what: "the request's host is not a valid host[:port]",
+        cause: Some(e),
+    })?;
+    let raw = HeaderValue::from_str(chosen).map_err(|_| bad_host("unusable host"))?;
+    Ok(Some(RequestHost { raw, parsed }))
+}
+
+/// With `trust_forwarded_headers`, the trusted proxy's `X-Forwarded-Host` is passed upstream as
+/// the original host: it must then be one valid `host[:port]` naming the same host the route is
+/// chosen by (ports may differ: proxies often drop them), or an upstream that picks the app by
+/// `X-Forwarded-Host` would serve another host than the one authorized.
+fn check_trusted_forwarded_host(
+    headers: &HeaderMap,
+    routed: Option<&HostPort>,
+) -> Result<(), GatewayError> {
+    let repeated = bad_host("more than one X-Forwarded-Host");
+    let Some(value) = single(headers, X_FORWARDED_HOST, repeated)? else {
+        return Ok(());
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| bad_host("X-Forwarded-Host is not visible ASCII"))?;
+    let forwarded = host::parse_authority(text).map_err(|e| GatewayError::BadHost {
+        what: "X-Forwarded-Host is not a valid host[:port]",
+        cause: Some(e),
+    })?;
+    if routed.map(|r| &r.host) != Some(&forwarded.host) {
+        return Err(bad_host("X-Forwarded-Host names another host than Host"));
+    }
+    Ok(())
 }
 
 /// Everything outside the gateway prefix: route, public paths, session, policy, forward.
@@ -306,15 +369,18 @@ async fn protected(
     ctx: &RequestContext,
 ) -> Result<Response<GatewayBody>, Failure> {
     let host = effective_host(&req)?;
-    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let Some(resolution) = app.config.routes.resolve(host_str, path) else {
+    if app.config.trust_forwarded_headers {
+        check_trusted_forwarded_host(req.headers(), host.as_ref().map(|h| &h.parsed))?;
+    }
+    let host_name = host.as_ref().map(|h| h.parsed.host.canonical());
+    let Some(resolution) = app.config.routes.resolve(host_name.as_deref(), path) else {
         return Err(GatewayError::NoRoute.into());
     };
     // Routing and forwarding use the exact path; authorization holds under every reading of it.
     let target = Target {
         upstream: &resolution.route.upstream,
         path,
-        host: host.as_ref(),
+        host: host.as_ref().map(|h| &h.raw),
     };
     if resolution.public {
         // Identity headers are still stripped inside `forward`; none are added.
@@ -322,19 +388,23 @@ async fn protected(
     }
     let mut clear = Vec::new();
     let Some(session) = session(app, req.headers(), &mut clear).await? else {
+        // `public_url` always has a host (config validation), already in canonical form: the
+        // `url` crate lower-cases names and writes addresses as `host::Host` does.
         let public_host = app.config.public_url.host_str().unwrap_or_default();
-        let foreign = host_str.filter(|full| {
-            let name = full.rsplit_once(':').map_or(*full, |(name, _)| name);
-            !name.eq_ignore_ascii_case(public_host)
-        });
-        if let Some(full) = foreign {
+        let foreign = host
+            .as_ref()
+            .filter(|h| h.parsed.host.canonical() != public_host);
+        if let Some(h) = foreign {
             if !(ctx.wants_html && wants_inapp(app, req.headers())) {
                 // Logins complete on public_url (where the callback is registered); come back
                 // to this host afterwards.
                 let scheme = app.config.public_url.scheme();
-                let back = format!("{scheme}://{full}{}", ctx.return_to);
+                let back = format!("{scheme}://{}{}", h.parsed, ctx.return_to);
                 return Err(Failure {
-                    error: GatewayError::UnauthenticatedAt(back),
+                    error: GatewayError::UnauthenticatedAt {
+                        url: back,
+                        navigation: ctx.wants_html,
+                    },
                     cookies: clear,
                 });
             }
@@ -386,10 +456,12 @@ fn authorize(resolution: &Resolution<'_>, session: Session) -> Result<Session, F
 fn wants_inapp(app: &AppState, headers: &HeaderMap) -> bool {
     app.config.dingtalk.inapp_login
         && app.config.dingtalk.corp_id.is_some()
-        && headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ua| ua.to_ascii_lowercase().contains("dingtalk"))
+        && headers.get(header::USER_AGENT).is_some_and(|v| {
+            // Bytes, not text: a User-Agent with non-ASCII bytes (device names) still counts.
+            v.as_bytes()
+                .windows(b"dingtalk".len())
+                .any(|w| w.eq_ignore_ascii_case(b"dingtalk"))
+        })
 }
 
 /// A verified (and, when due, re-validated) session.
@@ -475,33 +547,143 @@ fn userinfo(id: &Identity) -> Response<GatewayBody> {
     )
 }
 
+/// Names the proxy in front uses to describe the original request to `{prefix}/auth`.
+const X_FORWARDED_URI: &str = "x-forwarded-uri";
+const X_ORIGINAL_URI: &str = "x-original-uri";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_METHOD: &str = "x-forwarded-method";
+
+/// The original request, as the proxy in front describes it to the forward-auth endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedRequest {
+    /// Path and query as the application will see them, with every raw byte >= 0x80
+    /// percent-encoded (`%XX`, upper-case hex, UTF-8 bytes as sent).
+    pub uri: String,
+    /// The canonical path of `uri` ([`normalize_path`]): what routes and policies decide on.
+    pub path: String,
+    /// `X-Forwarded-Host`, validated; `None` when the proxy sends none (nginx: the subrequest's
+    /// own `Host` is the original one).
+    pub host: Option<HostPort>,
+    /// `X-Forwarded-Method`; `None` when the proxy sends none (nginx by default).
+    pub method: Option<Method>,
+}
+
+/// Reads the original request from the forward-auth headers. Nothing is defaulted: the URI must
+/// come in exactly one `X-Forwarded-Uri` or `X-Original-URI` (both may be sent if they are
+/// byte-identical), without control characters, spaces or `#`; raw bytes >= 0x80 are
+/// percent-encoded *before* normalization, so `/admin/é` is decided as `/admin/%C3%A9`, the path
+/// the application receives. `X-Forwarded-Host` and `X-Forwarded-Method` are optional, but when
+/// present must occur once and be a valid `host[:port]` / method token.
+pub fn forwarded_request(headers: &HeaderMap) -> Result<ForwardedRequest, GatewayError> {
+    let mut uris = headers
+        .get_all(X_FORWARDED_URI)
+        .iter()
+        .chain(headers.get_all(X_ORIGINAL_URI).iter());
+    let uri = uris.next().ok_or(GatewayError::BadForwarded(
+        "no X-Forwarded-Uri or X-Original-URI header",
+    ))?;
+    if uris.any(|other| other.as_bytes() != uri.as_bytes())
+        || headers.get_all(X_FORWARDED_URI).iter().nth(1).is_some()
+        || headers.get_all(X_ORIGINAL_URI).iter().nth(1).is_some()
+    {
+        return Err(GatewayError::BadForwarded(
+            "the original URI is given more than once",
+        ));
+    }
+    let uri = encode_forwarded_uri(uri.as_bytes())?;
+    let path_end = uri.find('?').unwrap_or(uri.len());
+    let path = normalize_path(&uri[..path_end]).map_err(GatewayError::BadPath)?;
+
+    let repeated_host = bad_host("more than one X-Forwarded-Host");
+    let host = match single(headers, X_FORWARDED_HOST, repeated_host)? {
+        None => None,
+        Some(v) => {
+            let text = v
+                .to_str()
+                .map_err(|_| bad_host("X-Forwarded-Host is not visible ASCII"))?;
+            Some(
+                host::parse_authority(text).map_err(|e| GatewayError::BadHost {
+                    what: "X-Forwarded-Host is not a valid host[:port]",
+                    cause: Some(e),
+                })?,
+            )
+        }
+    };
+    let repeated_method = GatewayError::BadForwarded("more than one X-Forwarded-Method");
+    let method = single(headers, X_FORWARDED_METHOD, repeated_method)?
+        .map(|v| Method::from_bytes(v.as_bytes()))
+        .transpose()
+        .map_err(|_| GatewayError::BadForwarded("X-Forwarded-Method is not a method"))?;
+    Ok(ForwardedRequest {
+        uri,
+        path,
+        host,
+        method,
+    })
+}
+
+/// The one value of header `name`: `None` if absent, `Err(repeated)` if sent more than once.
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+    repeated: GatewayError,
+) -> Result<Option<&'a HeaderValue>, GatewayError> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(repeated);
+    }
+    Ok(first)
+}
+
+/// A forwarded request-target with raw bytes >= 0x80 percent-encoded; controls (< 0x20, 0x7F),
+/// space and `#` refused (none can be in a request line an application would accept).
+fn encode_forwarded_uri(raw: &[u8]) -> Result<String, GatewayError> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(raw.len());
+    for &b in raw {
+        match b {
+            0x00..=0x1F | 0x7F => {
+                return Err(GatewayError::BadForwarded(
+                    "control character in the original URI",
+                ))
+            }
+            b' ' | b'#' => {
+                return Err(GatewayError::BadForwarded("space or # in the original URI"))
+            }
+            0x80.. => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0x0F)]));
+            }
+            _ => out.push(char::from(b)),
+        }
+    }
+    Ok(out)
+}
+
 /// `GET {prefix}/auth`: the forward-auth check for nginx `auth_request`, Traefik `forwardAuth`
-/// and Caddy `forward_auth`. The proxy names the original request in `X-Forwarded-Host` and
-/// `X-Forwarded-Uri` (Traefik, Caddy) or `X-Original-URI` (nginx); the same routes and policies
-/// as in proxy mode decide. 200 carries every configured identity header — empty when unknown, so
-/// a proxy that copies them overwrites any client-sent copy; 401 without a session (a browser
-/// navigation is sent to the login with the original URL); 403 when the policy refuses.
+/// and Caddy `forward_auth`. The proxy names the original request in `X-Forwarded-Uri`
+/// (Traefik, Caddy) or `X-Original-URI` (nginx), optionally `X-Forwarded-Host` and
+/// `X-Forwarded-Method` (see [`forwarded_request`]; anything unusable is a 400, never a
+/// default); the same routes and policies as in proxy mode decide. 200 carries every configured
+/// identity header — empty when unknown, so a proxy that copies them overwrites any client-sent
+/// copy; 401 without a session (a browser navigation — by the original method — is sent to the
+/// login with the original URL); 403 when the policy refuses.
 ///
 /// A client calling this endpoint directly with forged headers only learns about its own access.
 async fn forward_auth(
     app: &AppState,
     req: &Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Failure> {
-    let header_str = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let original = header_str("x-forwarded-uri")
-        .or_else(|| header_str("x-original-uri"))
-        .unwrap_or("/");
-    let original_path = original.split(['?', '#']).next().unwrap_or("/");
-    let path = normalize_path(original_path).map_err(GatewayError::BadPath)?;
-    let host = header_str("x-forwarded-host")
-        .map(str::to_owned)
-        .or_else(|| {
-            effective_host(req)
-                .ok()
-                .flatten()
-                .and_then(|h| h.to_str().ok().map(str::to_owned))
-        });
-    let Some(resolution) = app.config.routes.resolve(host.as_deref(), &path) else {
+    let original = forwarded_request(req.headers())?;
+    let host = match original.host {
+        Some(h) => Some(h),
+        None => effective_host(req)?.map(|h| h.parsed),
+    };
+    let host_name = host.as_ref().map(|h| h.host.canonical());
+    let path = original.path.as_str();
+    let Some(resolution) = app.config.routes.resolve(host_name.as_deref(), path) else {
         return Err(GatewayError::NoRoute.into());
     };
     let mut resp = pages::text(StatusCode::OK, "ok\n");
@@ -511,8 +693,14 @@ async fn forward_auth(
     }
     let mut clear = Vec::new();
     let Some(session) = session(app, req.headers(), &mut clear).await? else {
+        // Without X-Forwarded-Method (nginx) the subrequest's own method stands in: it only
+        // chooses between a login redirect and 401 JSON, both of which refuse.
+        let method = original.method.as_ref().unwrap_or(req.method());
         return Err(Failure {
-            error: GatewayError::UnauthenticatedAt(original.to_owned()),
+            error: GatewayError::UnauthenticatedAt {
+                navigation: wants_html(req.headers(), method),
+                url: original.uri,
+            },
             cookies: clear,
         });
     };
@@ -533,13 +721,14 @@ fn clear_identity(headers: &mut HeaderMap, names: &crate::config::IdentityHeader
 /// HTTP status for an error. Client faults are 4xx, DingTalk/upstream faults 502/504.
 pub fn status_of(error: &GatewayError) -> StatusCode {
     match error {
-        GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_) => {
+        GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt { .. } => {
             StatusCode::UNAUTHORIZED
         }
         GatewayError::NotFound | GatewayError::NoRoute => StatusCode::NOT_FOUND,
-        GatewayError::BadPath(_) | GatewayError::BadHost(_) | GatewayError::BadClientAddress(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        GatewayError::BadPath(_)
+        | GatewayError::BadHost { .. }
+        | GatewayError::BadForwarded(_)
+        | GatewayError::BadClientAddress(_) => StatusCode::BAD_REQUEST,
         GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
         GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -602,13 +791,13 @@ fn throttled(error: &GatewayError) -> Option<&Throttled> {
 fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Response<GatewayBody> {
     let status = status_of(error);
     let start = format!("{}/start", app.config.prefix);
-    let start_here = match error {
-        GatewayError::UnauthenticatedAt(original) => login_url(app, original),
-        _ => login_url(app, &ctx.return_to),
+    let (start_here, navigation) = match error {
+        GatewayError::UnauthenticatedAt { url, navigation } => (login_url(app, url), *navigation),
+        _ => (login_url(app, &ctx.return_to), ctx.wants_html),
     };
 
-    if let GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_) = error {
-        if ctx.wants_html {
+    if let GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt { .. } = error {
+        if navigation {
             return pages::redirect(&start_here);
         }
         let mut resp = pages::json(
@@ -679,13 +868,14 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
         GatewayError::NotFound
         | GatewayError::NoRoute
         | GatewayError::BadPath(_)
-        | GatewayError::BadHost(_)
+        | GatewayError::BadHost { .. }
+        | GatewayError::BadForwarded(_)
         | GatewayError::BadClientAddress(_)
         | GatewayError::RateLimited(_)
         | GatewayError::Forbidden { .. }
         | GatewayError::MethodNotAllowed
         | GatewayError::Unauthenticated
-        | GatewayError::UnauthenticatedAt(_)
+        | GatewayError::UnauthenticatedAt { .. }
         | GatewayError::CrossSite(_)
         | GatewayError::SignOut(SignOutError::BadForm(_) | SignOutError::BadReturnUrl(_)) => &[],
     };
@@ -757,9 +947,10 @@ fn describe(
     &'static str,
 ) {
     match error {
-        GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt(_) => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
+        GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt { .. } => ("unauthenticated", "Sign-in required", "需要登录", "Sign in with DingTalk first.", "请先使用钉钉登录。"),
         GatewayError::BadPath(_) => ("bad_path", "Bad request", "请求无效", "The request path is not acceptable (encoded control characters, backslashes or ambiguous segments).", "请求路径不被接受（包含编码的控制字符、反斜杠或有歧义的路径段）。"),
-        GatewayError::BadHost(_) => ("bad_host", "Bad request", "请求无效", "The request names its host ambiguously.", "请求中的主机名有歧义。"),
+        GatewayError::BadHost { .. } => ("bad_host", "Bad request", "请求无效", "The request's host name is missing, ambiguous or malformed.", "请求中的主机名缺失、有歧义或格式错误。"),
+        GatewayError::BadForwarded(_) => ("bad_forwarded_request", "Bad request", "请求无效", "The proxy in front of this gateway did not describe the original request usably.", "网关前面的代理未能正确描述原始请求。"),
         GatewayError::BadClientAddress(_) => ("bad_client_address", "Bad request", "请求无效", "The proxy in front of this gateway did not say which address the request came from.", "网关前面的代理没有提供请求的来源地址。"),
         GatewayError::RateLimited(_) => ("rate_limited", "Too many sign-in attempts", "登录尝试过于频繁", "Too many sign-in attempts came from your network. Wait a moment, then try again.", "来自您所在网络的登录尝试过多，请稍候再试。"),
         GatewayError::NoRoute => ("not_found", "Not found", "未找到", "No application is configured for this address.", "此地址没有配置任何应用。"),
@@ -826,7 +1017,7 @@ fn is_routine(error: &GatewayError) -> bool {
     matches!(
         error,
         GatewayError::Unauthenticated
-            | GatewayError::UnauthenticatedAt(_)
+            | GatewayError::UnauthenticatedAt { .. }
             | GatewayError::RateLimited(_)
             // The limiter itself warns, at most once a minute, when the global budget runs out.
             | GatewayError::Login(LoginError::Busy(_))
@@ -849,8 +1040,9 @@ fn operator_hint(error: &GatewayError) -> Option<String> {
             Some("the upstream is slow: check it, or raise `upstream_timeout`".to_owned())
         }
         GatewayError::Unauthenticated
-        | GatewayError::UnauthenticatedAt(_)
-        | GatewayError::BadHost(_)
+        | GatewayError::UnauthenticatedAt { .. }
+        | GatewayError::BadHost { .. }
+        | GatewayError::BadForwarded(_)
         | GatewayError::BadPath(_)
         | GatewayError::NoRoute
         | GatewayError::Forbidden { .. }
@@ -952,7 +1144,7 @@ mod tests {
     fn client_faults_are_info_and_real_faults_error_with_hint() {
         for e in [
             GatewayError::NotFound,
-            GatewayError::BadHost("more than one Host header"),
+            bad_host("more than one Host header"),
             GatewayError::Login(LoginError::BadReturnUrl(
                 crate::login::redirect::RedirectError::NotAllowed("scheme-relative"),
             )),
@@ -966,5 +1158,174 @@ mod tests {
         assert!(!e.is_bad_code());
         let line = logged(GatewayError::Login(LoginError::DingTalk(e)));
         assert!(line.contains(" ERROR ") && line.contains("hint="), "{line}");
+    }
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn fwd(pairs: &[(&str, &[u8])]) -> Result<ForwardedRequest, GatewayError> {
+        forwarded_request(&headers(pairs))
+    }
+
+    #[test]
+    fn forwarded_uri_is_read_from_either_header_and_raw_bytes_are_encoded() {
+        let r = fwd(&[(X_ORIGINAL_URI, b"/admin/x?a=1")]).unwrap();
+        assert_eq!(
+            (r.uri.as_str(), r.path.as_str()),
+            ("/admin/x?a=1", "/admin/x")
+        );
+        assert_eq!((r.host, r.method), (None, None));
+        let r = fwd(&[(X_FORWARDED_URI, "/admin/é".as_bytes())]).unwrap();
+        assert_eq!(
+            (r.uri.as_str(), r.path.as_str()),
+            ("/admin/%C3%A9", "/admin/%C3%A9")
+        );
+        let r = fwd(&[(X_ORIGINAL_URI, "/admin?x=é".as_bytes())]).unwrap();
+        assert_eq!(
+            (r.uri.as_str(), r.path.as_str()),
+            ("/admin?x=%C3%A9", "/admin")
+        );
+        // Not UTF-8 at all: encoded byte for byte; normalization then refuses it.
+        assert!(matches!(
+            fwd(&[(X_ORIGINAL_URI, b"/admin/\xff")]),
+            Err(GatewayError::BadPath(PathError::BadEncoding))
+        ));
+        // Both headers, identical: fine.
+        let r = fwd(&[(X_ORIGINAL_URI, b"/a"), (X_FORWARDED_URI, b"/a")]).unwrap();
+        assert_eq!(r.path, "/a");
+        // The path is normalized: dot segments cannot hide /admin.
+        assert_eq!(
+            fwd(&[(X_ORIGINAL_URI, b"/public/../admin")]).unwrap().path,
+            "/admin"
+        );
+    }
+
+    #[test]
+    fn unusable_forwarded_uris_are_refused_never_defaulted() {
+        for pairs in [
+            &[][..],
+            &[(X_ORIGINAL_URI, &b"/a"[..]), (X_ORIGINAL_URI, b"/a")][..],
+            &[(X_FORWARDED_URI, &b"/a"[..]), (X_FORWARDED_URI, b"/b")][..],
+            &[(X_ORIGINAL_URI, &b"/a"[..]), (X_FORWARDED_URI, b"/admin")][..],
+            // Tab is the one control a header value can carry (HTTP refuses the others).
+            &[(X_ORIGINAL_URI, &b"/a\tb"[..])][..],
+            &[(X_ORIGINAL_URI, &b"/a b"[..])][..],
+            &[(X_ORIGINAL_URI, &b"/a#frag"[..])][..],
+        ] {
+            assert!(
+                matches!(fwd(pairs), Err(GatewayError::BadForwarded(_))),
+                "{pairs:?}"
+            );
+        }
+        for uri in [&b""[..], b"admin", b"*", b"http://h/admin", b"/a%00"] {
+            assert!(
+                matches!(fwd(&[(X_ORIGINAL_URI, uri)]), Err(GatewayError::BadPath(_))),
+                "{uri:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn forwarded_host_and_method_are_validated_when_present() {
+        let r = fwd(&[
+            (X_FORWARDED_URI, b"/"),
+            (X_FORWARDED_HOST, b"HR.example.test:8443"),
+            (X_FORWARDED_METHOD, b"POST"),
+        ])
+        .unwrap();
+        assert_eq!(r.host.unwrap().to_string(), "hr.example.test:8443");
+        assert_eq!(r.method, Some(Method::POST));
+        for host in [
+            &b"hr.example.test:1@other"[..],
+            b"a b",
+            b"a.b, c.d",
+            b"a.b:",
+            b"a.b::1",
+            b"a\\b",
+            b"\xc3\xa9.example",
+            b"",
+        ] {
+            assert!(
+                matches!(
+                    fwd(&[(X_FORWARDED_URI, b"/"), (X_FORWARDED_HOST, host)]),
+                    Err(GatewayError::BadHost { .. })
+                ),
+                "{host:?}"
+            );
+        }
+        assert!(matches!(
+            fwd(&[
+                (X_FORWARDED_URI, b"/"),
+                (X_FORWARDED_HOST, b"a.b"),
+                (X_FORWARDED_HOST, b"a.b")
+            ]),
+            Err(GatewayError::BadHost { .. })
+        ));
+        for method in [&b""[..], b"GE T", b"GET\"", b"G\xc3\xa9T"] {
+            assert!(
+                matches!(
+                    fwd(&[(X_FORWARDED_URI, b"/"), (X_FORWARDED_METHOD, method)]),
+                    Err(GatewayError::BadForwarded(_))
+                ),
+                "{method:?}"
+            );
+        }
+        assert!(matches!(
+            fwd(&[
+                (X_FORWARDED_URI, b"/"),
+                (X_FORWARDED_METHOD, b"GET"),
+                (X_FORWARDED_METHOD, b"GET")
+            ]),
+            Err(GatewayError::BadForwarded(_))
+        ));
+    }
+
+    #[test]
+    fn a_trusted_forwarded_host_must_name_the_routed_host() {
+        let routed = host::parse_authority("app.example.com:8443").unwrap();
+        let check = |xfh: &[&[u8]]| {
+            let pairs: Vec<(&str, &[u8])> = xfh.iter().map(|v| (X_FORWARDED_HOST, *v)).collect();
+            check_trusted_forwarded_host(&headers(&pairs), Some(&routed))
+        };
+        assert!(check(&[]).is_ok());
+        assert!(check(&[b"app.example.com"]).is_ok());
+        assert!(check(&[b"APP.example.com.:443"]).is_ok());
+        for bad in [
+            &[&b"other.example.com"[..]][..],
+            &[b"app.example.com:1@other"],
+            &[b"app.example.com, other"],
+            &[b"app.example.com", b"app.example.com"],
+        ] {
+            assert!(
+                matches!(check(bad), Err(GatewayError::BadHost { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            check_trusted_forwarded_host(&headers(&[(X_FORWARDED_HOST, b"a.example")]), None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn every_new_refusal_is_a_400() {
+        for e in [
+            GatewayError::BadForwarded("x"),
+            bad_host("x"),
+            GatewayError::BadHost {
+                what: "x",
+                cause: Some(HostError::Userinfo),
+            },
+        ] {
+            assert_eq!(status_of(&e), StatusCode::BAD_REQUEST);
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dingtalk;
 pub mod directory;
 pub mod gateway;
+pub mod host;
 pub mod identity;
 pub mod login;
 pub mod mock;

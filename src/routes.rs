@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::authz::{Policy, Rule};
 use crate::config::{lenient, ConfigIssue};
+use crate::host::{self, HostError};
 use crate::proxy::fold::{affected_by, fold, Fold};
 use crate::proxy::path::normalize_path;
 
@@ -131,7 +132,7 @@ pub struct RouteDefaults<'a> {
 pub struct Route {
     /// The configured name, or one derived from host and prefix (`app.example.com/admin`, `/admin`).
     pub name: String,
-    /// Lower-case hostname this route is limited to; `None` = any host.
+    /// Canonical host this route is limited to ([`crate::host::Host::canonical`]); `None` = any host.
     pub host: Option<String>,
     /// Canonical path prefix (see [`normalize_path`]); `/` or without a trailing slash.
     pub path_prefix: String,
@@ -271,16 +272,16 @@ impl RouteTable {
 
     /// The route for a request, or `None` (→ 404).
     ///
-    /// `host` is the request's host as received (`Host` header or URI authority): any port,
-    /// userinfo and trailing dot are ignored and it is compared case-insensitively. `path` must be
-    /// canonical ([`normalize_path`]). Routes whose host equals the request's are tried first,
+    /// `host` is the request's canonical host ([`crate::host::Host::canonical`] of the validated `Host`
+    /// header, URI authority or `X-Forwarded-Host`: lower-case, no port, no trailing dot); the
+    /// gateway refuses a request whose host does not parse, so no raw value ever gets here.
+    /// `path` must be canonical ([`normalize_path`]). Routes whose host equals the request's are tried first,
     /// then routes without a host; within each group the longest `path_prefix` covering the path wins (on
     /// segment boundaries: `/admin` covers `/admin`, `/admin/`, `/admin/x` and `/admin;p`, never
     /// `/administrator`; `/` covers everything), and on equal prefixes a route with a host beats
     /// one without.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.find_index(host.map(request_host), path)
-            .map(|i| &self.routes[i])
+        self.find_index(host, path).map(|i| &self.routes[i])
     }
 
     fn find_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
@@ -303,7 +304,6 @@ impl RouteTable {
     /// The host is never folded. A path that reads only as itself, with every prefix and entry
     /// the same (the common case), costs one route look-up and no allocation.
     pub fn resolve(&self, host: Option<&str>, path: &str) -> Option<Resolution<'_>> {
-        let host = host.map(request_host);
         let exact = self.find_index(host, path)?;
         let route = &self.routes[exact];
         let mut public = route.is_public(path);
@@ -398,27 +398,13 @@ fn describe_prefix(prefix: &str) -> String {
     }
 }
 
-/// Whether `route` applies to requests for `host` (already reduced by [`request_host`]).
+/// Whether `route` applies to requests for `host` (canonical, see [`RouteTable::find`]).
 fn host_matches(route: &Route, host: Option<&str>) -> bool {
     match (&route.host, host) {
         (None, _) => true,
-        (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+        (Some(want), Some(got)) => want == got,
         (Some(_), None) => false,
     }
-}
-
-/// The hostname part of a `Host` value or authority: no userinfo, port or trailing dot.
-fn request_host(raw: &str) -> &str {
-    let h = raw.trim();
-    let h = h.rsplit('@').next().unwrap_or(h);
-    let h = if h.starts_with('[') {
-        // IPv6 literal: keep the brackets, drop the port. Route hosts are never IPv6, so this only
-        // has to avoid mistaking the address for a port.
-        h.find(']').map_or(h, |end| &h[..=end])
-    } else {
-        h.split(':').next().unwrap_or(h)
-    };
-    h.strip_suffix('.').unwrap_or(h)
 }
 
 /// Validates `routes:`; every problem goes to `issues` (keys like `routes[2].path_prefix`).
@@ -752,7 +738,8 @@ fn canonical_path(p: &str) -> Result<String, String> {
     Ok(n)
 }
 
-/// A plain lower-case hostname (trailing dot dropped), or why the value is not one.
+/// A route's host: a canonical host without a port ([`crate::host::parse_host`]), or why the
+/// value is not one. The common mistakes get a message of their own.
 fn parse_host(h: &str) -> Result<String, String> {
     if h.contains("://") {
         return Err("must be a hostname only, without a scheme (e.g. app.example.com)".to_owned());
@@ -760,10 +747,8 @@ fn parse_host(h: &str) -> Result<String, String> {
     if h.contains('/') {
         return Err("must be a hostname only, without a path (use path_prefix)".to_owned());
     }
-    if h.contains(':') || h.contains('[') {
-        return Err(
-            "must be a hostname without a port (IPv6 literals are not supported)".to_owned(),
-        );
+    if !h.starts_with('[') && h.contains(':') || h.contains("]:") {
+        return Err("must be a hostname without a port".to_owned());
     }
     if h.contains('*') {
         return Err("wildcards are not supported: give each host its own route".to_owned());
@@ -771,20 +756,14 @@ fn parse_host(h: &str) -> Result<String, String> {
     if !h.is_ascii() {
         return Err("use the ASCII (punycode, xn--…) form of the hostname".to_owned());
     }
-    let h = h.to_ascii_lowercase();
-    let h = h.strip_suffix('.').unwrap_or(&h);
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if h.len() > 253 || !h.split('.').all(valid_label) {
-        return Err("not a valid hostname".to_owned());
+    match host::parse_host(h) {
+        Ok(host) => Ok(host.canonical().into_owned()),
+        Err(HostError::NumericName) => Err(
+            "not a valid hostname: the last label is numeric but the whole is not an IPv4 address"
+                .to_owned(),
+        ),
+        Err(_) => Err("not a valid hostname".to_owned()),
     }
-    Ok(h.to_owned())
 }
 
 /// An upstream base URL: http(s), with a host, no credentials, query or fragment.
@@ -918,20 +897,59 @@ mod tests {
             route("app-admin", Some("app.example.com"), "/admin"),
             route("admin", None, "/admin"),
         ]);
-        for (host, path, want) in [
+        // The gateway hands `find` the canonical host of the validated authority.
+        for (authority, path, want) in [
             ("app.example.com", "/", "app"),
             ("APP.Example.COM:8443", "/x", "app"),
             ("app.example.com.", "/x", "app"),
-            ("user@app.example.com:80", "/x", "app"),
             ("other.example.com", "/x", "any"),
             ("app.example.com.evil.com", "/x", "any"),
             ("[::1]:4180", "/x", "any"),
             ("app.example.com", "/admin/x", "app-admin"),
             ("other.example.com", "/admin/x", "admin"),
         ] {
-            assert_eq!(found(&t, Some(host), path), Some(want), "{host} {path}");
+            let host = crate::host::parse_authority(authority).unwrap().host;
+            assert_eq!(
+                found(&t, Some(&host.canonical()), path),
+                Some(want),
+                "{authority} {path}"
+            );
         }
+        // Userinfo is no longer skipped over: such an authority never reaches `find`.
+        assert!(crate::host::parse_authority("user@app.example.com:80").is_err());
+        assert!(crate::host::parse_authority("hr.example.com:1@other").is_err());
         assert_eq!(found(&t, None, "/admin"), Some("admin"));
+    }
+
+    #[test]
+    fn route_hosts_use_the_shared_host_parser() {
+        let (routes, issues) = run(r#"
+routes:
+  - host: App.Example.COM.
+  - host: 10.0.0.5
+  - host: "[::1]"
+"#);
+        assert!(issues.is_empty(), "{issues:?}");
+        let hosts: Vec<_> = routes.iter().map(|r| r.host.as_deref().unwrap()).collect();
+        assert_eq!(hosts, ["app.example.com", "10.0.0.5", "[::1]"]);
+        let (_, issues) = run(r#"
+routes:
+  - host: app.123
+  - host: 1.2.3
+  - host: "a b.example.com"
+  - host: "user@app.example.com"
+  - host: "[::1]:80"
+"#);
+        for want in [
+            "routes[0].host: not a valid hostname: the last label is numeric",
+            "routes[1].host: not a valid hostname: the last label is numeric",
+            "routes[2].host: not a valid hostname",
+            "routes[3].host: not a valid hostname",
+            "routes[4].host: must be a hostname without a port",
+        ] {
+            assert_issue(&issues, want);
+        }
+        assert_eq!(issues.len(), 5, "{issues:#?}");
     }
 
     #[test]
@@ -963,7 +981,7 @@ mod tests {
             ],
         ] {
             let t = RouteTable::new(routes);
-            assert_eq!(found(&t, Some("H:1"), "/a/b"), Some("hosted"));
+            assert_eq!(found(&t, Some("h"), "/a/b"), Some("hosted"));
             assert_eq!(found(&t, Some("x"), "/a/b"), Some("hostless"));
         }
     }
@@ -1529,7 +1547,7 @@ routes:
         assert_eq!(found(&t, Some("gate"), "/admin/users"), Some("admin"));
         // The host route owns its whole host, /admin included.
         assert_eq!(
-            found(&t, Some("HR.example.com"), "/admin"),
+            found(&t, Some("hr.example.com"), "/admin"),
             Some("hr.example.com/")
         );
         assert_eq!(

@@ -6,11 +6,12 @@
 //! cannot turn an accepted value into an open redirect.
 
 use std::fmt;
-use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use percent_encoding::percent_decode;
 use url::{Host, Origin, Position, Url};
+
+use crate::host::{self, Host as ParsedHost, HostError, HostPort};
 
 /// One allow-list entry for absolute return URLs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +33,10 @@ impl HostPattern {
     ///
     /// Rejects schemes, paths, userinfo, IPv6, any-port wildcards (`:*`), non-ASCII (use the
     /// `xn--` form), malformed labels, numeric-looking non-IP hosts and single-label suffixes
-    /// such as `".com"`. The error message is meant for the operator and echoes the pattern.
+    /// such as `".com"`. The host is read by the one host parser ([`crate::host`]), so a name is
+    /// valid here exactly when it is valid as a route host (one trailing dot is dropped; a
+    /// numeric last label is accepted only as a whole dotted-quad). The error message is meant
+    /// for the operator and echoes the pattern.
     pub fn parse(s: &str) -> Result<HostPattern, String> {
         if s.is_empty() {
             return Err("empty host pattern".to_owned());
@@ -52,20 +56,24 @@ impl HostPattern {
                 "host pattern {s:?}: IPv6 addresses are not supported in the allow-list"
             ));
         }
-        let (host, port) = match s.rsplit_once(':') {
-            None => (s, None),
-            Some((_, "*")) => {
-                return Err(format!(
-                    "host pattern {s:?}: any-port wildcards (:*) are not supported; list each port"
-                ))
-            }
-            Some((host, port)) => (host, Some(parse_port(s, port)?)),
+        if s.ends_with(":*") {
+            return Err(format!(
+                "host pattern {s:?}: any-port wildcards (:*) are not supported; list each port"
+            ));
+        }
+        let (subdomains, rest) = match s.strip_prefix("*.").or_else(|| s.strip_prefix('.')) {
+            Some(rest) => (true, rest),
+            None => (false, s),
         };
-        let host = host.to_ascii_lowercase();
-        let subdomains = host.strip_prefix("*.").or_else(|| host.strip_prefix('.'));
-        match subdomains {
-            Some(domain) => {
-                validate_dns_name(s, domain)?;
+        let HostPort { host, port } = host::parse_authority(rest).map_err(|e| match e {
+            HostError::BadPort => format!("host pattern {s:?}: invalid port"),
+            e => format!(
+                "host pattern {s:?} is not a valid host name ({e}; labels of a-z, 0-9, '-', '_'; \
+                 no empty labels; last label not numeric unless the whole is an IPv4 address)"
+            ),
+        })?;
+        match (subdomains, host) {
+            (true, ParsedHost::Name(domain)) => {
                 if !domain.contains('.') {
                     return Err(format!(
                         "host pattern {s:?}: a subdomain pattern needs at least two labels (\".example.com\")"
@@ -76,12 +84,17 @@ impl HostPattern {
                     port,
                 })
             }
-            None => {
-                if host.parse::<Ipv4Addr>().is_err() {
-                    validate_dns_name(s, &host)?;
-                }
-                Ok(HostPattern::Exact { host, port })
-            }
+            (true, _) => Err(format!(
+                "host pattern {s:?}: a subdomain pattern needs a domain name, not an address"
+            )),
+            (false, ParsedHost::Name(host)) => Ok(HostPattern::Exact { host, port }),
+            (false, ParsedHost::Ipv4(ip)) => Ok(HostPattern::Exact {
+                host: ip.to_string(),
+                port,
+            }),
+            (false, ParsedHost::Ipv6(_)) => Err(format!(
+                "host pattern {s:?}: IPv6 addresses are not supported in the allow-list"
+            )),
         }
     }
 
@@ -94,7 +107,9 @@ impl HostPattern {
             }
             (HostPattern::Suffix { suffix, port }, Host::Domain(d)) => (
                 port,
-                d.len() > suffix.len() && d.ends_with(suffix.as_str()) && is_dns_name(d),
+                d.len() > suffix.len()
+                    && d.ends_with(suffix.as_str())
+                    && matches!(host::parse_host(d), Ok(ParsedHost::Name(ref n)) if n == d),
             ),
             _ => return false,
         };
@@ -120,51 +135,6 @@ impl fmt::Display for HostPattern {
             None => f.write_str(name),
         }
     }
-}
-
-fn parse_port(pattern: &str, port: &str) -> Result<u16, String> {
-    let bad = || format!("host pattern {pattern:?}: invalid port {port:?}");
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(bad()),
-        Ok(p) => Ok(p),
-    }
-}
-
-fn validate_dns_name(pattern: &str, name: &str) -> Result<(), String> {
-    if is_dns_name(name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "host pattern {pattern:?} is not a valid host name (labels of a-z, 0-9, '-', '_'; \
-             no empty labels; last label not numeric)"
-        ))
-    }
-}
-
-/// A lower-case DNS name: 1–63 byte labels of `[a-z0-9_-]`, no empty labels, no leading or
-/// trailing `-`, at most 253 bytes, and a last label that is not all digits (WHATWG would parse
-/// such a host as an IPv4 address).
-fn is_dns_name(name: &str) -> bool {
-    if name.is_empty() || name.len() > 253 {
-        return false;
-    }
-    let labels_ok = name.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    });
-    let last_numeric = name
-        .rsplit('.')
-        .next()
-        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
-    labels_ok && !last_numeric
 }
 
 /// Why a return URL was refused. `Display` never includes the offending value.
@@ -498,6 +468,7 @@ fn check_segment(segment: &str, is_last: bool) -> Result<(), RedirectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn public() -> Url {
         Url::parse("https://gate.example.com").expect("static URL")
@@ -562,6 +533,14 @@ mod tests {
                 port: Some(3000)
             }
         );
+        // The shared host parser drops one trailing dot, as it does for route hosts.
+        assert_eq!(
+            HostPattern::parse("App.Example.com.:8443").unwrap(),
+            HostPattern::Exact {
+                host: "app.example.com".into(),
+                port: Some(8443)
+            }
+        );
         assert_eq!(
             HostPattern::parse("localhost").unwrap().to_string(),
             "localhost"
@@ -591,12 +570,13 @@ mod tests {
             ".",
             "*",
             "app..example.com",
-            "app.example.com.",
             "-app.example.com",
             "app .example.com",
             "例子.com",
             "[::1]:8080",
             "1.2.3",
+            "app.123",
+            "a.0x1f",
             "0x7f.1",
             "a.b.c.300",
             "*.1.2.3.4",
@@ -872,5 +852,112 @@ mod tests {
         assert!(!err.to_string().contains("SECRET"));
         let err = rejected(&p, "https://[zz]/SECRET");
         assert!(!format!("{err} {err:?}").contains("SECRET"));
+    }
+
+    /// Pieces of absolute and relative URLs, chosen to confuse host extraction.
+    fn url_like() -> impl Strategy<Value = String> {
+        let scheme = prop::sample::select(vec![
+            "https://",
+            "http://",
+            "HTTPS://",
+            "//",
+            "/",
+            "\\\\",
+            "https:/",
+            "https:",
+            "",
+            "/\\",
+            "https:\\\\",
+        ]);
+        let user = prop::sample::select(vec![
+            "",
+            "user@",
+            "app.example.com@",
+            "a:b@",
+            "%40",
+            "gate.example.com:443@",
+            "@",
+        ]);
+        let host = prop::sample::select(vec![
+            "app.example.com",
+            "evil.com",
+            "x.corp.example.com",
+            "corp.example.com",
+            "gate.example.com",
+            "10.0.0.5",
+            "167772165",
+            "0x0a000005",
+            "[::1]",
+            "app.example.com.",
+            "APP.example.com",
+            "app.example.com%2eevil.com",
+            "evil.com\\@app.example.com",
+            "xn--n3h.corp.example.com",
+            "a.b.corp.example.com",
+            "evilcorp.example.com",
+            "x.corp.example.com.evil.com",
+            "app.example.com\u{3002}evil.com",
+            "ａｐｐ.example.com",
+            "app.example.com\t",
+            "x_y.corp.example.com",
+            "1.corp.example.com",
+        ]);
+        let port = prop::sample::select(vec![
+            "", ":3000", ":8443", ":443", ":", ":0", ":65536", ":80", ":08443",
+        ]);
+        let rest = prop::sample::select(vec![
+            "",
+            "/",
+            "/x",
+            "//evil.com",
+            "/\\evil.com",
+            "?q=1",
+            "#f",
+            "/%2e%2e/",
+            "@evil.com",
+            "/a?next=//evil.com",
+            ";x",
+            "%2f%2fevil.com",
+        ]);
+        prop_oneof![
+            4 => (scheme, user, host, port, rest)
+                .prop_map(|(a, b, c, d, e)| format!("{a}{b}{c}{d}{e}")),
+            1 => proptest::string::string_regex(r"(https?:)?[/\\]{0,3}[a-z0-9.:@%/\\\[\]-]{0,30}")
+                .unwrap(),
+        ]
+    }
+
+    /// Where a browser on the gateway's own page goes for `location`, by the `url` crate's
+    /// (WHATWG) reading, and whether that is allowed: public_url's origin or an allow-list entry.
+    fn lands_on_allowed_host(location: &str) -> bool {
+        let base = Url::parse("https://gate.example.com/page").unwrap();
+        let Ok(u) = base.join(location) else {
+            return false;
+        };
+        let host = u.host_str().unwrap_or_default();
+        let port = u.port();
+        (u.scheme() == "https" && host == "gate.example.com" && port.is_none())
+            || (host == "app.example.com" && port.is_none())
+            || (host.ends_with(".corp.example.com") && port == Some(8443))
+            || (host == "10.0.0.5" && port == Some(3000))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn accepted_return_urls_land_on_an_allowed_host(raw in url_like()) {
+            let p = RedirectPolicy::new(
+                &Url::parse("https://gate.example.com").unwrap(),
+                ["app.example.com", ".corp.example.com:8443", "10.0.0.5:3000"]
+                    .iter()
+                    .map(|s| HostPattern::parse(s).unwrap())
+                    .collect(),
+            );
+            if let Ok(accepted) = p.validate(&raw) {
+                prop_assert!(lands_on_allowed_host(&accepted), "{raw:?} -> {accepted:?}");
+                prop_assert!(lands_on_allowed_host(&raw), "{raw:?} read raw");
+            }
+        }
     }
 }

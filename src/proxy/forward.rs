@@ -210,12 +210,10 @@ impl ClientForwarded {
     /// trusted proxy saw them.
     fn merge_into(self, headers: &mut HeaderMap) {
         if let (Some(prev), Some(ours)) = (self.xff, headers.get(X_FORWARDED_FOR)) {
-            let joined = format!(
-                "{}, {}",
-                prev.to_str().unwrap_or_default(),
-                ours.to_str().unwrap_or_default()
-            );
-            if let Ok(v) = HeaderValue::from_str(&joined) {
+            // Joined as bytes: a chain with non-ASCII bytes is kept as sent, never emptied
+            // (an empty first entry would make the upstream misread who the client is).
+            let joined = [prev.as_bytes(), b", ", ours.as_bytes()].concat();
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
                 headers.insert(X_FORWARDED_FOR, v);
             }
         }
@@ -231,6 +229,22 @@ impl ClientForwarded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trusted_forwarded_for_chain_is_kept_byte_for_byte() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        ClientForwarded {
+            xff: Some(HeaderValue::from_bytes(b"1.2.3.4, \xff").unwrap()),
+            proto: None,
+            host: None,
+        }
+        .merge_into(&mut headers);
+        assert_eq!(
+            headers["x-forwarded-for"].as_bytes(),
+            b"1.2.3.4, \xff, 10.0.0.1"
+        );
+    }
 
     #[test]
     fn upstream_uri_joins_base_path_and_keeps_query() {
