@@ -32,14 +32,16 @@ pub async fn token(stack: &Stack, userid: &str) -> String {
 }
 
 /// `GET {path}` as an API call with exactly `cookie` as the Cookie header.
+/// The forward-auth check names the request it is about, as the proxy in front would.
 pub async fn with_cookie(stack: &Stack, path: &str, cookie: &str) -> Response {
-    bare()
+    let mut r = bare()
         .get(format!("{}{path}", stack.url()))
         .header(ACCEPT, "application/json")
-        .header(COOKIE, cookie)
-        .send()
-        .await
-        .unwrap()
+        .header(COOKIE, cookie);
+    if path == "/_dinggate/auth" {
+        r = r.header("x-original-uri", "/echo");
+    }
+    r.send().await.unwrap()
 }
 
 /// Status of the proxy (`/echo`), forward-auth and userinfo for the session `token`.
