@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cookie::Cookie;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
@@ -21,6 +21,9 @@ use crate::login::state::StateError;
 use crate::pages::{self, Lang, Page};
 use crate::proxy::forward::{apply_identity, forward, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
+use crate::proxy::names::{
+    X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_URI, X_LOGIN_URL, X_ORIGINAL_URI,
+};
 use crate::proxy::path::{normalize_path, PathError};
 use crate::ratelimit::{client_ip, BadForwardedFor, Throttled};
 use crate::routes::Resolution;
@@ -547,12 +550,6 @@ fn userinfo(id: &Identity) -> Response<GatewayBody> {
     )
 }
 
-/// Names the proxy in front uses to describe the original request to `{prefix}/auth`.
-const X_FORWARDED_URI: &str = "x-forwarded-uri";
-const X_ORIGINAL_URI: &str = "x-original-uri";
-const X_FORWARDED_HOST: &str = "x-forwarded-host";
-const X_FORWARDED_METHOD: &str = "x-forwarded-method";
-
 /// The original request, as the proxy in front describes it to the forward-auth endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardedRequest {
@@ -623,11 +620,11 @@ pub fn forwarded_request(headers: &HeaderMap) -> Result<ForwardedRequest, Gatewa
 }
 
 /// The one value of header `name`: `None` if absent, `Err(repeated)` if sent more than once.
-fn single<'a>(
-    headers: &'a HeaderMap,
-    name: &str,
+fn single(
+    headers: &HeaderMap,
+    name: HeaderName,
     repeated: GatewayError,
-) -> Result<Option<&'a HeaderValue>, GatewayError> {
+) -> Result<Option<&HeaderValue>, GatewayError> {
     let mut all = headers.get_all(name).iter();
     let first = all.next();
     if all.next().is_some() {
@@ -815,7 +812,7 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
         );
         // For proxies that cannot read JSON (nginx `auth_request_set`): where to send the user.
         if let Ok(v) = HeaderValue::from_str(&start_here) {
-            resp.headers_mut().insert("x-login-url", v);
+            resp.headers_mut().insert(X_LOGIN_URL, v);
         }
         return resp;
     }
@@ -1160,18 +1157,15 @@ mod tests {
         assert!(line.contains(" ERROR ") && line.contains("hint="), "{line}");
     }
 
-    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+    fn headers(pairs: &[(HeaderName, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(v).unwrap(),
-            );
+            h.append(k.clone(), HeaderValue::from_bytes(v).unwrap());
         }
         h
     }
 
-    fn fwd(pairs: &[(&str, &[u8])]) -> Result<ForwardedRequest, GatewayError> {
+    fn fwd(pairs: &[(HeaderName, &[u8])]) -> Result<ForwardedRequest, GatewayError> {
         forwarded_request(&headers(pairs))
     }
 
@@ -1292,7 +1286,8 @@ mod tests {
     fn a_trusted_forwarded_host_must_name_the_routed_host() {
         let routed = host::parse_authority("app.example.com:8443").unwrap();
         let check = |xfh: &[&[u8]]| {
-            let pairs: Vec<(&str, &[u8])> = xfh.iter().map(|v| (X_FORWARDED_HOST, *v)).collect();
+            let pairs: Vec<(HeaderName, &[u8])> =
+                xfh.iter().map(|v| (X_FORWARDED_HOST, *v)).collect();
             check_trusted_forwarded_host(&headers(&pairs), Some(&routed))
         };
         assert!(check(&[]).is_ok());

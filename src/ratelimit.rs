@@ -10,6 +10,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use http::HeaderMap;
 
 use crate::config::{RateBucket, RateLimitConfig};
+use crate::proxy::names::X_FORWARDED_FOR;
 
 /// How often stale per-address buckets are dropped, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
@@ -93,7 +94,7 @@ pub fn client_ip(
     if !trust_forwarded {
         return Ok(peer.ip());
     }
-    let Some(last) = headers.get_all("x-forwarded-for").iter().next_back() else {
+    let Some(last) = headers.get_all(X_FORWARDED_FOR).iter().next_back() else {
         return Ok(peer.ip());
     };
     let text = last.to_str().map_err(|_| BadForwardedFor)?;

@@ -13,6 +13,8 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 use url::Url;
 
+use crate::proxy::names::{X_ACS_DINGTALK_ACCESS_TOKEN, X_ACS_REQUEST_ID};
+
 use super::error::{effective_legacy_code, DingTalkError};
 use super::types::{
     describe_decode_error, AppToken, ContactUser, InAppUser, RawAppToken, RawParentList,
@@ -518,7 +520,7 @@ impl DingTalkClient {
                     .to_owned(),
             })?;
             value.set_sensitive(true);
-            request = request.header("x-acs-dingtalk-access-token", value);
+            request = request.header(X_ACS_DINGTALK_ACCESS_TOKEN, value);
         }
 
         let started = Instant::now();
@@ -527,7 +529,7 @@ impl DingTalkClient {
             let status = response.status().as_u16();
             let header_request_id = response
                 .headers()
-                .get("x-acs-request-id")
+                .get(X_ACS_REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let content_type = response

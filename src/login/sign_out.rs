@@ -1,13 +1,14 @@
 //! Signing out: the confirmation page, the same-origin check on state-changing POSTs, and revocation.
 
 use http::header::ORIGIN;
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 use url::Url;
 
 use crate::body::GatewayBody;
 use crate::login::flow::{append_cookies, query_params, LoginError};
 use crate::login::redirect::RedirectError;
 use crate::pages::{self, Lang};
+use crate::proxy::names::SEC_FETCH_SITE;
 use crate::session::cookie::clear_cookie_everywhere;
 use crate::session::lookup::{cutoff_until, revocation_until, verify_cookies};
 use crate::session::revocation::RevocationError;
@@ -62,7 +63,7 @@ pub fn check_same_origin(
     host: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<(), CrossSite> {
-    let single = |name: &str| {
+    let single = |name: HeaderName| {
         let mut values = headers.get_all(name).iter();
         match (values.next(), values.next()) {
             (None, _) => Ok(None),
@@ -73,8 +74,8 @@ pub fn check_same_origin(
             (Some(_), Some(_)) => Err(CrossSite("repeated origin header")),
         }
     };
-    let origin = single(ORIGIN.as_str())?;
-    let fetch_site = single("sec-fetch-site")?;
+    let origin = single(ORIGIN)?;
+    let fetch_site = single(SEC_FETCH_SITE)?;
     if fetch_site.is_some_and(|s| !s.eq_ignore_ascii_case("same-origin")) {
         return Err(CrossSite("Sec-Fetch-Site is not same-origin"));
     }

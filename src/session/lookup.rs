@@ -55,7 +55,8 @@ pub async fn verify_cookies(
         .nth(MAX_SESSION_COOKIES)
         .is_some()
     {
-        tracing::warn!(
+        // Anyone can send this: one debug line, not a warning per request (log flooding).
+        tracing::debug!(
             max = MAX_SESSION_COOKIES,
             "too many session cookies; treated as signed out"
         );
@@ -86,7 +87,7 @@ pub async fn verify_cookies(
         match &mut out.best {
             None => out.best = Some(claims),
             Some(best) if best.sub != claims.sub => {
-                tracing::warn!("session cookies of different people; treated as signed out");
+                tracing::info!("session cookies of different people; treated as signed out");
                 return Ok(Verified {
                     conflict: true,
                     ..Verified::default()
