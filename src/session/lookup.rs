@@ -51,10 +51,15 @@ pub async fn verify_cookies(
 ) -> Result<Verified, RevocationError> {
     let name = app.cookies.name.as_str();
     let mut out = Verified::default();
-    if cookie_values(headers, name)
-        .nth(MAX_SESSION_COOKIES)
-        .is_some()
-    {
+    // One pass over the Cookie headers (they are scanned on every request): keep at most one
+    // more copy than allowed, to know that there were too many.
+    let mut tokens: [Option<&str>; MAX_SESSION_COOKIES + 1] = [None; MAX_SESSION_COOKIES + 1];
+    let mut count = 0;
+    for token in cookie_values(headers, name).take(MAX_SESSION_COOKIES + 1) {
+        tokens[count] = token;
+        count += 1;
+    }
+    if count > MAX_SESSION_COOKIES {
         // Anyone can send this: one debug line, not a warning per request (log flooding).
         tracing::debug!(
             max = MAX_SESSION_COOKIES,
@@ -64,8 +69,8 @@ pub async fn verify_cookies(
         return Ok(out);
     }
     let max_age = app.config.session.max_lifetime.as_secs();
-    for token in cookie_values(headers, name) {
-        let Some(token) = token else { continue };
+    for token in &tokens[..count] {
+        let Some(token) = *token else { continue };
         let claims = match app.sessions.verify(token, now) {
             Ok(claims) => claims,
             Err(e) => {
