@@ -77,6 +77,35 @@ assert h.get("x-forwarded-email", [""]) == [""], h   # 王五 has no e-mail: the
 assert h["x-dingtalk-name"] == ["%E7%8E%8B%E4%BA%94"], h
 assert "evil" not in json.dumps(h) and "boss" not in json.dumps(h), h
 PY
+# Every identity header in every spelling a PHP/CGI/WSGI app reads as the same variable: each
+# "-" as "-" or "_", in any case (hyper, behind, refuses more than 100 headers: one of each, and
+# the all-underscore one in lower case too). None may reach the app; the real identity must.
+IDENTITY="X-Forwarded-User X-Forwarded-Email X-Forwarded-Preferred-Username X-DingTalk-UnionId X-DingTalk-Name X-DingTalk-CorpId X-DingTalk-UserId X-DingTalk-Departments X-DingTalk-Title"
+spoofs=()
+for name in $IDENTITY; do
+  spellings=$(python3 - "$name" <<'PY'
+import itertools, sys
+parts = sys.argv[1].split("-")
+for seps in itertools.product("-_", repeat=len(parts) - 1):
+    s = parts[0] + "".join(sep + p for sep, p in zip(seps, parts[1:]))
+    print(s if "_" in s else s.upper())
+    if "-" not in s:
+        print(s.lower())
+PY
+)
+  for s in $spellings; do spoofs+=(-H "$s: evil-$s"); done
+done
+[ "${#spoofs[@]}" = 98 ] || fail "too few spoofed spellings: ${#spoofs[@]}"
+echoed=$(curl -s -b "$JAR" -H 'Accept: application/json' "${spoofs[@]}" -H 'X-DingTalk-Extra: evil' -H 'X-Forwarded-Groups: evil' "$B/echo")
+python3 - "$echoed" <<'PY' || fail "underscore spellings: $echoed"
+import json, sys
+h = json.loads(sys.argv[1])["headers"]
+assert not [n for n in h if "_" in n], h
+assert "evil" not in json.dumps(h), h
+assert h["x-dingtalk-userid"] == ["wangwu"], h
+assert h["x-forwarded-user"] == ["Pm4GxT8cVb2NzQ6wLr0HkJsiEiE"], h
+assert "x-dingtalk-extra" not in h and "x-forwarded-groups" not in h, h  # the whole families
+PY
 code=$(curl -s -b "$JAR" -o /dev/null -w '%{http_code}' "$B/admin/x")
 [ "$code" = 403 ] || fail "policy: /admin as wangwu got $code"
 # Client-sent copies of the headers dinggate reads must not change what is checked: they are
@@ -110,4 +139,4 @@ for target in "b'/admin?x=\\xc3\\xa9'" "b'/admin/\\xc3\\xa9'" "b'/admin/\\xc3\\x
 done
 code=$(raw_status 25443 "b'/docs/\\xc3\\xa9'")
 [ "$code" = 200 ] || fail "non-ASCII: /docs/é as wangwu got $code (want 200)"
-echo "deploy/Caddyfile works: all 11 checks passed"
+echo "deploy/Caddyfile works: all 12 checks passed"

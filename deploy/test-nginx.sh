@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks deploy/nginx.conf for real: nginx (auth_request) in front of the demo upstream, dinggate
-# as forward-auth, the mock DingTalk for the login. Needs nginx (apt-get install nginx-light).
+# as forward-auth, the mock DingTalk for the login. Needs nginx (apt-get install nginx-light),
+# openssl, curl and python3.
 # Usage: bash deploy/test-nginx.sh   (builds the release binary; exits non-zero on any failure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,11 +19,8 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; echo "--- gateway log"; cat "$W/gw.log"; echo "--- nginx error log"; cat "$W/error.log" 2>/dev/null; exit 1; }
 
-# The shipped example, moved to loopback ports and plain http.
-sed -e 's/listen 443 ssl;/listen 127.0.0.1:24443;/' -e 's/server_name app.example.com;/server_name 127.0.0.1;/' \
-    -e 's#http://127.0.0.1:4180#http://127.0.0.1:24180#g' -e 's#proxy_pass http://127.0.0.1:8080;#proxy_pass http://127.0.0.1:24182;#' \
-    deploy/nginx.conf > "$W/site.conf"
-cat > "$W/nginx.conf" <<NGX
+main_conf() {  # main_conf SITE-FILE: an nginx.conf whose http block includes SITE-FILE
+  cat <<NGX
 worker_processes 1;
 error_log $W/error.log;
 pid $W/nginx.pid;
@@ -31,9 +29,27 @@ http {
   access_log off;
   client_body_temp_path $W;
   proxy_temp_path $W;
-  include $W/site.conf;
+  include $1;
 }
 NGX
+}
+
+# The shipped file passes nginx -t as it is, but for the placeholder certificate paths, which point
+# at a self-signed certificate made here.
+command -v openssl >/dev/null || { echo "openssl is not installed (apt-get install openssl)"; exit 1; }
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=app.example.com \
+  -keyout "$W/app.key" -out "$W/app.pem" 2>"$W/openssl.log" || { cat "$W/openssl.log"; exit 1; }
+sed -e "s#/etc/ssl/certs/app.example.com.pem#$W/app.pem#" -e "s#/etc/ssl/private/app.example.com.key#$W/app.key#" \
+  deploy/nginx.conf > "$W/shipped.conf"
+[ "$(diff deploy/nginx.conf "$W/shipped.conf" | grep -c '^>')" = 2 ] || fail "the certificate placeholders were not found"
+main_conf "$W/shipped.conf" > "$W/nginx-t.conf"
+nginx -t -q -c "$W/nginx-t.conf" 2>"$W/nginx-t.log" || { cat "$W/nginx-t.log"; fail "nginx -t refuses deploy/nginx.conf"; }
+
+# The shipped example, moved to loopback ports and plain http.
+sed -e 's/listen 443 ssl;/listen 127.0.0.1:24443;/' -e 's/server_name app.example.com;/server_name 127.0.0.1;/' \
+    -e 's#http://127.0.0.1:4180#http://127.0.0.1:24180#g' -e 's#proxy_pass http://127.0.0.1:8080;#proxy_pass http://127.0.0.1:24182;#' \
+    "$W/shipped.conf" > "$W/site.conf"
+main_conf "$W/site.conf" > "$W/nginx.conf"
 cat > "$W/gateway.yaml" <<YAML
 listen: "127.0.0.1:24180"
 public_url: "http://127.0.0.1:24443"
@@ -79,6 +95,35 @@ assert "x-forwarded-email" not in h, h          # 王五 has no e-mail: the spoo
 assert h["x-dingtalk-name"] == ["%E7%8E%8B%E4%BA%94"], h
 assert "evil" not in json.dumps(h) and "boss" not in json.dumps(h), h
 PY
+# Every identity header in every spelling a PHP/CGI/WSGI app reads as the same variable: each
+# "-" as "-" or "_", in any case (hyper, behind, refuses more than 100 headers: one of each, and
+# the all-underscore one in lower case too). None may reach the app; the real identity must.
+IDENTITY="X-Forwarded-User X-Forwarded-Email X-Forwarded-Preferred-Username X-DingTalk-UnionId X-DingTalk-Name X-DingTalk-CorpId X-DingTalk-UserId X-DingTalk-Departments X-DingTalk-Title"
+spoofs=()
+for name in $IDENTITY; do
+  spellings=$(python3 - "$name" <<'PY'
+import itertools, sys
+parts = sys.argv[1].split("-")
+for seps in itertools.product("-_", repeat=len(parts) - 1):
+    s = parts[0] + "".join(sep + p for sep, p in zip(seps, parts[1:]))
+    print(s if "_" in s else s.upper())
+    if "-" not in s:
+        print(s.lower())
+PY
+)
+  for s in $spellings; do spoofs+=(-H "$s: evil-$s"); done
+done
+[ "${#spoofs[@]}" = 98 ] || fail "too few spoofed spellings: ${#spoofs[@]}"
+echoed=$(curl -s -b "$JAR" -H 'Accept: application/json' "${spoofs[@]}" http://127.0.0.1:24443/echo)
+python3 - "$echoed" <<'PY' || fail "underscore spellings: $echoed"
+import json, sys
+h = json.loads(sys.argv[1])["headers"]
+assert not [n for n in h if "_" in n], h
+assert "evil" not in json.dumps(h), h
+assert h["x-dingtalk-userid"] == ["wangwu"], h
+assert h["x-forwarded-user"] == ["Pm4GxT8cVb2NzQ6wLr0HkJsiEiE"], h
+# nginx drops every header name with an underscore (underscores_in_headers off, its default).
+PY
 code=$(curl -s -b "$JAR" -o /dev/null -w '%{http_code}' http://127.0.0.1:24443/admin/x)
 [ "$code" = 403 ] || fail "policy: /admin as wangwu got $code"
 # Client-sent copies of the headers dinggate reads must not change what is checked: they are
@@ -112,4 +157,4 @@ for target in "b'/admin?x=\\xc3\\xa9'" "b'/admin/\\xc3\\xa9'" "b'/admin/\\xc3\\x
 done
 code=$(raw_status 24443 "b'/docs/\\xc3\\xa9'")
 [ "$code" = 200 ] || fail "non-ASCII: /docs/é as wangwu got $code (want 200)"
-echo "deploy/nginx.conf works: all 10 checks passed"
+echo "deploy/nginx.conf works: all 12 checks passed"

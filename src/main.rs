@@ -113,6 +113,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             dinggate::telemetry::init(&cfg.log);
+            catch_reload_signal()?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -130,11 +131,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => {
             dinggate::telemetry::init(&default_log());
+            catch_reload_signal()?;
             dinggate::demo::run().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::DemoUpstream { listen } => {
             dinggate::telemetry::init(&default_log());
+            catch_reload_signal()?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -155,6 +158,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             client_secret,
         } => {
             dinggate::telemetry::init(&default_log());
+            catch_reload_signal()?;
             let mut settings = MockSettings::default();
             if let Some(path) = org {
                 settings.org = Org::from_yaml_file(&path)
@@ -188,6 +192,26 @@ fn default_log() -> LogConfig {
         level: "info".to_owned(),
         format: LogFormat::Text,
     }
+}
+
+/// Keeps SIGHUP (what `systemctl reload` and `kill -HUP` send) from killing the process, its
+/// default action: until configuration reload exists, each one is logged at WARN and the
+/// process keeps serving. Call after logging is set up and before serving.
+fn catch_reload_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup =
+            signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP received: configuration reload is not supported, nothing changed; restart dinggate to apply changes"
+                );
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what container runtimes and systemd send).
