@@ -1197,26 +1197,219 @@ mod tests {
         }
     }
 
-    /// What `log_error` writes for `error`, at every level.
-    fn logged(error: GatewayError) -> String {
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let ctx = RequestContext {
+    fn ctx() -> RequestContext {
+        RequestContext {
             request_id: "0123456789abcdef".into(),
             wants_html: false,
             return_to: "/".into(),
             lang: Lang::Zh,
-        };
-        tracing::subscriber::with_default(subscriber, || {
-            log_error(&error, status_of(&error), &ctx);
-        });
+        }
+    }
+
+    /// What `f` logs, at every level, through the subscriber `dinggate run` installs.
+    fn captured(format: crate::config::LogFormat, f: impl FnOnce()) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = crate::telemetry::subscriber(
+            format,
+            tracing_subscriber::EnvFilter::new("trace"),
+            false,
+            move || writer.clone(),
+        );
+        tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         text
+    }
+
+    /// What `log_error` writes for `error`, at every level, in the text format.
+    fn logged(error: GatewayError) -> String {
+        captured(crate::config::LogFormat::Text, || {
+            log_error(&error, status_of(&error), &ctx());
+        })
+    }
+
+    /// The JSON access line for a request that ended with `error` (or succeeded).
+    fn access_json(access: &Access<'_>, error: Option<GatewayError>) -> serde_json::Value {
+        let status = error.as_ref().map_or(StatusCode::OK, status_of);
+        let text = captured(crate::config::LogFormat::Json, || {
+            log_access(
+                &Method::GET,
+                "/_dinggate/auth",
+                status,
+                Instant::now(),
+                &ctx(),
+                access,
+                error.as_ref(),
+            );
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (key, value) in line.as_object().unwrap() {
+            assert!(
+                value.as_str() != Some("") && !value.is_object() && !value.is_array(),
+                "{key} in {text}"
+            );
+        }
+        line
+    }
+
+    fn identity(user_id: Option<&str>) -> Identity {
+        Identity {
+            union_id: "unionzhangsan".into(),
+            name: "张三".into(),
+            avatar: None,
+            email: None,
+            corp_id: Some("dingcorp".into()),
+            open_id: None,
+            enterprise: user_id.map(|u| crate::identity::Enterprise {
+                user_id: u.into(),
+                departments: vec![100],
+                department_tree: vec![1, 100],
+                admin: false,
+                title: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn access_line_names_the_user_route_decision_and_original_request() {
+        let access = Access {
+            user: Some(identity(Some("zhangsan"))),
+            route: Some("admin"),
+            decision: Some(Admitted::Allow),
+            original: Some(Original {
+                method: Some(Method::POST),
+                host: Some(host::parse_authority("HR.example.test:8443").unwrap()),
+                path: "/admin/x".into(),
+            }),
+        };
+        let line = access_json(&access, None);
+        let want = json!({
+            "level": "INFO", "message": "request", "method": "GET", "path": "/_dinggate/auth",
+            "status": 200, "request_id": "0123456789abcdef", "union_id": "unionzhangsan",
+            "user_id": "zhangsan", "route": "admin", "decision": "allow",
+            "original_method": "POST", "original_host": "hr.example.test:8443",
+            "original_path": "/admin/x",
+        });
+        for (key, value) in want.as_object().unwrap() {
+            assert_eq!(&line[key], value, "{key} in {line}");
+        }
+        // Display names are personal data: ids are enough to find the person.
+        assert!(!line.to_string().contains("张三"), "{line}");
+    }
+
+    #[test]
+    fn access_line_leaves_out_what_is_unknown() {
+        // No session, proxy mode: no user, no original request, no decision.
+        let line = access_json(&Access::default(), Some(GatewayError::Unauthenticated));
+        let mut keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "level",
+                "message",
+                "method",
+                "ms",
+                "path",
+                "request_id",
+                "status",
+                "timestamp"
+            ]
+        );
+        // Signed in without directory data, through nginx (no X-Forwarded-Method or host).
+        let access = Access {
+            user: Some(identity(None)),
+            route: Some("/"),
+            decision: Some(Admitted::Public),
+            original: Some(Original {
+                method: None,
+                host: None,
+                path: "/".into(),
+            }),
+        };
+        let line = access_json(&access, None);
+        assert_eq!(line["union_id"], "unionzhangsan");
+        assert_eq!(line["decision"], "public");
+        for absent in ["user_id", "original_method", "original_host", "rule"] {
+            assert!(line.get(absent).is_none(), "{absent} in {line}");
+        }
+    }
+
+    #[test]
+    fn access_line_of_a_refusal_names_the_refusing_route_and_rule() {
+        let access = Access {
+            user: Some(identity(Some("zhangsan"))),
+            route: Some("app"),
+            decision: None,
+            original: None,
+        };
+        let error = GatewayError::Forbidden {
+            name: "张三".into(),
+            route: "admin".into(),
+            reason: DenyReason::NotAllowed {
+                needs: "allow.departments [200]".into(),
+            },
+        };
+        let line = access_json(&access, Some(error));
+        assert_eq!(line["status"], 403);
+        assert_eq!(line["route"], "app");
+        assert_eq!(line["decision"], "deny");
+        assert_eq!(line["denied_by"], "admin");
+        assert_eq!(line["rule"], "none of allow.departments [200]");
+        assert_eq!(line["user_id"], "zhangsan");
+    }
+
+    #[test]
+    fn access_line_in_text_is_one_escaped_line() {
+        let mut access = Access {
+            user: Some(identity(Some("zhang\nsan"))),
+            ..Access::default()
+        };
+        access.user.as_mut().unwrap().union_id = "u\n1\u{1b}".into();
+        let text = captured(crate::config::LogFormat::Text, || {
+            log_access(
+                &Method::GET,
+                "/x",
+                StatusCode::OK,
+                Instant::now(),
+                &ctx(),
+                &access,
+                None,
+            );
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains(" request method=GET path=/x status=200 ms="),
+            "{text}"
+        );
+        assert!(
+            text.contains(" union_id=u\\n1\\u{1b} user_id=zhang\\nsan"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_server_error_without_a_hint_logs_no_hint_field() {
+        let e = GatewayError::Revocation(RevocationError::Unavailable {
+            backend: "redis",
+            source: std::io::Error::other("connection refused"),
+        });
+        assert!(operator_hint(&e).is_none());
+        let line = logged(e);
+        assert!(line.contains(" ERROR "), "{line}");
+        assert!(
+            line.contains(
+                "error=session revocations could not be checked: the redis revocation store is unavailable: connection refused"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("hint"), "{line}");
     }
 
     fn api_error(code: &str) -> Box<DingTalkError> {
