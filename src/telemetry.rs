@@ -308,7 +308,7 @@ mod tests {
             tracing::info!(
                 status = 200_u16,
                 user_id = absent.map(tracing::field::display),
-                union_id = Some("u1").map(tracing::field::display),
+                union_id = Some(tracing::field::display("u1")),
                 "request"
             );
         });
