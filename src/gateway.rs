@@ -173,20 +173,20 @@ pub async fn handle(
 /// the request is served. Values are moved in, never copied, so recording allocates nothing;
 /// everything is formatted only if the line is written.
 #[derive(Debug, Default)]
-pub struct Access<'a> {
+struct Access<'a> {
     /// Who the request belonged to, once a session was verified.
-    pub user: Option<Identity>,
+    user: Option<Identity>,
     /// The route the request matched.
-    pub route: Option<&'a str>,
+    route: Option<&'a str>,
     /// Whether the route let it through (a refusal is read from the error).
-    pub decision: Option<Admitted>,
+    decision: Option<Admitted>,
     /// Forward-auth: the original request, as the proxy in front named it.
-    pub original: Option<Original>,
+    original: Option<Original>,
 }
 
 /// How a route let a request through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admitted {
+enum Admitted {
     /// Every guarding route's policy admitted the signed-in person.
     Allow,
     /// The path is public: no sign-in needed.
@@ -195,18 +195,18 @@ pub enum Admitted {
 
 /// The original request of a forward-auth check, for the access line.
 #[derive(Debug)]
-pub struct Original {
+struct Original {
     /// `X-Forwarded-Method`, when the proxy sent it.
-    pub method: Option<Method>,
+    method: Option<Method>,
     /// The host the route was chosen by (`X-Forwarded-Host`, else the subrequest's `Host`).
-    pub host: Option<HostPort>,
+    host: Option<HostPort>,
     /// The canonical path the route and policy decided on (never the query).
-    pub path: String,
+    path: String,
 }
 
 /// Writes the access line: one `info` line per request. Fields without a value are left out
-/// (no session: no `union_id`; not forward-auth: no `original_*`). Nothing here is evaluated
-/// when `info` is filtered out.
+/// (no session: no `union_id`; not forward-auth: no `original_*`). When `info` is filtered out
+/// nothing is formatted or allocated: tracing evaluates the field values only for an enabled line.
 fn log_access(
     method: &Method,
     path: &str,
