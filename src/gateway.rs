@@ -31,6 +31,7 @@ use crate::session::cookie::{clear_cookie, clear_cookie_everywhere, session_cook
 use crate::session::lookup::verify_cookies;
 use crate::session::revocation::RevocationError;
 use crate::state::AppState;
+use crate::telemetry::ErrorChain;
 
 /// Everything that can go wrong while serving a request, by boundary.
 #[derive(Debug, thiserror::Error)]
@@ -142,28 +143,124 @@ pub async fn handle(
             .map(|pq| pq.as_str().to_owned())
             .unwrap_or_else(|| "/".to_owned()),
     };
-    let (result, cookies) = match dispatch(&app, req, peer, &ctx).await {
+    let mut access = Access::default();
+    let (result, cookies) = match dispatch(&app, req, peer, &ctx, &mut access).await {
         Ok(resp) => (Ok(resp), Vec::new()),
         Err(Failure { error, cookies }) => (Err(error), cookies),
     };
-    let mut resp = match result {
-        Ok(resp) => resp,
+    let (mut resp, error) = match result {
+        Ok(resp) => (resp, None),
         Err(error) => {
             let resp = error_response(&app, &error, &ctx);
             log_error(&error, resp.status(), &ctx);
-            resp
+            (resp, Some(error))
         }
     };
     append_cookies(&mut resp, &cookies);
+    log_access(
+        &method,
+        &path,
+        resp.status(),
+        started,
+        &ctx,
+        &access,
+        error.as_ref(),
+    );
+    Ok(resp)
+}
+
+/// What the access line says about a request beyond its method, path and status, recorded while
+/// the request is served. Values are moved in, never copied, so recording allocates nothing;
+/// everything is formatted only if the line is written.
+#[derive(Debug, Default)]
+struct Access<'a> {
+    /// Who the request belonged to, once a session was verified.
+    user: Option<Identity>,
+    /// The route the request matched.
+    route: Option<&'a str>,
+    /// Whether the route let it through (a refusal is read from the error).
+    decision: Option<Admitted>,
+    /// Forward-auth: the original request, as the proxy in front named it.
+    original: Option<Original>,
+}
+
+/// How a route let a request through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admitted {
+    /// Every guarding route's policy admitted the signed-in person.
+    Allow,
+    /// The path is public: no sign-in needed.
+    Public,
+}
+
+/// The original request of a forward-auth check, for the access line.
+#[derive(Debug)]
+struct Original {
+    /// `X-Forwarded-Method`, when the proxy sent it.
+    method: Option<Method>,
+    /// The host the route was chosen by (`X-Forwarded-Host`, else the subrequest's `Host`).
+    host: Option<HostPort>,
+    /// The canonical path the route and policy decided on (never the query).
+    path: String,
+}
+
+/// Writes the access line: one `info` line per request. Fields without a value are left out
+/// (no session: no `union_id`; not forward-auth: no `original_*`). When `info` is filtered out
+/// nothing is formatted or allocated: tracing evaluates the field values only for an enabled line.
+fn log_access(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    started: Instant,
+    ctx: &RequestContext,
+    access: &Access<'_>,
+    error: Option<&GatewayError>,
+) {
+    // `display` is in scope inside tracing's macros.
+    let denied = match error {
+        Some(GatewayError::Forbidden { route, reason, .. }) => Some((route.as_str(), reason)),
+        _ => None,
+    };
+    let decision = match (denied, access.decision) {
+        (Some(_), _) => Some("deny"),
+        (None, Some(Admitted::Allow)) => Some("allow"),
+        (None, Some(Admitted::Public)) => Some("public"),
+        (None, None) => None,
+    };
+    let user = access.user.as_ref();
+    let original = access.original.as_ref();
     tracing::info!(
         %method,
         %path,
-        status = resp.status().as_u16(),
+        status = status.as_u16(),
         ms = started.elapsed().as_millis() as u64,
         request_id = %ctx.request_id,
+        union_id = user.map(|u| display(&u.union_id)),
+        user_id = user.and_then(Identity::user_id).map(display),
+        route = access.route.map(display),
+        decision = decision.map(display),
+        denied_by = denied.map(|(route, _)| display(route)),
+        rule = denied.map(|(_, reason)| display(RuleText(reason))),
+        original_method = original.and_then(|o| o.method.as_ref()).map(display),
+        original_host = original.and_then(|o| o.host.as_ref()).map(display),
+        original_path = original.map(|o| display(&o.path)),
         "request"
     );
-    Ok(resp)
+}
+
+/// The rule that refused, in configuration terms, for operators (the 403 page explains it in
+/// sentences instead).
+struct RuleText<'a>(&'a DenyReason);
+
+impl std::fmt::Display for RuleText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            DenyReason::WrongCorp { required } => write!(f, "corp {required}"),
+            DenyReason::Denied { rule } => f.write_str(rule),
+            DenyReason::NotAllowed { needs } => write!(f, "none of {needs}"),
+            DenyReason::NeedsDirectory => f.write_str("needs directory data (dingtalk.directory)"),
+        }
+    }
 }
 
 /// An error plus cookies that must be set on its response.
@@ -190,11 +287,12 @@ impl From<LoginFailure> for Failure {
     }
 }
 
-async fn dispatch(
-    app: &AppState,
+async fn dispatch<'a>(
+    app: &'a AppState,
     req: Request<Incoming>,
     peer: SocketAddr,
     ctx: &RequestContext,
+    access: &mut Access<'a>,
 ) -> Result<Response<GatewayBody>, Failure> {
     // One canonical path for everything below: the reserved-prefix check, route matching,
     // the policy and the forwarded URI (so what is authorized is exactly what is forwarded).
@@ -205,7 +303,7 @@ async fn dispatch(
         .filter(|rest| rest.is_empty() || rest.starts_with('/'))
         .map(str::to_owned);
     let Some(endpoint) = reserved else {
-        return protected(app, req, peer, &path, ctx).await;
+        return protected(app, req, peer, &path, ctx, access).await;
     };
     let endpoint = endpoint.as_str();
 
@@ -258,9 +356,10 @@ async fn dispatch(
             };
             let mut resp = userinfo(&session.identity);
             append_cookies(&mut resp, session.refreshed.as_slice());
+            access.user = Some(session.identity);
             Ok(resp)
         }
-        "/auth" if get => forward_auth(app, &req).await,
+        "/auth" if get => forward_auth(app, &req, access).await,
         "/healthz" | "/readyz" | "/start" | "/sign_in" | "/callback" | "/sign_out"
         | "/userinfo" | "/auth" | "/inapp" | "/inapp/callback" => {
             Err(GatewayError::MethodNotAllowed.into())
@@ -364,12 +463,13 @@ fn check_trusted_forwarded_host(
 }
 
 /// Everything outside the gateway prefix: route, public paths, session, policy, forward.
-async fn protected(
-    app: &AppState,
+async fn protected<'a>(
+    app: &'a AppState,
     req: Request<Incoming>,
     peer: SocketAddr,
     path: &str,
     ctx: &RequestContext,
+    access: &mut Access<'a>,
 ) -> Result<Response<GatewayBody>, Failure> {
     let host = effective_host(&req)?;
     if app.config.trust_forwarded_headers {
@@ -379,6 +479,7 @@ async fn protected(
     let Some(resolution) = app.config.routes.resolve(host_name.as_deref(), path) else {
         return Err(GatewayError::NoRoute.into());
     };
+    access.route = Some(&resolution.route.name);
     // Routing and forwarding use the exact path; authorization holds under every reading of it.
     let target = Target {
         upstream: &resolution.route.upstream,
@@ -386,6 +487,7 @@ async fn protected(
         host: host.as_ref().map(|h| &h.raw),
     };
     if resolution.public {
+        access.decision = Some(Admitted::Public);
         // Identity headers are still stripped inside `forward`; none are added.
         return Ok(forward(app, req, peer, None, target).await?);
     }
@@ -429,28 +531,38 @@ async fn protected(
             cookies: clear,
         });
     };
-    let session = authorize(&resolution, session)?;
-    let mut resp = forward(app, req, peer, Some(&session.identity), target).await?;
+    let session = authorize(&resolution, session, access)?;
+    let forwarded = forward(app, req, peer, Some(&session.identity), target).await;
+    access.user = Some(session.identity);
+    let mut resp = forwarded?;
     append_cookies(&mut resp, session.refreshed.as_slice());
     Ok(resp)
 }
 
 /// The one authorization decision of proxy and forward-auth mode: every route that the path
 /// matches under any reading ([`Resolution::guards`]) must admit the session. A refusal names
-/// the refusing route and still carries a re-issued session cookie.
-fn authorize(resolution: &Resolution<'_>, session: Session) -> Result<Session, Failure> {
+/// the refusing route and still carries a re-issued session cookie. A refused person is recorded
+/// in `access` (the session is consumed); an admitted one is the caller's to record.
+fn authorize(
+    resolution: &Resolution<'_>,
+    session: Session,
+    access: &mut Access<'_>,
+) -> Result<Session, Failure> {
     for route in resolution.guards() {
         if let Decision::Deny(reason) = route.policy.evaluate(&session.identity) {
-            return Err(Failure {
+            let failure = Failure {
                 error: GatewayError::Forbidden {
                     name: session.identity.name.clone(),
                     route: route.name.clone(),
                     reason,
                 },
                 cookies: session.refreshed.into_iter().collect(),
-            });
+            };
+            access.user = Some(session.identity);
+            return Err(failure);
         }
     }
+    access.decision = Some(Admitted::Allow);
     Ok(session)
 }
 
@@ -669,22 +781,32 @@ fn encode_forwarded_uri(raw: &[u8]) -> Result<String, GatewayError> {
 /// login with the original URL); 403 when the policy refuses.
 ///
 /// A client calling this endpoint directly with forged headers only learns about its own access.
-async fn forward_auth(
-    app: &AppState,
+async fn forward_auth<'a>(
+    app: &'a AppState,
     req: &Request<Incoming>,
+    access: &mut Access<'a>,
 ) -> Result<Response<GatewayBody>, Failure> {
-    let original = forwarded_request(req.headers())?;
-    let host = match original.host {
+    let ForwardedRequest {
+        uri,
+        path,
+        host,
+        method,
+    } = forwarded_request(req.headers())?;
+    let host = match host {
         Some(h) => Some(h),
         None => effective_host(req)?.map(|h| h.parsed),
     };
     let host_name = host.as_ref().map(|h| h.host.canonical());
-    let path = original.path.as_str();
-    let Some(resolution) = app.config.routes.resolve(host_name.as_deref(), path) else {
+    let resolution = app.config.routes.resolve(host_name.as_deref(), &path);
+    drop(host_name);
+    let original = access.original.insert(Original { method, host, path });
+    let Some(resolution) = resolution else {
         return Err(GatewayError::NoRoute.into());
     };
+    access.route = Some(&resolution.route.name);
     let mut resp = pages::text(StatusCode::OK, "ok\n");
     if resolution.public {
+        access.decision = Some(Admitted::Public);
         clear_identity(resp.headers_mut(), &app.config.headers);
         return Ok(resp);
     }
@@ -696,15 +818,16 @@ async fn forward_auth(
         return Err(Failure {
             error: GatewayError::UnauthenticatedAt {
                 navigation: wants_html(req.headers(), method),
-                url: original.uri,
+                url: uri,
             },
             cookies: clear,
         });
     };
-    let session = authorize(&resolution, session)?;
+    let session = authorize(&resolution, session, access)?;
     clear_identity(resp.headers_mut(), &app.config.headers);
     apply_identity(resp.headers_mut(), &app.config.headers, &session.identity);
     append_cookies(&mut resp, session.refreshed.as_slice());
+    access.user = Some(session.identity);
     Ok(resp)
 }
 
@@ -991,16 +1114,16 @@ fn describe(
 /// operator hint (a scanner must not flood the log with advice); faults of DingTalk, the upstream
 /// or the gateway (5xx) are errors, with what the operator should check.
 fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
-    let mut chain = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
+    let chain = ErrorChain(error);
     if status.is_server_error() {
-        let hint = operator_hint(error).unwrap_or_default();
-        tracing::error!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, hint = %hint, "request failed");
+        let hint = operator_hint(error);
+        tracing::error!(
+            request_id = %ctx.request_id,
+            status = status.as_u16(),
+            error = %chain,
+            hint = hint.as_deref().map(tracing::field::display),
+            "request failed"
+        );
     } else if is_routine(error) {
         tracing::debug!(request_id = %ctx.request_id, status = status.as_u16(), error = %chain, "request refused");
     } else {
@@ -1074,26 +1197,219 @@ mod tests {
         }
     }
 
-    /// What `log_error` writes for `error`, at every level.
-    fn logged(error: GatewayError) -> String {
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let ctx = RequestContext {
+    fn ctx() -> RequestContext {
+        RequestContext {
             request_id: "0123456789abcdef".into(),
             wants_html: false,
             return_to: "/".into(),
             lang: Lang::Zh,
-        };
-        tracing::subscriber::with_default(subscriber, || {
-            log_error(&error, status_of(&error), &ctx);
-        });
+        }
+    }
+
+    /// What `f` logs, at every level, through the subscriber `dinggate run` installs.
+    fn captured(format: crate::config::LogFormat, f: impl FnOnce()) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = crate::telemetry::subscriber(
+            format,
+            tracing_subscriber::EnvFilter::new("trace"),
+            false,
+            move || writer.clone(),
+        );
+        tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         text
+    }
+
+    /// What `log_error` writes for `error`, at every level, in the text format.
+    fn logged(error: GatewayError) -> String {
+        captured(crate::config::LogFormat::Text, || {
+            log_error(&error, status_of(&error), &ctx());
+        })
+    }
+
+    /// The JSON access line for a request that ended with `error` (or succeeded).
+    fn access_json(access: &Access<'_>, error: Option<GatewayError>) -> serde_json::Value {
+        let status = error.as_ref().map_or(StatusCode::OK, status_of);
+        let text = captured(crate::config::LogFormat::Json, || {
+            log_access(
+                &Method::GET,
+                "/_dinggate/auth",
+                status,
+                Instant::now(),
+                &ctx(),
+                access,
+                error.as_ref(),
+            );
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (key, value) in line.as_object().unwrap() {
+            assert!(
+                value.as_str() != Some("") && !value.is_object() && !value.is_array(),
+                "{key} in {text}"
+            );
+        }
+        line
+    }
+
+    fn identity(user_id: Option<&str>) -> Identity {
+        Identity {
+            union_id: "unionzhangsan".into(),
+            name: "张三".into(),
+            avatar: None,
+            email: None,
+            corp_id: Some("dingcorp".into()),
+            open_id: None,
+            enterprise: user_id.map(|u| crate::identity::Enterprise {
+                user_id: u.into(),
+                departments: vec![100],
+                department_tree: vec![1, 100],
+                admin: false,
+                title: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn access_line_names_the_user_route_decision_and_original_request() {
+        let access = Access {
+            user: Some(identity(Some("zhangsan"))),
+            route: Some("admin"),
+            decision: Some(Admitted::Allow),
+            original: Some(Original {
+                method: Some(Method::POST),
+                host: Some(host::parse_authority("HR.example.test:8443").unwrap()),
+                path: "/admin/x".into(),
+            }),
+        };
+        let line = access_json(&access, None);
+        let want = json!({
+            "level": "INFO", "message": "request", "method": "GET", "path": "/_dinggate/auth",
+            "status": 200, "request_id": "0123456789abcdef", "union_id": "unionzhangsan",
+            "user_id": "zhangsan", "route": "admin", "decision": "allow",
+            "original_method": "POST", "original_host": "hr.example.test:8443",
+            "original_path": "/admin/x",
+        });
+        for (key, value) in want.as_object().unwrap() {
+            assert_eq!(&line[key], value, "{key} in {line}");
+        }
+        // Display names are personal data: ids are enough to find the person.
+        assert!(!line.to_string().contains("张三"), "{line}");
+    }
+
+    #[test]
+    fn access_line_leaves_out_what_is_unknown() {
+        // No session, proxy mode: no user, no original request, no decision.
+        let line = access_json(&Access::default(), Some(GatewayError::Unauthenticated));
+        let mut keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "level",
+                "message",
+                "method",
+                "ms",
+                "path",
+                "request_id",
+                "status",
+                "timestamp"
+            ]
+        );
+        // Signed in without directory data, through nginx (no X-Forwarded-Method or host).
+        let access = Access {
+            user: Some(identity(None)),
+            route: Some("/"),
+            decision: Some(Admitted::Public),
+            original: Some(Original {
+                method: None,
+                host: None,
+                path: "/".into(),
+            }),
+        };
+        let line = access_json(&access, None);
+        assert_eq!(line["union_id"], "unionzhangsan");
+        assert_eq!(line["decision"], "public");
+        for absent in ["user_id", "original_method", "original_host", "rule"] {
+            assert!(line.get(absent).is_none(), "{absent} in {line}");
+        }
+    }
+
+    #[test]
+    fn access_line_of_a_refusal_names_the_refusing_route_and_rule() {
+        let access = Access {
+            user: Some(identity(Some("zhangsan"))),
+            route: Some("app"),
+            decision: None,
+            original: None,
+        };
+        let error = GatewayError::Forbidden {
+            name: "张三".into(),
+            route: "admin".into(),
+            reason: DenyReason::NotAllowed {
+                needs: "allow.departments [200]".into(),
+            },
+        };
+        let line = access_json(&access, Some(error));
+        assert_eq!(line["status"], 403);
+        assert_eq!(line["route"], "app");
+        assert_eq!(line["decision"], "deny");
+        assert_eq!(line["denied_by"], "admin");
+        assert_eq!(line["rule"], "none of allow.departments [200]");
+        assert_eq!(line["user_id"], "zhangsan");
+    }
+
+    #[test]
+    fn access_line_in_text_is_one_escaped_line() {
+        let mut access = Access {
+            user: Some(identity(Some("zhang\nsan"))),
+            ..Access::default()
+        };
+        access.user.as_mut().unwrap().union_id = "u\n1\u{1b}".into();
+        let text = captured(crate::config::LogFormat::Text, || {
+            log_access(
+                &Method::GET,
+                "/x",
+                StatusCode::OK,
+                Instant::now(),
+                &ctx(),
+                &access,
+                None,
+            );
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains(" request method=GET path=/x status=200 ms="),
+            "{text}"
+        );
+        assert!(
+            text.contains(" union_id=u\\n1\\u{1b} user_id=zhang\\nsan"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_server_error_without_a_hint_logs_no_hint_field() {
+        let e = GatewayError::Revocation(RevocationError::Unavailable {
+            backend: "redis",
+            source: std::io::Error::other("connection refused"),
+        });
+        assert!(operator_hint(&e).is_none());
+        let line = logged(e);
+        assert!(line.contains(" ERROR "), "{line}");
+        assert!(
+            line.contains(
+                "error=session revocations could not be checked: the redis revocation store is unavailable: connection refused"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("hint"), "{line}");
     }
 
     fn api_error(code: &str) -> Box<DingTalkError> {

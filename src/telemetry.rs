@@ -3,33 +3,78 @@
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
+use tracing::Subscriber;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
 /// Calling it twice is harmless (the second call is ignored).
-///
-/// Text logs format every field value and message with [`EscapedFields`], so no value (a
-/// DingTalk nickname, a path, a header) can start a new line or carry terminal escapes. JSON
-/// logs need nothing more: serde_json escapes every control character below U+0020.
 pub fn init(cfg: &LogConfig) {
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: escape codes in files and journald are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let _ = subscriber(cfg.format, filter, ansi, std::io::stdout).try_init();
+}
+
+/// The subscriber [`init`] installs, writing to `writer`: one line per event.
+///
+/// Text logs format every field value and message with [`EscapedFields`], so no value (a
+/// DingTalk nickname, a path, a header) can start a new line or carry terminal escapes.
+///
+/// JSON logs are one flat object per line: `timestamp`, `level`, `message` and the event's
+/// fields side by side (no `fields` object), for log pipelines that index top-level keys.
+/// The gateway opens no spans, and span data would only come as nested `span`/`spans`
+/// objects, so none is written. serde_json escapes every control character below U+0020.
+/// Fields whose value is absent (`Option::None`) are left out in both formats.
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(ansi);
-    let _ = match cfg.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.fmt_fields(EscapedFields).try_init(),
-    };
+        .with_ansi(ansi)
+        .with_writer(writer);
+    match format {
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .finish(),
+        ),
+        LogFormat::Text => Box::new(builder.fmt_fields(EscapedFields).finish()),
+    }
+}
+
+/// An error and its `source()` chain as one line, `outer: cause: root cause`, written when
+/// displayed (nothing is allocated for a log line that is filtered out).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }
 
 /// A field formatter for the text format: like tracing-subscriber's default (`message` first,
@@ -199,15 +244,13 @@ mod tests {
     fn capture(json: bool, f: impl FnOnce()) -> String {
         let buf = Buf::default();
         let out = buf.clone();
-        let builder = tracing_subscriber::fmt()
-            .with_writer(move || buf.clone())
-            .with_ansi(false)
-            .with_target(false);
-        if json {
-            tracing::subscriber::with_default(builder.json().finish(), f);
+        let format = if json {
+            LogFormat::Json
         } else {
-            tracing::subscriber::with_default(builder.fmt_fields(EscapedFields).finish(), f);
-        }
+            LogFormat::Text
+        };
+        let sub = subscriber(format, EnvFilter::new("trace"), false, move || buf.clone());
+        tracing::subscriber::with_default(sub, f);
         let bytes = out.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
     }
@@ -253,6 +296,66 @@ mod tests {
         });
         assert_eq!(out.lines().count(), 1, "{out}");
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        assert_eq!(v["fields"]["name"], FORGED);
+        assert_eq!(v["name"], FORGED);
+    }
+
+    #[test]
+    fn json_lines_are_flat_objects_without_absent_fields() {
+        let out = capture(true, || {
+            let span = tracing::info_span!("req", request_id = "r1");
+            let _g = span.enter();
+            let absent: Option<&str> = None;
+            tracing::info!(
+                status = 200_u16,
+                user_id = absent.map(tracing::field::display),
+                union_id = Some(tracing::field::display("u1")),
+                "request"
+            );
+        });
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let obj = v.as_object().unwrap();
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["level", "message", "status", "timestamp", "union_id"],
+            "{out}"
+        );
+        assert_eq!(
+            (&v["message"], &v["status"]),
+            (&"request".into(), &200.into())
+        );
+        assert!(
+            obj.values().all(|v| !v.is_object() && !v.is_array()),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn text_format_leaves_absent_fields_out() {
+        let out = capture(false, || {
+            let absent: Option<&str> = None;
+            tracing::info!(
+                hint = absent.map(tracing::field::display),
+                status = 500_u16,
+                "failed"
+            );
+        });
+        assert!(out.trim_end().ends_with(" failed status=500"), "{out}");
+        assert!(!out.contains("hint"), "{out}");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner")]
+    struct Inner;
+
+    #[test]
+    fn error_chain_lists_every_cause() {
+        assert_eq!(ErrorChain(&Outer(Inner)).to_string(), "outer: inner");
+        assert_eq!(ErrorChain(&Inner).to_string(), "inner");
     }
 }

@@ -1,4 +1,5 @@
-//! The real binary's log, at its most verbose, never contains codes, tokens, cookies or secrets.
+//! The real binary's log, at its most verbose, never contains codes, tokens, cookies or secrets,
+//! and reads well for people and log pipelines alike.
 
 mod common;
 
@@ -45,6 +46,16 @@ impl Running {
 }
 
 async fn run_binary(settings: MockSettings, name: &str, extra_yaml: &str) -> Running {
+    run_binary_with_env(settings, name, extra_yaml, &[]).await
+}
+
+/// [`run_binary`], with `env` set for the binary (e.g. `DINGGATE_LOG__FORMAT=json`).
+async fn run_binary_with_env(
+    settings: MockSettings,
+    name: &str,
+    extra_yaml: &str,
+    env: &[(&str, &str)],
+) -> Running {
     let client_secret = settings.client_secret.clone();
     let client_id = settings.client_id.clone();
     let corp = settings.org.corp_id().to_owned();
@@ -94,6 +105,7 @@ log:
         .args(["run", "--config"])
         .arg(&config)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -234,5 +246,179 @@ async fn a_nickname_cannot_forge_log_lines() {
             .count(),
         2,
         "the real login event and the escaped name in the refusal:\n{text}"
+    );
+}
+
+/// The access line (`"message": "request"`) whose field `key` is `value`.
+fn access_line<'a>(
+    lines: &'a [serde_json::Map<String, serde_json::Value>],
+    key: &str,
+    value: &str,
+) -> &'a serde_json::Map<String, serde_json::Value> {
+    lines
+        .iter()
+        .find(|l| l["message"] == "request" && l.get(key).and_then(|v| v.as_str()) == Some(value))
+        .unwrap_or_else(|| panic!("no access line with {key}={value}"))
+}
+
+#[tokio::test]
+async fn json_logs_are_flat_complete_and_free_of_debug_text() {
+    let running = run_binary_with_env(
+        MockSettings::default(),
+        "json",
+        "routes:\n  - path_prefix: /admin\n    allow: { users: [nobody] }\n  - path_prefix: /\n",
+        &[
+            ("DINGGATE_LOG__FORMAT", "json"),
+            // The gateway's own events at every level; its dependencies' debug chatter (hyper's
+            // connection pool, in their words) is not what this test is about.
+            ("DINGGATE_LOG__LEVEL", "dinggate=trace,info"),
+            ("DINGGATE_DINGTALK__DIRECTORY", "true"),
+        ],
+    )
+    .await;
+    let base = running.base.clone();
+    let authority = base.trim_start_matches("http://").to_owned();
+
+    // Someone from another organization: refused, and the refusal names their corp.
+    let stranger = browser();
+    let r = get_html(&stranger, &format!("{base}/_dinggate/start?rd=%2F")).await;
+    let callback = approve(&stranger, &location(&r), "alice.partner").await;
+    assert_eq!(
+        get_html(&stranger, &callback).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    // A server error whose cause has no operator hint is not needed: the login failure below
+    // has one, and `hint` must then be present and non-empty.
+    running.mock.inject_fault(
+        "/v1.0/contact/users/me",
+        dinggate::mock::Fault::PermissionDenied,
+        1,
+    );
+    let r = get_html(&stranger, &format!("{base}/_dinggate/start?rd=%2F")).await;
+    let callback = approve(&stranger, &location(&r), "zhangsan").await;
+    assert_eq!(
+        get_html(&stranger, &callback).await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+
+    let client = browser();
+    let r = get_html(&client, &format!("{base}/_dinggate/start?rd=%2F")).await;
+    let callback = approve(&client, &location(&r), "zhangsan").await;
+    assert_eq!(
+        get_html(&client, &callback).await.status(),
+        StatusCode::FOUND
+    );
+    let me: serde_json::Value = get_json(&client, &format!("{base}/_dinggate/userinfo"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let union_id = me["union_id"].as_str().unwrap().to_owned();
+
+    // Proxy mode: allowed, refused, and without a session.
+    let r = get_json(&client, &format!("{base}/echo/proxied?q=1")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = get_json(&client, &format!("{base}/admin/proxied")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = get_json(&browser(), &format!("{base}/echo/anonymous")).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Forward-auth mode: the proxy in front names the original request.
+    let r = client
+        .get(format!("{base}/_dinggate/auth"))
+        .header("x-forwarded-uri", "/admin/original?code=not-logged")
+        .header("x-forwarded-method", "POST")
+        .header("x-forwarded-host", &authority)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = client
+        .get(format!("{base}/_dinggate/auth"))
+        .header("x-original-uri", "/echo/original")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let text = running.log_text();
+    assert!(
+        !text.contains("Some(") && !text.contains("None"),
+        "debug text:\n{text}"
+    );
+    let lines: Vec<serde_json::Map<String, serde_json::Value>> = text
+        .lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(object)) => object,
+            other => panic!("not a JSON object ({other:?}): {line}"),
+        })
+        .collect();
+    assert!(lines.len() > 10, "{text}");
+    for line in &lines {
+        for key in ["timestamp", "level", "message"] {
+            assert!(line.contains_key(key), "no {key}: {line:?}");
+        }
+        for (key, value) in line {
+            assert!(
+                !value.is_object() && !value.is_array(),
+                "{key} is nested: {line:?}"
+            );
+            assert!(value.as_str() != Some(""), "{key} is empty: {line:?}");
+        }
+    }
+
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "request refused" && l["status"] == 403)
+        .expect("the stranger's refusal is logged");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("through organization dingcorp00000002, not the configured one"),
+        "{refused:?}"
+    );
+    let failed = lines
+        .iter()
+        .find(|l| l["message"] == "request failed")
+        .expect("the failed login is logged");
+    assert!(failed["hint"]
+        .as_str()
+        .unwrap()
+        .contains("Contact.User.Read"));
+
+    let allowed = access_line(&lines, "path", "/echo/proxied");
+    assert_eq!(allowed["status"], 200);
+    assert_eq!(allowed["union_id"], union_id.as_str());
+    assert_eq!(allowed["user_id"], "zhangsan");
+    assert_eq!(allowed["route"], "/");
+    assert_eq!(allowed["decision"], "allow");
+    let denied = access_line(&lines, "path", "/admin/proxied");
+    assert_eq!(denied["user_id"], "zhangsan");
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["denied_by"], "/admin");
+    assert_eq!(denied["rule"], "none of allow.users [nobody]");
+    let anonymous = access_line(&lines, "path", "/echo/anonymous");
+    assert_eq!(anonymous["status"], 401);
+    assert!(anonymous.get("union_id").is_none(), "{anonymous:?}");
+
+    let checked = access_line(&lines, "original_path", "/admin/original");
+    assert_eq!(checked["path"], "/_dinggate/auth");
+    assert_eq!(checked["original_method"], "POST");
+    assert_eq!(checked["original_host"], authority.as_str());
+    assert_eq!(checked["union_id"], union_id.as_str());
+    assert_eq!(checked["decision"], "deny");
+    let checked = access_line(&lines, "original_path", "/echo/original");
+    assert_eq!(checked["status"], 200);
+    assert_eq!(checked["user_id"], "zhangsan");
+    assert!(checked.get("original_method").is_none(), "{checked:?}");
+    assert!(!text.contains("not-logged"), "queries are never logged");
+    // Display names are personal data; ids identify the person.
+    let name = me["name"].as_str().unwrap();
+    assert!(
+        !lines.iter().filter(|l| l["message"] == "request").any(|l| l
+            .values()
+            .any(|v| v.as_str().is_some_and(|s| s.contains(name)))),
+        "{text}"
     );
 }

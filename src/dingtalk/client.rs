@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::proxy::names::{X_ACS_DINGTALK_ACCESS_TOKEN, X_ACS_REQUEST_ID};
+use crate::telemetry::ErrorChain;
 
 use super::error::{effective_legacy_code, DingTalkError};
 use super::types::{
@@ -549,7 +550,7 @@ impl DingTalkClient {
             }
             Ok(Err(err)) => {
                 let err = transport_error(api, err);
-                tracing::debug!(api, elapsed_ms, retry, error = ?err, "DingTalk call failed");
+                tracing::debug!(api, elapsed_ms, retry, error = %ErrorChain(&err), "DingTalk call failed");
                 return Err(err);
             }
             Ok(Ok(parts)) => parts,

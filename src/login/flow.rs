@@ -41,7 +41,11 @@ pub enum LoginError {
     #[error("DingTalk rejected the authorization code")]
     CodeRejected(#[source] Box<DingTalkError>),
     /// The account is not a member of the configured organization.
-    #[error("account {name} logged in through organization {corp:?}, not the configured one")]
+    #[error(
+        "account {} logged in through organization {}, not the configured one",
+        or_unknown(.name),
+        .corp.as_deref().unwrap_or("(none)")
+    )]
     NotInOrganization {
         /// Display name of the account (shown to the user, who owns it).
         name: String,
@@ -74,6 +78,15 @@ pub enum LoginError {
     /// the code was not sent to DingTalk.
     #[error("too many logins at once")]
     Busy(#[source] Throttled),
+}
+
+/// `name`, or `(unknown)` when DingTalk gave none (the in-client flow refuses before it has one).
+fn or_unknown(name: &str) -> &str {
+    if name.is_empty() {
+        "(unknown)"
+    } else {
+        name
+    }
 }
 
 /// A failed login step plus cookies that must still be set on the error response.
@@ -543,6 +556,26 @@ pub async fn with_membership(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_in_organization_reads_as_text_not_rust_debug() {
+        let wrong = LoginError::NotInOrganization {
+            name: "张三".into(),
+            corp: Some("dingcorp00000002".into()),
+        };
+        assert_eq!(
+            wrong.to_string(),
+            "account 张三 logged in through organization dingcorp00000002, not the configured one"
+        );
+        let none = LoginError::NotInOrganization {
+            name: String::new(),
+            corp: None,
+        };
+        assert_eq!(
+            none.to_string(),
+            "account (unknown) logged in through organization (none), not the configured one"
+        );
+    }
 
     #[test]
     fn a_cookie_that_would_not_fit_is_refused_not_set() {
