@@ -372,15 +372,106 @@ fn format_figment(err: &figment::Error) -> String {
     err.clone()
         .into_iter()
         .map(|e| {
-            let key = e.path.join(".");
-            if key.is_empty() {
-                format!("configuration error: {}", e.kind)
-            } else {
-                format!("{key}: {}", e.kind)
+            let problem = describe_kind(&e.kind);
+            let from_env = e
+                .metadata
+                .as_ref()
+                .is_some_and(|md| is_env_metadata(md));
+            match (e.path.is_empty(), from_env) {
+                (true, _) => format!("configuration error: {problem}"),
+                (false, true) => format!(
+                    "{}: {problem} (from the environment, key {})",
+                    env_var_name(&e.path),
+                    e.path.join(".")
+                ),
+                (false, false) => format!("{}: {problem}", e.path.join(".")),
             }
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A parse problem in words, without the offending value: the value may be a secret (a key
+/// given where a list was expected), and the key path already says where to look.
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!("expected {expected}, found {}", actual_kind(actual))
+        }
+        Kind::InvalidLength(_, expected) => format!("wrong number of entries, expected {expected}"),
+        Kind::UnknownVariant(_, expected) | Kind::UnknownField(_, expected) => {
+            format!("not one of: {}", expected.join(", "))
+        }
+        Kind::MissingField(field) => format!("`{field}` is missing"),
+        Kind::DuplicateField(field) => format!("`{field}` is given twice"),
+        Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => "number out of range".to_owned(),
+        Kind::Unsupported(actual) => format!("{} is not supported here", actual_kind(actual)),
+        Kind::UnsupportedKey(actual, _) => {
+            format!("{} cannot be used as a key", actual_kind(actual))
+        }
+        // Messages come from the YAML parser (syntax errors with a line and column, no values)
+        // or from a deserializer; the latter are kept value-free in this crate.
+        Kind::Message(m) => m.clone(),
+    }
+}
+
+/// What kind of value was found, never the value itself.
+fn actual_kind(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "true/false",
+        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "text",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "nothing",
+        Actual::Seq => "a list",
+        Actual::Map => "a map",
+        Actual::NewtypeStruct
+        | Actual::Enum
+        | Actual::UnitVariant
+        | Actual::NewtypeVariant
+        | Actual::TupleVariant
+        | Actual::StructVariant
+        | Actual::Other(_) => "a value of another kind",
+    }
+}
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "DINGGATE_";
+
+/// Whether a value came from the `DINGGATE_*` environment provider (figment names it so).
+fn is_env_metadata(md: &figment::Metadata) -> bool {
+    md.source.is_none() && md.name.ends_with("environment variable(s)")
+}
+
+/// The variable that sets the key at `path`, e.g. `DINGGATE_SESSION__LIFETIME`.
+fn env_var_name<S: AsRef<str>>(path: &[S]) -> String {
+    let keys: Vec<String> = path
+        .iter()
+        .map(|k| k.as_ref().to_ascii_uppercase())
+        .collect();
+    format!("{ENV_PREFIX}{}", keys.join("__"))
+}
+
+/// Names the environment variable in issues whose value came from the environment, so that a
+/// typo in a variable is not reported as a YAML key the file does not have.
+fn attribute_env(figment: &Figment, issues: &mut [ConfigIssue]) {
+    for issue in issues {
+        // Indexed keys (`routes[1].upstream`) are not figment paths; lists from the environment
+        // are rare and the key still names the place.
+        if issue.key.contains('[') || issue.key.is_empty() {
+            continue;
+        }
+        if figment.find_metadata(&issue.key).is_some_and(is_env_metadata) {
+            let path: Vec<&str> = issue.key.split('.').collect();
+            issue.problem = format!(
+                "{} (from the environment, key {})",
+                issue.problem, issue.key
+            );
+            issue.key = env_var_name(&path);
+        }
+    }
 }
 
 impl Config {
@@ -394,7 +485,7 @@ impl Config {
         }
         let figment = Figment::new()
             .merge(Yaml::file_exact(path))
-            .merge(Env::prefixed("DINGGATE_").split("__"));
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
         Self::from_figment(figment)
     }
 
@@ -408,7 +499,10 @@ impl Config {
         let raw: RawConfig = figment
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
-        raw.validate().map_err(ConfigError::Invalid)
+        raw.validate().map_err(|mut issues| {
+            attribute_env(&figment, &mut issues);
+            ConfigError::Invalid(issues)
+        })
     }
 
     /// The callback URL to register in the DingTalk developer console.
@@ -463,22 +557,115 @@ type Unknown = BTreeMap<String, figment::value::Value>;
 
 /// Accepts strings, numbers and booleans as a string (env vars like `DINGGATE_X=123` arrive as numbers).
 pub(crate) fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        S(String),
-        I(i64),
-        U(u64),
-        F(f64),
-        B(bool),
+    d.deserialize_option(OptionalScalar)
+}
+
+/// Reads one scalar as text; a list or a map is a type error that names neither value nor enum.
+struct Scalar;
+
+impl<'de> serde::de::Visitor<'de> for Scalar {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a single value (text, a number or true/false)")
     }
-    Ok(Option::<Scalar>::deserialize(d)?.map(|s| match s {
-        Scalar::S(s) => s,
-        Scalar::I(i) => i.to_string(),
-        Scalar::U(u) => u.to_string(),
-        Scalar::F(f) => f.to_string(),
-        Scalar::B(b) => b.to_string(),
-    }))
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_char<E: serde::de::Error>(self, v: char) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+struct OptionalScalar;
+
+impl<'de> serde::de::Visitor<'de> for OptionalScalar {
+    type Value = Option<String>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Scalar.expecting(f)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(Scalar).map(Some)
+    }
+}
+
+/// One scalar of a list, read like [`lenient`].
+struct ListItem(String);
+
+impl<'de> Deserialize<'de> for ListItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Scalar).map(ListItem)
+    }
+}
+
+/// A list of scalars, written as a YAML list (`[a, b]`, also in an env var) or as one text of
+/// comma-separated entries (`a,b`, the natural form of an env var). Blank entries are dropped.
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct List;
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list, or text of comma-separated entries")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(List)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(split_list(v)))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(ListItem(item)) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(List)
+}
+
+/// `a, b,,c` → `[a, b, c]`.
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -498,6 +685,7 @@ struct RawConfig {
     upstream_connect_timeout: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pass_host_header: Option<String>,
+    #[serde(deserialize_with = "string_list")]
     redirect_allowlist: Option<Vec<String>>,
     #[serde(deserialize_with = "lenient")]
     trust_forwarded_headers: Option<String>,
@@ -574,6 +762,7 @@ struct RawSession {
     signing_key: Option<String>,
     #[serde(deserialize_with = "lenient")]
     signing_key_file: Option<String>,
+    #[serde(deserialize_with = "string_list")]
     previous_signing_keys: Option<Vec<String>>,
     #[serde(deserialize_with = "lenient")]
     issuer: Option<String>,
@@ -616,6 +805,7 @@ struct RawHeaders {
     departments: Option<String>,
     #[serde(deserialize_with = "lenient")]
     title: Option<String>,
+    #[serde(deserialize_with = "string_list")]
     strip_extra: Option<Vec<String>>,
     #[serde(flatten)]
     unknown: Unknown,
