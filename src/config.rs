@@ -411,8 +411,19 @@ fn describe_kind(kind: &figment::error::Kind) -> String {
             format!("{} cannot be used as a key", actual_kind(actual))
         }
         // Messages come from the YAML parser (syntax errors with a line and column, no values)
-        // or from a deserializer; the latter are kept value-free in this crate.
-        Kind::Message(m) => m.clone(),
+        // or from serde's untagged enums (route lists), whose wording names a Rust type.
+        Kind::Message(m) => match m.strip_prefix("data did not match any variant of untagged enum ") {
+            Some("Scalar") => {
+                "expected a single value (text, a number or true/false), found a list or a map"
+                    .to_owned()
+            }
+            Some("OneOrMany") => {
+                "expected a value or a list of values (text, numbers or true/false), found a map or a nested list"
+                    .to_owned()
+            }
+            Some(_) => "not in the expected form (see gateway.yaml)".to_owned(),
+            None => m.clone(),
+        },
     }
 }
 
@@ -1168,6 +1179,7 @@ impl RawConfig {
 
         // A missing upstream is only a problem when no route names its own; the route check
         // below reports it then.
+        let upstream_given = self.upstream.is_some();
         let upstream_url = match self.upstream {
             Some(u) => c.http_url("upstream", Some(u), None),
             None => None,
@@ -1198,7 +1210,7 @@ impl RawConfig {
             false,
         );
 
-        let dingtalk = self.dingtalk.validate(&mut c);
+        let (dingtalk, facts) = self.dingtalk.validate(&mut c);
         let session = self.session.validate(&mut c, public_url.as_ref());
         let headers = self.headers.validate(&mut c);
 
@@ -1292,7 +1304,10 @@ impl RawConfig {
             self.routes,
             &RouteDefaults {
                 upstream: upstream_url.as_ref(),
-                corp: dingtalk.as_ref().and_then(|d| d.corp_id.as_deref()),
+                upstream_invalid: upstream_given && upstream_url.is_none(),
+                // Known even when another dingtalk key is wrong, so that no route check below
+                // reports a follow-on of that (e.g. a missing secret).
+                corp: facts.corp_id.as_deref(),
                 gateway_prefix: &prefix,
             },
             &mut c.issues,
@@ -1327,9 +1342,8 @@ impl RawConfig {
                 }
             }
         }
-        let directory = dingtalk.as_ref().is_some_and(|d| d.directory);
         for (i, route) in routes.iter().enumerate() {
-            if route.policy.needs_directory() && !directory {
+            if route.policy.needs_directory() && !facts.directory {
                 c.issue(
                     &format!("routes[{i}]"),
                     "department and admin rules need dingtalk.directory: true (and dingtalk.corp_id)",
@@ -1370,8 +1384,15 @@ impl RawConfig {
     }
 }
 
+/// What the rest of the validation needs from `dingtalk`, known even when another of its keys
+/// is wrong.
+struct DingTalkFacts {
+    corp_id: Option<String>,
+    directory: bool,
+}
+
 impl RawDingTalk {
-    fn validate(self, c: &mut Check) -> Option<DingTalkConfig> {
+    fn validate(self, c: &mut Check) -> (Option<DingTalkConfig>, DingTalkFacts) {
         let client_id = c.required("dingtalk.client_id", self.client_id);
         let client_secret = c.secret(
             "dingtalk.client_secret",
@@ -1434,7 +1455,12 @@ impl RawDingTalk {
             self.qr_script_url,
             "https://g.alicdn.com/dingding/h5-dingtalk-login/0.21.0/ddlogin.js",
         );
-        Some(DingTalkConfig {
+        let facts = DingTalkFacts {
+            corp_id: corp_id.clone(),
+            directory,
+        };
+        let config = (|| {
+            Some(DingTalkConfig {
             client_id: client_id?,
             client_secret: Secret::new(client_secret?),
             corp_id,
@@ -1449,6 +1475,8 @@ impl RawDingTalk {
             jsapi_url: jsapi_url?,
             qr_script_url: qr_script_url?,
         })
+        })();
+        (config, facts)
     }
 }
 
