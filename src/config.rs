@@ -95,6 +95,9 @@ pub struct Config {
     pub login_page: bool,
     /// Branding of the gateway's pages.
     pub ui: UiConfig,
+    /// Settings that work but deserve attention (`check` prints them, `run` logs them at WARN).
+    #[serde(skip)]
+    pub warnings: Vec<ConfigIssue>,
 }
 
 /// Branding of the sign-in and error pages.
@@ -904,9 +907,72 @@ struct RawLog {
 #[derive(Default)]
 struct Check {
     issues: Vec<ConfigIssue>,
+    warnings: Vec<ConfigIssue>,
+}
+
+/// Substrings (compared ignoring case) that mark a value copied from an example instead of the
+/// developer console: `your-app-key`, `changeme`, `<corp-id>`, `app.example`.
+const PLACEHOLDER_MARKS: &[&str] = &[
+    "your-",
+    "your_",
+    "changeme",
+    "change-me",
+    "change_me",
+    "replace-me",
+    "replace_me",
+    "placeholder",
+    "example",
+    "<",
+    ">",
+];
+
+/// The placeholder mark `value` contains, if any.
+///
+/// With `dingtalk_id`, a value of the form real DingTalk ids have (`ding` followed by letters
+/// and digits: client ids and corpIds alike) is never a placeholder, whatever it contains.
+fn placeholder_mark(value: &str, dingtalk_id: bool) -> Option<&'static str> {
+    if dingtalk_id
+        && value.len() > 4
+        && value[..4].eq_ignore_ascii_case("ding")
+        && value.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return None;
+    }
+    let lower = value.to_ascii_lowercase();
+    PLACEHOLDER_MARKS
+        .iter()
+        .copied()
+        .find(|mark| lower.contains(mark))
 }
 
 impl Check {
+    fn warn(&mut self, key: &str, problem: impl Into<String>) {
+        self.warnings.push(ConfigIssue {
+            key: key.to_owned(),
+            problem: problem.into(),
+        });
+    }
+
+    /// Refuses a DingTalk id that is an obvious placeholder (the value is shown: ids are not secret).
+    fn id_placeholder(&mut self, key: &str, value: &str, what: &str) {
+        if let Some(mark) = placeholder_mark(value, true) {
+            self.issue(
+                key,
+                format!("{value:?} is a placeholder (contains `{mark}`): set {what} (it starts with `ding`)"),
+            );
+        }
+    }
+
+    /// Refuses a secret that is an obvious placeholder, without showing it.
+    fn secret_placeholder(&mut self, key: &str, value: &str) {
+        if let Some(mark) = placeholder_mark(value, false) {
+            self.issue(
+                key,
+                format!("is a placeholder (contains `{mark}`): set the real value"),
+            );
+        }
+    }
+
     fn issue(&mut self, key: &str, problem: impl Into<String>) {
         self.issues.push(ConfigIssue {
             key: key.to_owned(),
@@ -1133,18 +1199,10 @@ impl RawConfig {
         c.unknown("rate_limit", &self.rate_limit.unknown);
         c.unknown("ui", &self.ui.unknown);
 
-        let listen = self
-            .listen
-            .unwrap_or_else(|| "127.0.0.1:4180".to_owned())
-            .trim()
-            .parse::<SocketAddr>()
-            .map_err(|_| {
-                c.issue(
-                    "listen",
-                    "not an address like 127.0.0.1:4180 or 0.0.0.0:4180",
-                )
-            })
-            .ok();
+        let listen = listen_addr(
+            &mut c,
+            self.listen.as_deref().map(str::trim).unwrap_or("127.0.0.1:4180"),
+        );
 
         let public_url = c.http_url("public_url", self.public_url, None);
         if let Some(u) = &public_url {
@@ -1156,8 +1214,13 @@ impl RawConfig {
             }
             // The WHATWG parser accepts hosts that requests could never name (the gateway
             // checks every request's host with the strict parser): refuse them here too.
-            if let Err(e) = crate::host::parse_host(u.host_str().unwrap_or_default()) {
-                c.issue("public_url", format!("its host is not acceptable: {e}"));
+            match crate::host::parse_host(u.host_str().unwrap_or_default()) {
+                Err(e) => c.issue("public_url", format!("its host is not acceptable: {e}")),
+                Ok(host) if u.scheme() == "http" && !is_loopback(&host) => c.warn(
+                    "public_url",
+                    "plain http:// on a host other than this machine: cookies go without Secure and sessions travel readable over the network; use https:// (TLS at a proxy in front) outside local trials",
+                ),
+                Ok(_) => {}
             }
         }
 
@@ -1377,10 +1440,77 @@ impl RawConfig {
                     log: LogConfig { level, format },
                     login_page,
                     ui,
+                    warnings: c.warnings,
                 })
             }
             _ => Err(c.issues),
         }
+    }
+}
+
+/// `listen`: an address, or a host name resolved now (at load time). A name with several
+/// addresses binds one of them: the first IPv4 address, else the first one, and a warning names
+/// the others (write an address to choose).
+fn listen_addr(c: &mut Check, raw: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    const FORM: &str = "not an address like 127.0.0.1:4180, 0.0.0.0:4180, [::]:4180 or localhost:4180";
+    if let Ok(addr) = raw.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let name = match crate::host::parse_authority(raw) {
+        Ok(crate::host::HostPort {
+            host: crate::host::Host::Name(name),
+            port: Some(port),
+        }) => (name, port),
+        _ => {
+            c.issue("listen", FORM);
+            return None;
+        }
+    };
+    let addrs: Vec<SocketAddr> = match (name.0.as_str(), name.1).to_socket_addrs() {
+        Ok(addrs) => {
+            let mut unique: Vec<SocketAddr> = Vec::new();
+            for a in addrs {
+                if !unique.contains(&a) {
+                    unique.push(a);
+                }
+            }
+            unique
+        }
+        Err(e) => {
+            c.issue("listen", format!("cannot resolve {}: {e}", name.0));
+            return None;
+        }
+    };
+    let Some(chosen) = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+    else {
+        c.issue("listen", format!("{} resolves to no address", name.0));
+        return None;
+    };
+    if addrs.iter().any(|a| *a != chosen) {
+        let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        c.warn(
+            "listen",
+            format!(
+                "{} resolves to {}; listening on {chosen} only (write an address to choose)",
+                name.0,
+                all.join(", ")
+            ),
+        );
+    }
+    Some(chosen)
+}
+
+/// Whether `host` is this machine: `localhost`, `*.localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback(host: &crate::host::Host) -> bool {
+    match host {
+        crate::host::Host::Name(n) => n == "localhost" || n.ends_with(".localhost"),
+        crate::host::Host::Ipv4(a) => a.is_loopback(),
+        crate::host::Host::Ipv6(a) => a.is_loopback(),
     }
 }
 
@@ -1394,15 +1524,28 @@ struct DingTalkFacts {
 impl RawDingTalk {
     fn validate(self, c: &mut Check) -> (Option<DingTalkConfig>, DingTalkFacts) {
         let client_id = c.required("dingtalk.client_id", self.client_id);
+        if let Some(id) = &client_id {
+            c.id_placeholder(
+                "dingtalk.client_id",
+                id,
+                "the app's Client ID (AppKey) from the developer console",
+            );
+        }
         let client_secret = c.secret(
             "dingtalk.client_secret",
             self.client_secret,
             self.client_secret_file,
         );
+        if let Some(secret) = &client_secret {
+            c.secret_placeholder("dingtalk.client_secret", secret);
+        }
         let corp_id = self
             .corp_id
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
+        if let Some(corp) = &corp_id {
+            c.id_placeholder("dingtalk.corp_id", corp, "the organization's corpId");
+        }
         let allow_any_corp = c.boolean("dingtalk.allow_any_corp", self.allow_any_corp, false);
         if corp_id.is_none() && !allow_any_corp {
             c.issue(
@@ -1534,6 +1677,9 @@ impl RawSession {
             self.signing_key,
             self.signing_key_file,
         );
+        if let Some(k) = &key {
+            c.secret_placeholder("session.signing_key", k);
+        }
         let key = key.and_then(|k| {
             if k.len() < MIN_KEY_BYTES {
                 c.issue(
@@ -1552,9 +1698,11 @@ impl RawSession {
             .into_iter()
             .enumerate()
         {
+            let at = format!("session.previous_signing_keys[{i}]");
+            c.secret_placeholder(&at, &k);
             if k.len() < MIN_KEY_BYTES {
                 c.issue(
-                    &format!("session.previous_signing_keys[{i}]"),
+                    &at,
                     format!("too short: need at least {MIN_KEY_BYTES} bytes"),
                 );
             } else {
