@@ -394,6 +394,31 @@ fn format_figment(err: &figment::Error) -> String {
         .join("\n")
 }
 
+/// The same errors (paths, sources) with every value dropped from their descriptions, so that
+/// neither Display nor Debug of a [`ConfigError::Parse`] (nor its source) can show a secret.
+fn without_values(err: figment::Error) -> figment::Error {
+    let clean: Vec<figment::Error> = err
+        .into_iter()
+        .map(|e| {
+            let mut clean =
+                figment::Error::from(figment::error::Kind::Message(describe_kind(&e.kind)));
+            clean.path = e.path;
+            clean.metadata = e.metadata;
+            clean.profile = e.profile;
+            clean
+        })
+        .collect();
+    // `a.chain(b)` puts `b` first: chain from the last error back to keep the order.
+    let mut out: Option<figment::Error> = None;
+    for e in clean.into_iter().rev() {
+        out = Some(match out {
+            None => e,
+            Some(later) => later.chain(e),
+        });
+    }
+    out.unwrap_or_else(|| figment::Error::from("invalid configuration".to_owned()))
+}
+
 /// A parse problem in words, without the offending value: the value may be a secret (a key
 /// given where a list was expected), and the key path already says where to look.
 fn describe_kind(kind: &figment::error::Kind) -> String {
@@ -425,9 +450,38 @@ fn describe_kind(kind: &figment::error::Kind) -> String {
                     .to_owned()
             }
             Some(_) => "not in the expected form (see gateway.yaml)".to_owned(),
-            None => m.clone(),
+            None => without_quoted(m),
         },
     }
+}
+
+/// `m` with every "quoted" and `quoted` part replaced by `…`: the YAML parser quotes the
+/// values it complains about (`invalid value: string "…", expected an integer`).
+fn without_quoted(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    let mut open: Option<char> = None;
+    let mut escaped = false;
+    for ch in m.chars() {
+        match open {
+            None if ch == '"' || ch == '`' => {
+                open = Some(ch);
+                out.push(ch);
+                out.push('…');
+            }
+            None => out.push(ch),
+            Some(_) if escaped => escaped = false,
+            Some('"') if ch == '\\' => escaped = true,
+            Some(q) if ch == q => {
+                open = None;
+                out.push(ch);
+            }
+            Some(_) => {}
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// What kind of value was found, never the value itself.
@@ -512,7 +566,7 @@ impl Config {
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let raw: RawConfig = figment
             .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+            .map_err(|e| ConfigError::Parse(Box::new(without_values(e))))?;
         raw.validate().map_err(|mut issues| {
             attribute_env(&figment, &mut issues);
             ConfigError::Invalid(issues)
@@ -1157,7 +1211,8 @@ impl Check {
                 // A trailing newline is almost always an editor artefact, not part of the secret.
                 Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
                 Err(e) => {
-                    self.issue(&format!("{key}_file"), format!("cannot read {path}: {e}"));
+                    // The path is not repeated: a secret put here by mistake must not be printed.
+                    self.issue(&format!("{key}_file"), format!("cannot read the file: {e}"));
                     None
                 }
             },
@@ -2225,5 +2280,377 @@ log:
             "{MINIMAL}server:\n  idle_timeout: 0s\n  max_connections: 0\nrate_limit:\n  login:\n    burst: 0\n"
         ));
         assert_eq!(found.len(), 3, "all at once: {found:?}");
+    }
+
+    /// Recognisable, never part of any message; too short to be a key and not a file.
+    const CANARY: &str = "Zq9CanaryXv";
+
+    /// Every secret key of the configuration: (section, key).
+    const SECRET_KEYS: &[(&str, &str)] = &[
+        ("dingtalk", "client_secret"),
+        ("dingtalk", "client_secret_file"),
+        ("session", "signing_key"),
+        ("session", "signing_key_file"),
+        ("session", "previous_signing_keys"),
+    ];
+
+    /// MINIMAL with `section.key` set to `value` (a YAML fragment written after `key: `).
+    fn with_secret(section: &str, key: &str, value: &str) -> String {
+        let mut dingtalk = "  client_id: dingabc\n  corp_id: dingcorp\n".to_owned();
+        let mut session = String::new();
+        if !(section == "dingtalk" && key.starts_with("client_secret")) {
+            dingtalk.push_str("  client_secret: s3cret\n");
+        }
+        if !(section == "session" && key.starts_with("signing_key")) {
+            session.push_str("  signing_key: \"0123456789abcdef0123456789abcdef\"\n");
+        }
+        let line = format!("  {key}: {value}\n");
+        match section {
+            "dingtalk" => dingtalk.push_str(&line),
+            _ => session.push_str(&line),
+        }
+        format!(
+            "public_url: https://gate.example.com\nupstream: http://127.0.0.1:8080\ndingtalk:\n{dingtalk}session:\n{session}"
+        )
+    }
+
+    /// Every wrong (or merely unacceptable) way of writing a secret inline.
+    fn inline_forms() -> Vec<String> {
+        let long = format!("{CANARY}-changeme-{}", "x".repeat(40));
+        vec![
+            format!("{CANARY}"),
+            format!("\"{CANARY}\""),
+            format!("\"{long}\""),
+            format!("[{CANARY}]"),
+            format!("[\"{CANARY}\", other]"),
+            format!("[[{CANARY}]]"),
+            format!("[{{a: {CANARY}}}]"),
+            format!("{{a: {CANARY}}}"),
+            format!("{{{CANARY}: 1}}"),
+            format!("\"{CANARY},{long}\""),
+            "12345678901234567890123456789012345678901234567890".to_owned(),
+            // Broken YAML around the value.
+            format!("\"{CANARY}"),
+            format!("'{CANARY}"),
+            format!("[{CANARY}"),
+            format!("{{a: {CANARY}"),
+            format!("{CANARY}: x"),
+            format!("&a {CANARY}\n  other: *b"),
+            format!("!!binary {CANARY}"),
+            format!("!!int {CANARY}"),
+            format!("!custom {CANARY}"),
+        ]
+    }
+
+    fn assert_no_canary(what: &str, text: &str) {
+        assert!(
+            !text.to_ascii_lowercase().contains(&CANARY.to_ascii_lowercase())
+                && !text.contains("12345678901234567890"),
+            "{what} echoes the secret:\n{text}"
+        );
+    }
+
+    #[test]
+    fn no_config_error_echoes_an_inline_secret() {
+        for (section, key) in SECRET_KEYS {
+            for form in inline_forms() {
+                let yaml = with_secret(section, key, &form);
+                let what = format!("{section}.{key}: {form}");
+                match Config::from_yaml_str(&yaml) {
+                    // A plain text client secret is valid; then nothing printable shows it.
+                    Ok(c) => assert_no_canary(&what, &format!("{}{c:?}", c.redacted_yaml())),
+                    Err(e) => {
+                        assert_no_canary(&what, &e.to_string());
+                        assert_no_canary(&what, &format!("{e:?}"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_config_error_echoes_a_secret_from_the_environment() {
+        let env_forms = [
+            CANARY.to_owned(),
+            format!("[{CANARY}]"),
+            format!("[[{CANARY}]]"),
+            format!("{{a={CANARY}}}"),
+            format!("[{CANARY}"),
+            format!("{{{CANARY}"),
+            format!("\"{CANARY}"),
+            format!("{CANARY},{CANARY}-changeme-{}", "x".repeat(40)),
+            "12345678901234567890123456789012345678901234567890".to_owned(),
+        ];
+        for (section, key) in SECRET_KEYS {
+            for form in &env_forms {
+                figment::Jail::expect_with(|jail| {
+                    let var = env_var_name(&[section, key]);
+                    jail.set_env(&var, form);
+                    let base = with_secret(section, "unused_here", "1")
+                        .replace("  unused_here: 1\n", "");
+                    let figment = Figment::new()
+                        .merge(Yaml::string(&base))
+                        .merge(Env::prefixed(ENV_PREFIX).split("__"));
+                    let what = format!("{var}={form}");
+                    match Config::from_figment(figment) {
+                        Ok(c) => assert_no_canary(&what, &format!("{}{c:?}", c.redacted_yaml())),
+                        Err(e) => {
+                            assert_no_canary(&what, &e.to_string());
+                            assert_no_canary(&what, &format!("{e:?}"));
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn no_config_error_echoes_a_secret_read_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("dinggate-canary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, content) in [
+            CANARY.to_owned(),
+            format!("{CANARY}-changeme-{}", "x".repeat(40)),
+            format!("{CANARY}\n"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let path = dir.join(format!("secret{i}"));
+            std::fs::write(&path, content).unwrap();
+            for (section, key) in SECRET_KEYS.iter().filter(|(_, k)| k.ends_with("_file")) {
+                let yaml = with_secret(section, key, &format!("\"{}\"", path.display()));
+                let what = format!("{section}.{key} → {content:?}");
+                match Config::from_yaml_str(&yaml) {
+                    // A short client secret is not ours to judge; the signing key is too short.
+                    Ok(c) => assert!(*key == "client_secret_file" && i != 1, "{what}: {c:?}"),
+                    Err(e) => assert_no_canary(&what, &e.to_string()),
+                }
+            }
+        }
+        // A secret put where a path belongs is not printed as "cannot read <path>".
+        for (section, key) in SECRET_KEYS.iter().filter(|(_, k)| k.ends_with("_file")) {
+            let err = Config::from_yaml_str(&with_secret(section, key, CANARY)).unwrap_err();
+            assert!(err.to_string().contains("cannot read the file"), "{err}");
+            assert_no_canary(key, &err.to_string());
+        }
+    }
+
+    #[test]
+    fn type_errors_are_sentences_without_rust_names() {
+        for (yaml, want) in [
+            (
+                format!("{MINIMAL}log:\n  level: [info]\n"),
+                "log.level: expected a single value (text, a number or true/false), found a list",
+            ),
+            (
+                format!("{MINIMAL}redirect_allowlist: {{a: b}}\n"),
+                "redirect_allowlist: expected a list, or text of comma-separated entries, found a map",
+            ),
+            (
+                format!("{MINIMAL}routes:\n  - allow: {{users: {{a: b}}}}\n"),
+                "routes.0.allow.users: expected a value or a list of values",
+            ),
+        ] {
+            let err = Config::from_yaml_str(&yaml).unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in:\n{err}");
+            assert!(!err.contains("untagged") && !err.contains("Scalar"), "{err}");
+        }
+    }
+
+    #[test]
+    fn lists_accept_comma_separated_text() {
+        let k1 = "a".repeat(32);
+        let k2 = "b".repeat(40);
+        let yaml = format!(
+            "{MINIMAL}redirect_allowlist: \"app.example.com, .example.org\"\nheaders:\n  strip_extra: X-Tenant,X-Internal-*\n"
+        )
+        .replace(
+            "session:\n",
+            &format!("session:\n  previous_signing_keys: \"{k1},{k2}\"\n"),
+        );
+        let c = Config::from_yaml_str(&yaml).expect("valid");
+        assert_eq!(c.redirect_allowlist_raw, ["app.example.com", ".example.org"]);
+        assert_eq!(c.headers.strip_extra.len(), 2);
+        let keys: Vec<&[u8]> = c
+            .session
+            .previous_signing_keys
+            .iter()
+            .map(|k| k.expose().as_slice())
+            .collect();
+        assert_eq!(keys, [k1.as_bytes(), k2.as_bytes()]);
+        // From the environment, comma-separated and in flow syntax alike.
+        for value in [format!("{k1},{k2}"), format!("[{k1}, {k2}]")] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("DINGGATE_SESSION__PREVIOUS_SIGNING_KEYS", &value);
+                let c = Config::from_figment(
+                    Figment::new()
+                        .merge(Yaml::string(MINIMAL))
+                        .merge(Env::prefixed(ENV_PREFIX).split("__")),
+                )
+                .expect("valid");
+                assert_eq!(c.session.previous_signing_keys.len(), 2, "{value}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn environment_problems_name_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DINGGATE_SESSION__LIFETIM", "12h");
+            jail.set_env("DINGGATE_SESSION__LOGIN_TIMEOUT", "soon");
+            jail.set_env("DINGGATE_LOG", "[x]");
+            let err = Config::from_figment(
+                Figment::new()
+                    .merge(Yaml::string(MINIMAL))
+                    .merge(Env::prefixed(ENV_PREFIX).split("__")),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("log"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DINGGATE_SESSION__LIFETIM", "12h");
+            jail.set_env("DINGGATE_SESSION__LOGIN_TIMEOUT", "soon");
+            let err = Config::from_figment(
+                Figment::new()
+                    .merge(Yaml::string(MINIMAL))
+                    .merge(Env::prefixed(ENV_PREFIX).split("__")),
+            )
+            .unwrap_err();
+            let got: Vec<String> = err.issues().iter().map(ToString::to_string).collect();
+            assert!(
+                got.iter().any(|i| i.starts_with("DINGGATE_SESSION__LIFETIM: unknown key")
+                    && i.contains("from the environment")),
+                "{got:#?}"
+            );
+            assert!(
+                got.iter().any(|i| i.starts_with("DINGGATE_SESSION__LOGIN_TIMEOUT: not a duration")
+                    && i.contains("from the environment")),
+                "{got:#?}"
+            );
+            Ok(())
+        });
+        // The same typo in the file is reported as the key.
+        let got = issues(&MINIMAL.replace("session:\n", "session:\n  lifetim: 12h\n"));
+        assert!(
+            got.iter().any(|i| i.starts_with("session.lifetim: unknown key")
+                && !i.contains("environment")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_dingtalk_key_or_upstream_has_no_follow_on_errors() {
+        let directory_rule = "routes:\n  - path_prefix: /\n  - path_prefix: /admin\n    allow: {admins: true}\n";
+        let missing_secret = format!("{MINIMAL}{directory_rule}").replace("  client_secret: s3cret\n", "");
+        let got = issues(&missing_secret);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].starts_with("dingtalk.client_secret: missing"), "{got:#?}");
+        // Without a directory the rule is still refused.
+        let no_directory = format!("{MINIMAL}{directory_rule}")
+            .replace("corp_id: dingcorp", "corp_id: dingcorp\n  directory: false");
+        assert!(issues(&no_directory).iter().any(|i| i.starts_with("routes[1]: department and admin rules")));
+
+        let routes = "routes:\n  - path_prefix: /\n  - path_prefix: /a\n  - path_prefix: /b\n";
+        for yaml in [
+            MINIMAL.replace("http://127.0.0.1:8080", "not-a-url"),
+            format!("{}{routes}", MINIMAL.replace("http://127.0.0.1:8080", "not-a-url")),
+        ] {
+            let got = issues(&yaml);
+            assert_eq!(got.len(), 1, "{got:#?}");
+            assert!(got[0].starts_with("upstream: not an http(s) URL"), "{got:#?}");
+        }
+        // Without any upstream, each route without one is still named.
+        let none = format!("{}{routes}", MINIMAL.replace("upstream: http://127.0.0.1:8080\n", ""));
+        assert_eq!(issues(&none).len(), 3, "{:#?}", issues(&none));
+    }
+
+    #[test]
+    fn placeholders_are_refused_and_real_ids_never_are() {
+        for (from, to, key) in [
+            ("client_id: dingabc", "client_id: your-app-key", "dingtalk.client_id"),
+            ("client_id: dingabc", "client_id: \"<client id>\"", "dingtalk.client_id"),
+            ("client_id: dingabc", "client_id: CHANGEME", "dingtalk.client_id"),
+            ("corp_id: dingcorp", "corp_id: your-corp-id", "dingtalk.corp_id"),
+            ("corp_id: dingcorp", "corp_id: ding-example", "dingtalk.corp_id"),
+            ("client_secret: s3cret", "client_secret: your_app_secret", "dingtalk.client_secret"),
+            (
+                "signing_key: \"0123456789abcdef0123456789abcdef\"",
+                "signing_key: change-me-to-a-random-key-of-32-bytes",
+                "session.signing_key",
+            ),
+        ] {
+            let got = issues(&MINIMAL.replace(from, to));
+            assert!(
+                got.iter().any(|i| i.starts_with(&format!("{key}: ")) && i.contains("placeholder")),
+                "{to}: {got:#?}"
+            );
+        }
+        let secret = issues(&MINIMAL.replace("s3cret", "your_app_secret"));
+        assert!(!secret.iter().any(|i| i.contains("your_app_secret")), "{secret:?}");
+        // Real ids are `ding` + letters and digits: never placeholders, whatever they spell.
+        for id in ["dingexample0a1b2c", "dingYOURxCHANGEME", "ding8f3e1a7b2c9d0e45"] {
+            let yaml = MINIMAL
+                .replace("client_id: dingabc", &format!("client_id: {id}"))
+                .replace("corp_id: dingcorp", &format!("corp_id: {id}"));
+            assert!(issues(&yaml).is_empty(), "{id}: {:?}", issues(&yaml));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ids_of_the_dingtalk_form_are_never_placeholders(rest in "[a-zA-Z0-9]{1,40}") {
+            let id = format!("ding{rest}");
+            proptest::prop_assert_eq!(placeholder_mark(&id, true), None);
+        }
+    }
+
+    #[test]
+    fn listen_accepts_addresses_and_host_names() {
+        let with = |l: &str| MINIMAL.replace("public_url:", &format!("listen: \"{l}\"\npublic_url:"));
+        for (l, want) in [
+            ("0.0.0.0:4180", "0.0.0.0:4180"),
+            ("[::1]:4180", "[::1]:4180"),
+            ("127.0.0.1:9", "127.0.0.1:9"),
+        ] {
+            let c = Config::from_yaml_str(&with(l)).expect(l);
+            assert_eq!(c.listen.to_string(), want);
+        }
+        let c = Config::from_yaml_str(&with("localhost:4180")).expect("localhost resolves");
+        assert!(c.listen.ip().is_loopback() && c.listen.port() == 4180, "{}", c.listen);
+        // Several addresses: IPv4 first, and a warning names them all.
+        if c.warnings.iter().any(|w| w.key == "listen") {
+            assert!(c.listen.is_ipv4());
+        }
+        for bad in ["localhost", "4180", "host name:1", "localhost:0", "a@b:1", "no-such-host.invalid:4180"] {
+            let got = issues(&with(bad));
+            assert!(got.iter().any(|i| i.starts_with("listen: ")), "{bad}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn plain_http_public_url_off_loopback_warns() {
+        for (url, warns) in [
+            ("https://gate.example.com", false),
+            ("http://gate.example.com", true),
+            ("http://10.0.0.5:4180", true),
+            ("http://127.0.0.1:4180", false),
+            ("http://localhost:4180", false),
+            ("http://app.localhost:4180", false),
+            ("http://[::1]:4180", false),
+        ] {
+            let c = Config::from_yaml_str(&MINIMAL.replace("https://gate.example.com", url))
+                .expect(url);
+            assert_eq!(
+                c.warnings.iter().any(|w| w.key == "public_url" && w.problem.contains("Secure")),
+                warns,
+                "{url}: {:?}",
+                c.warnings
+            );
+        }
     }
 }
