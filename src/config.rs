@@ -376,10 +376,7 @@ fn format_figment(err: &figment::Error) -> String {
         .into_iter()
         .map(|e| {
             let problem = describe_kind(&e.kind);
-            let from_env = e
-                .metadata
-                .as_ref()
-                .is_some_and(|md| is_env_metadata(md));
+            let from_env = e.metadata.as_ref().is_some_and(|md| is_env_metadata(md));
             match (e.path.is_empty(), from_env) {
                 (true, _) => format!("configuration error: {problem}"),
                 (false, true) => format!(
@@ -531,7 +528,10 @@ fn attribute_env(figment: &Figment, issues: &mut [ConfigIssue]) {
         if issue.key.contains('[') || issue.key.is_empty() {
             continue;
         }
-        if figment.find_metadata(&issue.key).is_some_and(is_env_metadata) {
+        if figment
+            .find_metadata(&issue.key)
+            .is_some_and(is_env_metadata)
+        {
             let path: Vec<&str> = issue.key.split('.').collect();
             issue.problem = format!(
                 "{} (from the environment, key {})",
@@ -1256,7 +1256,10 @@ impl RawConfig {
 
         let listen = listen_addr(
             &mut c,
-            self.listen.as_deref().map(str::trim).unwrap_or("127.0.0.1:4180"),
+            self.listen
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or("127.0.0.1:4180"),
         );
 
         let public_url = c.http_url("public_url", self.public_url, None);
@@ -1508,7 +1511,8 @@ impl RawConfig {
 /// the others (write an address to choose).
 fn listen_addr(c: &mut Check, raw: &str) -> Option<SocketAddr> {
     use std::net::ToSocketAddrs;
-    const FORM: &str = "not an address like 127.0.0.1:4180, 0.0.0.0:4180, [::]:4180 or localhost:4180";
+    const FORM: &str =
+        "not an address like 127.0.0.1:4180, 0.0.0.0:4180, [::]:4180 or localhost:4180";
     if let Ok(addr) = raw.parse::<SocketAddr>() {
         return Some(addr);
     }
@@ -1659,20 +1663,20 @@ impl RawDingTalk {
         };
         let config = (|| {
             Some(DingTalkConfig {
-            client_id: client_id?,
-            client_secret: Secret::new(client_secret?),
-            corp_id,
-            allow_any_corp,
-            login_url: login_url?,
-            api_url: api_url?,
-            oapi_url: oapi_url?,
-            timeout,
-            directory,
-            directory_cache_ttl,
-            inapp_login,
-            jsapi_url: jsapi_url?,
-            qr_script_url: qr_script_url?,
-        })
+                client_id: client_id?,
+                client_secret: Secret::new(client_secret?),
+                corp_id,
+                allow_any_corp,
+                login_url: login_url?,
+                api_url: api_url?,
+                oapi_url: oapi_url?,
+                timeout,
+                directory,
+                directory_cache_ttl,
+                inapp_login,
+                jsapi_url: jsapi_url?,
+                qr_script_url: qr_script_url?,
+            })
         })();
         (config, facts)
     }
@@ -2344,7 +2348,9 @@ log:
 
     fn assert_no_canary(what: &str, text: &str) {
         assert!(
-            !text.to_ascii_lowercase().contains(&CANARY.to_ascii_lowercase())
+            !text
+                .to_ascii_lowercase()
+                .contains(&CANARY.to_ascii_lowercase())
                 && !text.contains("12345678901234567890"),
             "{what} echoes the secret:\n{text}"
         );
@@ -2386,8 +2392,8 @@ log:
                 figment::Jail::expect_with(|jail| {
                     let var = env_var_name(&[section, key]);
                     jail.set_env(&var, form);
-                    let base = with_secret(section, "unused_here", "1")
-                        .replace("  unused_here: 1\n", "");
+                    let base =
+                        with_secret(section, "unused_here", "1").replace("  unused_here: 1\n", "");
                     let figment = Figment::new()
                         .merge(Yaml::string(&base))
                         .merge(Env::prefixed(ENV_PREFIX).split("__"));
@@ -2471,7 +2477,10 @@ log:
             &format!("session:\n  previous_signing_keys: \"{k1},{k2}\"\n"),
         );
         let c = Config::from_yaml_str(&yaml).expect("valid");
-        assert_eq!(c.redirect_allowlist_raw, ["app.example.com", ".example.org"]);
+        assert_eq!(
+            c.redirect_allowlist_raw,
+            ["app.example.com", ".example.org"]
+        );
         assert_eq!(c.headers.strip_extra.len(), 2);
         let keys: Vec<&[u8]> = c
             .session
@@ -2523,12 +2532,14 @@ log:
             .unwrap_err();
             let got: Vec<String> = err.issues().iter().map(ToString::to_string).collect();
             assert!(
-                got.iter().any(|i| i.starts_with("DINGGATE_SESSION__LIFETIM: unknown key")
-                    && i.contains("from the environment")),
+                got.iter()
+                    .any(|i| i.starts_with("DINGGATE_SESSION__LIFETIM: unknown key")
+                        && i.contains("from the environment")),
                 "{got:#?}"
             );
             assert!(
-                got.iter().any(|i| i.starts_with("DINGGATE_SESSION__LOGIN_TIMEOUT: not a duration")
+                got.iter().any(|i| i
+                    .starts_with("DINGGATE_SESSION__LOGIN_TIMEOUT: not a duration")
                     && i.contains("from the environment")),
                 "{got:#?}"
             );
@@ -2537,47 +2548,88 @@ log:
         // The same typo in the file is reported as the key.
         let got = issues(&MINIMAL.replace("session:\n", "session:\n  lifetim: 12h\n"));
         assert!(
-            got.iter().any(|i| i.starts_with("session.lifetim: unknown key")
-                && !i.contains("environment")),
+            got.iter().any(
+                |i| i.starts_with("session.lifetim: unknown key") && !i.contains("environment")
+            ),
             "{got:#?}"
         );
     }
 
     #[test]
     fn a_wrong_dingtalk_key_or_upstream_has_no_follow_on_errors() {
-        let directory_rule = "routes:\n  - path_prefix: /\n  - path_prefix: /admin\n    allow: {admins: true}\n";
-        let missing_secret = format!("{MINIMAL}{directory_rule}").replace("  client_secret: s3cret\n", "");
+        let directory_rule =
+            "routes:\n  - path_prefix: /\n  - path_prefix: /admin\n    allow: {admins: true}\n";
+        let missing_secret =
+            format!("{MINIMAL}{directory_rule}").replace("  client_secret: s3cret\n", "");
         let got = issues(&missing_secret);
         assert_eq!(got.len(), 1, "{got:#?}");
-        assert!(got[0].starts_with("dingtalk.client_secret: missing"), "{got:#?}");
+        assert!(
+            got[0].starts_with("dingtalk.client_secret: missing"),
+            "{got:#?}"
+        );
         // Without a directory the rule is still refused.
         let no_directory = format!("{MINIMAL}{directory_rule}")
             .replace("corp_id: dingcorp", "corp_id: dingcorp\n  directory: false");
-        assert!(issues(&no_directory).iter().any(|i| i.starts_with("routes[1]: department and admin rules")));
+        assert!(issues(&no_directory)
+            .iter()
+            .any(|i| i.starts_with("routes[1]: department and admin rules")));
 
         let routes = "routes:\n  - path_prefix: /\n  - path_prefix: /a\n  - path_prefix: /b\n";
         for yaml in [
             MINIMAL.replace("http://127.0.0.1:8080", "not-a-url"),
-            format!("{}{routes}", MINIMAL.replace("http://127.0.0.1:8080", "not-a-url")),
+            format!(
+                "{}{routes}",
+                MINIMAL.replace("http://127.0.0.1:8080", "not-a-url")
+            ),
         ] {
             let got = issues(&yaml);
             assert_eq!(got.len(), 1, "{got:#?}");
-            assert!(got[0].starts_with("upstream: not an http(s) URL"), "{got:#?}");
+            assert!(
+                got[0].starts_with("upstream: not an http(s) URL"),
+                "{got:#?}"
+            );
         }
         // Without any upstream, each route without one is still named.
-        let none = format!("{}{routes}", MINIMAL.replace("upstream: http://127.0.0.1:8080\n", ""));
+        let none = format!(
+            "{}{routes}",
+            MINIMAL.replace("upstream: http://127.0.0.1:8080\n", "")
+        );
         assert_eq!(issues(&none).len(), 3, "{:#?}", issues(&none));
     }
 
     #[test]
     fn placeholders_are_refused_and_real_ids_never_are() {
         for (from, to, key) in [
-            ("client_id: dingabc", "client_id: your-app-key", "dingtalk.client_id"),
-            ("client_id: dingabc", "client_id: \"<client id>\"", "dingtalk.client_id"),
-            ("client_id: dingabc", "client_id: CHANGEME", "dingtalk.client_id"),
-            ("corp_id: dingcorp", "corp_id: your-corp-id", "dingtalk.corp_id"),
-            ("corp_id: dingcorp", "corp_id: ding-example", "dingtalk.corp_id"),
-            ("client_secret: s3cret", "client_secret: your_app_secret", "dingtalk.client_secret"),
+            (
+                "client_id: dingabc",
+                "client_id: your-app-key",
+                "dingtalk.client_id",
+            ),
+            (
+                "client_id: dingabc",
+                "client_id: \"<client id>\"",
+                "dingtalk.client_id",
+            ),
+            (
+                "client_id: dingabc",
+                "client_id: CHANGEME",
+                "dingtalk.client_id",
+            ),
+            (
+                "corp_id: dingcorp",
+                "corp_id: your-corp-id",
+                "dingtalk.corp_id",
+            ),
+            (
+                "corp_id: dingcorp",
+                "corp_id: ding-example",
+                "dingtalk.corp_id",
+            ),
+            (
+                "client_secret: s3cret",
+                "client_secret: your_app_secret",
+                "dingtalk.client_secret",
+            ),
             (
                 "signing_key: \"0123456789abcdef0123456789abcdef\"",
                 "signing_key: change-me-to-a-random-key-of-32-bytes",
@@ -2586,14 +2638,22 @@ log:
         ] {
             let got = issues(&MINIMAL.replace(from, to));
             assert!(
-                got.iter().any(|i| i.starts_with(&format!("{key}: ")) && i.contains("placeholder")),
+                got.iter()
+                    .any(|i| i.starts_with(&format!("{key}: ")) && i.contains("placeholder")),
                 "{to}: {got:#?}"
             );
         }
         let secret = issues(&MINIMAL.replace("s3cret", "your_app_secret"));
-        assert!(!secret.iter().any(|i| i.contains("your_app_secret")), "{secret:?}");
+        assert!(
+            !secret.iter().any(|i| i.contains("your_app_secret")),
+            "{secret:?}"
+        );
         // Real ids are `ding` + letters and digits: never placeholders, whatever they spell.
-        for id in ["dingexample0a1b2c", "dingYOURxCHANGEME", "ding8f3e1a7b2c9d0e45"] {
+        for id in [
+            "dingexample0a1b2c",
+            "dingYOURxCHANGEME",
+            "ding8f3e1a7b2c9d0e45",
+        ] {
             let yaml = MINIMAL
                 .replace("client_id: dingabc", &format!("client_id: {id}"))
                 .replace("corp_id: dingcorp", &format!("corp_id: {id}"));
@@ -2611,7 +2671,8 @@ log:
 
     #[test]
     fn listen_accepts_addresses_and_host_names() {
-        let with = |l: &str| MINIMAL.replace("public_url:", &format!("listen: \"{l}\"\npublic_url:"));
+        let with =
+            |l: &str| MINIMAL.replace("public_url:", &format!("listen: \"{l}\"\npublic_url:"));
         for (l, want) in [
             ("0.0.0.0:4180", "0.0.0.0:4180"),
             ("[::1]:4180", "[::1]:4180"),
@@ -2621,14 +2682,28 @@ log:
             assert_eq!(c.listen.to_string(), want);
         }
         let c = Config::from_yaml_str(&with("localhost:4180")).expect("localhost resolves");
-        assert!(c.listen.ip().is_loopback() && c.listen.port() == 4180, "{}", c.listen);
+        assert!(
+            c.listen.ip().is_loopback() && c.listen.port() == 4180,
+            "{}",
+            c.listen
+        );
         // Several addresses: IPv4 first, and a warning names them all.
         if c.warnings.iter().any(|w| w.key == "listen") {
             assert!(c.listen.is_ipv4());
         }
-        for bad in ["localhost", "4180", "host name:1", "localhost:0", "a@b:1", "no-such-host.invalid:4180"] {
+        for bad in [
+            "localhost",
+            "4180",
+            "host name:1",
+            "localhost:0",
+            "a@b:1",
+            "no-such-host.invalid:4180",
+        ] {
             let got = issues(&with(bad));
-            assert!(got.iter().any(|i| i.starts_with("listen: ")), "{bad}: {got:?}");
+            assert!(
+                got.iter().any(|i| i.starts_with("listen: ")),
+                "{bad}: {got:?}"
+            );
         }
     }
 
@@ -2646,7 +2721,9 @@ log:
             let c = Config::from_yaml_str(&MINIMAL.replace("https://gate.example.com", url))
                 .expect(url);
             assert_eq!(
-                c.warnings.iter().any(|w| w.key == "public_url" && w.problem.contains("Secure")),
+                c.warnings
+                    .iter()
+                    .any(|w| w.key == "public_url" && w.problem.contains("Secure")),
                 warns,
                 "{url}: {:?}",
                 c.warnings
