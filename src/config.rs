@@ -376,7 +376,7 @@ fn format_figment(err: &figment::Error) -> String {
         .into_iter()
         .map(|e| {
             let problem = describe_kind(&e.kind);
-            let from_env = e.metadata.as_ref().is_some_and(|md| is_env_metadata(md));
+            let from_env = e.metadata.as_ref().is_some_and(is_env_metadata);
             match (e.path.is_empty(), from_env) {
                 (true, _) => format!("configuration error: {problem}"),
                 (false, true) => format!(
@@ -422,7 +422,7 @@ fn describe_kind(kind: &figment::error::Kind) -> String {
     use figment::error::Kind;
     match kind {
         Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
-            format!("expected {expected}, found {}", actual_kind(actual))
+            format!("expected {}, found {}", expected_kind(expected), actual_kind(actual))
         }
         Kind::InvalidLength(_, expected) => format!("wrong number of entries, expected {expected}"),
         Kind::UnknownVariant(_, expected) | Kind::UnknownField(_, expected) => {
@@ -479,6 +479,16 @@ fn without_quoted(m: &str) -> String {
         out.push('…');
     }
     out
+}
+
+/// serde's description of what was expected, without Rust type names.
+fn expected_kind(expected: &str) -> &str {
+    match expected {
+        e if e.starts_with("struct ") || e == "a map" => "a section of keys",
+        "a sequence" => "a list",
+        "a string" => "text",
+        e => e,
+    }
 }
 
 /// What kind of value was found, never the value itself.
@@ -2286,6 +2296,21 @@ log:
         assert_eq!(found.len(), 3, "all at once: {found:?}");
     }
 
+    /// Runs `f` on `base` with the given `DINGGATE_*` variables set (figment's Jail serialises
+    /// access to the process environment and restores it).
+    #[allow(clippy::result_large_err)] // the closure type is figment::Jail's
+    fn with_env(base: &str, vars: &[(&str, &str)], f: impl FnOnce(Figment)) {
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            f(Figment::new()
+                .merge(Yaml::string(base))
+                .merge(Env::prefixed(ENV_PREFIX).split("__")));
+            Ok(())
+        });
+    }
+
     /// Recognisable, never part of any message; too short to be a key and not a file.
     const CANARY: &str = "Zq9CanaryXv";
 
@@ -2389,14 +2414,10 @@ log:
         ];
         for (section, key) in SECRET_KEYS {
             for form in &env_forms {
-                figment::Jail::expect_with(|jail| {
-                    let var = env_var_name(&[section, key]);
-                    jail.set_env(&var, form);
-                    let base =
-                        with_secret(section, "unused_here", "1").replace("  unused_here: 1\n", "");
-                    let figment = Figment::new()
-                        .merge(Yaml::string(&base))
-                        .merge(Env::prefixed(ENV_PREFIX).split("__"));
+                let var = env_var_name(&[section, key]);
+                let base =
+                    with_secret(section, "unused_here", "1").replace("  unused_here: 1\n", "");
+                with_env(&base, &[(&var, form)], |figment| {
                     let what = format!("{var}={form}");
                     match Config::from_figment(figment) {
                         Ok(c) => assert_no_canary(&what, &format!("{}{c:?}", c.redacted_yaml())),
@@ -2405,7 +2426,6 @@ log:
                             assert_no_canary(&what, &format!("{e:?}"));
                         }
                     }
-                    Ok(())
                 });
             }
         }
@@ -2491,45 +2511,35 @@ log:
         assert_eq!(keys, [k1.as_bytes(), k2.as_bytes()]);
         // From the environment, comma-separated and in flow syntax alike.
         for value in [format!("{k1},{k2}"), format!("[{k1}, {k2}]")] {
-            figment::Jail::expect_with(|jail| {
-                jail.set_env("DINGGATE_SESSION__PREVIOUS_SIGNING_KEYS", &value);
-                let c = Config::from_figment(
-                    Figment::new()
-                        .merge(Yaml::string(MINIMAL))
-                        .merge(Env::prefixed(ENV_PREFIX).split("__")),
-                )
-                .expect("valid");
-                assert_eq!(c.session.previous_signing_keys.len(), 2, "{value}");
-                Ok(())
-            });
+            with_env(
+                MINIMAL,
+                &[("DINGGATE_SESSION__PREVIOUS_SIGNING_KEYS", &value)],
+                |figment| {
+                    let c = Config::from_figment(figment).expect("valid");
+                    assert_eq!(c.session.previous_signing_keys.len(), 2, "{value}");
+                },
+            );
         }
     }
 
     #[test]
     fn environment_problems_name_the_variable() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("DINGGATE_SESSION__LIFETIM", "12h");
-            jail.set_env("DINGGATE_SESSION__LOGIN_TIMEOUT", "soon");
-            jail.set_env("DINGGATE_LOG", "[x]");
-            let err = Config::from_figment(
-                Figment::new()
-                    .merge(Yaml::string(MINIMAL))
-                    .merge(Env::prefixed(ENV_PREFIX).split("__")),
-            )
-            .unwrap_err()
-            .to_string();
-            assert!(err.contains("log"), "{err}");
-            Ok(())
+        // A type error (found while reading) names the variable too, in words.
+        with_env(MINIMAL, &[("DINGGATE_LOG", "[x]")], |figment| {
+            let err = Config::from_figment(figment).unwrap_err().to_string();
+            assert!(
+                err.contains(
+                    "DINGGATE_LOG: expected a section of keys, found a list (from the environment, key log)"
+                ),
+                "{err}"
+            );
         });
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("DINGGATE_SESSION__LIFETIM", "12h");
-            jail.set_env("DINGGATE_SESSION__LOGIN_TIMEOUT", "soon");
-            let err = Config::from_figment(
-                Figment::new()
-                    .merge(Yaml::string(MINIMAL))
-                    .merge(Env::prefixed(ENV_PREFIX).split("__")),
-            )
-            .unwrap_err();
+        let vars = [
+            ("DINGGATE_SESSION__LIFETIM", "12h"),
+            ("DINGGATE_SESSION__LOGIN_TIMEOUT", "soon"),
+        ];
+        with_env(MINIMAL, &vars, |figment| {
+            let err = Config::from_figment(figment).unwrap_err();
             let got: Vec<String> = err.issues().iter().map(ToString::to_string).collect();
             assert!(
                 got.iter()
@@ -2543,7 +2553,6 @@ log:
                     && i.contains("from the environment")),
                 "{got:#?}"
             );
-            Ok(())
         });
         // The same typo in the file is reported as the key.
         let got = issues(&MINIMAL.replace("session:\n", "session:\n  lifetim: 12h\n"));
