@@ -997,8 +997,8 @@ const PLACEHOLDER_MARKS: &[&str] = &[
 fn placeholder_mark(value: &str, dingtalk_id: bool) -> Option<&'static str> {
     if dingtalk_id
         && value.len() > 4
-        && value[..4].eq_ignore_ascii_case("ding")
         && value.bytes().all(|b| b.is_ascii_alphanumeric())
+        && value[..4].eq_ignore_ascii_case("ding")
     {
         return None;
     }
@@ -2652,6 +2652,8 @@ log:
                 "{to}: {got:#?}"
             );
         }
+        // Not ASCII at byte 4: judged, not sliced through a character.
+        assert_eq!(placeholder_mark("din中文-example", true), Some("example"));
         let secret = issues(&MINIMAL.replace("s3cret", "your_app_secret"));
         assert!(
             !secret.iter().any(|i| i.contains("your_app_secret")),
@@ -2675,6 +2677,12 @@ log:
         fn ids_of_the_dingtalk_form_are_never_placeholders(rest in "[a-zA-Z0-9]{1,40}") {
             let id = format!("ding{rest}");
             proptest::prop_assert_eq!(placeholder_mark(&id, true), None);
+        }
+
+        #[test]
+        fn any_text_is_judged_without_panicking(value in "\\PC{0,12}", id: bool) {
+            let _ = placeholder_mark(&value, id);
+            let _ = without_quoted(&value);
         }
     }
 
