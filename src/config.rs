@@ -95,6 +95,9 @@ pub struct Config {
     pub login_page: bool,
     /// Branding of the gateway's pages.
     pub ui: UiConfig,
+    /// Settings that work but deserve attention (`check` prints them, `run` logs them at WARN).
+    #[serde(skip)]
+    pub warnings: Vec<ConfigIssue>,
 }
 
 /// Branding of the sign-in and error pages.
@@ -372,15 +375,181 @@ fn format_figment(err: &figment::Error) -> String {
     err.clone()
         .into_iter()
         .map(|e| {
-            let key = e.path.join(".");
-            if key.is_empty() {
-                format!("configuration error: {}", e.kind)
-            } else {
-                format!("{key}: {}", e.kind)
+            let problem = describe_kind(&e.kind);
+            let from_env = e.metadata.as_ref().is_some_and(is_env_metadata);
+            match (e.path.is_empty(), from_env) {
+                (true, _) => format!("configuration error: {problem}"),
+                (false, true) => format!(
+                    "{}: {problem} (from the environment, key {})",
+                    env_var_name(&e.path),
+                    e.path.join(".")
+                ),
+                (false, false) => format!("{}: {problem}", e.path.join(".")),
             }
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The same errors (paths, sources) with every value dropped from their descriptions, so that
+/// neither Display nor Debug of a [`ConfigError::Parse`] (nor its source) can show a secret.
+fn without_values(err: figment::Error) -> figment::Error {
+    let clean: Vec<figment::Error> = err
+        .into_iter()
+        .map(|e| {
+            let mut clean =
+                figment::Error::from(figment::error::Kind::Message(describe_kind(&e.kind)));
+            clean.path = e.path;
+            clean.metadata = e.metadata;
+            clean.profile = e.profile;
+            clean
+        })
+        .collect();
+    // `a.chain(b)` puts `b` first: chain from the last error back to keep the order.
+    let mut out: Option<figment::Error> = None;
+    for e in clean.into_iter().rev() {
+        out = Some(match out {
+            None => e,
+            Some(later) => later.chain(e),
+        });
+    }
+    out.unwrap_or_else(|| figment::Error::from("invalid configuration".to_owned()))
+}
+
+/// A parse problem in words, without the offending value: the value may be a secret (a key
+/// given where a list was expected), and the key path already says where to look.
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!("expected {}, found {}", expected_kind(expected), actual_kind(actual))
+        }
+        Kind::InvalidLength(_, expected) => format!("wrong number of entries, expected {expected}"),
+        Kind::UnknownVariant(_, expected) | Kind::UnknownField(_, expected) => {
+            format!("not one of: {}", expected.join(", "))
+        }
+        Kind::MissingField(field) => format!("`{field}` is missing"),
+        Kind::DuplicateField(field) => format!("`{field}` is given twice"),
+        Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => "number out of range".to_owned(),
+        Kind::Unsupported(actual) => format!("{} is not supported here", actual_kind(actual)),
+        Kind::UnsupportedKey(actual, _) => {
+            format!("{} cannot be used as a key", actual_kind(actual))
+        }
+        // Messages come from the YAML parser (syntax errors with a line and column, no values)
+        // or from serde's untagged enums (route lists), whose wording names a Rust type.
+        Kind::Message(m) => match m.strip_prefix("data did not match any variant of untagged enum ") {
+            Some("Scalar") => {
+                "expected a single value (text, a number or true/false), found a list or a map"
+                    .to_owned()
+            }
+            Some("OneOrMany") => {
+                "expected a value or a list of values (text, numbers or true/false), found a map or a nested list"
+                    .to_owned()
+            }
+            Some(_) => "not in the expected form (see gateway.yaml)".to_owned(),
+            None => without_quoted(m),
+        },
+    }
+}
+
+/// `m` with every "quoted" and `quoted` part replaced by `…`: the YAML parser quotes the
+/// values it complains about (`invalid value: string "…", expected an integer`).
+fn without_quoted(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    let mut open: Option<char> = None;
+    let mut escaped = false;
+    for ch in m.chars() {
+        match open {
+            None if ch == '"' || ch == '`' => {
+                open = Some(ch);
+                out.push(ch);
+                out.push('…');
+            }
+            None => out.push(ch),
+            Some(_) if escaped => escaped = false,
+            Some('"') if ch == '\\' => escaped = true,
+            Some(q) if ch == q => {
+                open = None;
+                out.push(ch);
+            }
+            Some(_) => {}
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// serde's description of what was expected, without Rust type names.
+fn expected_kind(expected: &str) -> &str {
+    match expected {
+        e if e.starts_with("struct ") || e == "a map" => "a section of keys",
+        "a sequence" => "a list",
+        "a string" => "text",
+        e => e,
+    }
+}
+
+/// What kind of value was found, never the value itself.
+fn actual_kind(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "true/false",
+        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "text",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "nothing",
+        Actual::Seq => "a list",
+        Actual::Map => "a map",
+        Actual::NewtypeStruct
+        | Actual::Enum
+        | Actual::UnitVariant
+        | Actual::NewtypeVariant
+        | Actual::TupleVariant
+        | Actual::StructVariant
+        | Actual::Other(_) => "a value of another kind",
+    }
+}
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "DINGGATE_";
+
+/// Whether a value came from the `DINGGATE_*` environment provider (figment names it so).
+fn is_env_metadata(md: &figment::Metadata) -> bool {
+    md.source.is_none() && md.name.ends_with("environment variable(s)")
+}
+
+/// The variable that sets the key at `path`, e.g. `DINGGATE_SESSION__LIFETIME`.
+fn env_var_name<S: AsRef<str>>(path: &[S]) -> String {
+    let keys: Vec<String> = path
+        .iter()
+        .map(|k| k.as_ref().to_ascii_uppercase())
+        .collect();
+    format!("{ENV_PREFIX}{}", keys.join("__"))
+}
+
+/// Names the environment variable in issues whose value came from the environment, so that a
+/// typo in a variable is not reported as a YAML key the file does not have.
+fn attribute_env(figment: &Figment, issues: &mut [ConfigIssue]) {
+    for issue in issues {
+        // Indexed keys (`routes[1].upstream`) are not figment paths; lists from the environment
+        // are rare and the key still names the place.
+        if issue.key.contains('[') || issue.key.is_empty() {
+            continue;
+        }
+        if figment
+            .find_metadata(&issue.key)
+            .is_some_and(is_env_metadata)
+        {
+            let path: Vec<&str> = issue.key.split('.').collect();
+            issue.problem = format!(
+                "{} (from the environment, key {})",
+                issue.problem, issue.key
+            );
+            issue.key = env_var_name(&path);
+        }
+    }
 }
 
 impl Config {
@@ -394,7 +563,7 @@ impl Config {
         }
         let figment = Figment::new()
             .merge(Yaml::file_exact(path))
-            .merge(Env::prefixed("DINGGATE_").split("__"));
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
         Self::from_figment(figment)
     }
 
@@ -407,8 +576,11 @@ impl Config {
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let raw: RawConfig = figment
             .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
-        raw.validate().map_err(ConfigError::Invalid)
+            .map_err(|e| ConfigError::Parse(Box::new(without_values(e))))?;
+        raw.validate().map_err(|mut issues| {
+            attribute_env(&figment, &mut issues);
+            ConfigError::Invalid(issues)
+        })
     }
 
     /// The callback URL to register in the DingTalk developer console.
@@ -463,22 +635,115 @@ type Unknown = BTreeMap<String, figment::value::Value>;
 
 /// Accepts strings, numbers and booleans as a string (env vars like `DINGGATE_X=123` arrive as numbers).
 pub(crate) fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        S(String),
-        I(i64),
-        U(u64),
-        F(f64),
-        B(bool),
+    d.deserialize_option(OptionalScalar)
+}
+
+/// Reads one scalar as text; a list or a map is a type error that names neither value nor enum.
+struct Scalar;
+
+impl<'de> serde::de::Visitor<'de> for Scalar {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a single value (text, a number or true/false)")
     }
-    Ok(Option::<Scalar>::deserialize(d)?.map(|s| match s {
-        Scalar::S(s) => s,
-        Scalar::I(i) => i.to_string(),
-        Scalar::U(u) => u.to_string(),
-        Scalar::F(f) => f.to_string(),
-        Scalar::B(b) => b.to_string(),
-    }))
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_char<E: serde::de::Error>(self, v: char) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+struct OptionalScalar;
+
+impl<'de> serde::de::Visitor<'de> for OptionalScalar {
+    type Value = Option<String>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Scalar.expecting(f)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(Scalar).map(Some)
+    }
+}
+
+/// One scalar of a list, read like [`lenient`].
+struct ListItem(String);
+
+impl<'de> Deserialize<'de> for ListItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Scalar).map(ListItem)
+    }
+}
+
+/// A list of scalars, written as a YAML list (`[a, b]`, also in an env var) or as one text of
+/// comma-separated entries (`a,b`, the natural form of an env var). Blank entries are dropped.
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct List;
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list, or text of comma-separated entries")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(List)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(split_list(v)))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(ListItem(item)) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(List)
+}
+
+/// `a, b,,c` → `[a, b, c]`.
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -498,6 +763,7 @@ struct RawConfig {
     upstream_connect_timeout: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pass_host_header: Option<String>,
+    #[serde(deserialize_with = "string_list")]
     redirect_allowlist: Option<Vec<String>>,
     #[serde(deserialize_with = "lenient")]
     trust_forwarded_headers: Option<String>,
@@ -574,6 +840,7 @@ struct RawSession {
     signing_key: Option<String>,
     #[serde(deserialize_with = "lenient")]
     signing_key_file: Option<String>,
+    #[serde(deserialize_with = "string_list")]
     previous_signing_keys: Option<Vec<String>>,
     #[serde(deserialize_with = "lenient")]
     issuer: Option<String>,
@@ -616,6 +883,7 @@ struct RawHeaders {
     departments: Option<String>,
     #[serde(deserialize_with = "lenient")]
     title: Option<String>,
+    #[serde(deserialize_with = "string_list")]
     strip_extra: Option<Vec<String>>,
     #[serde(flatten)]
     unknown: Unknown,
@@ -703,9 +971,72 @@ struct RawLog {
 #[derive(Default)]
 struct Check {
     issues: Vec<ConfigIssue>,
+    warnings: Vec<ConfigIssue>,
+}
+
+/// Substrings (compared ignoring case) that mark a value copied from an example instead of the
+/// developer console: `your-app-key`, `changeme`, `<corp-id>`, `app.example`.
+const PLACEHOLDER_MARKS: &[&str] = &[
+    "your-",
+    "your_",
+    "changeme",
+    "change-me",
+    "change_me",
+    "replace-me",
+    "replace_me",
+    "placeholder",
+    "example",
+    "<",
+    ">",
+];
+
+/// The placeholder mark `value` contains, if any.
+///
+/// With `dingtalk_id`, a value of the form real DingTalk ids have (`ding` followed by letters
+/// and digits: client ids and corpIds alike) is never a placeholder, whatever it contains.
+fn placeholder_mark(value: &str, dingtalk_id: bool) -> Option<&'static str> {
+    if dingtalk_id
+        && value.len() > 4
+        && value.bytes().all(|b| b.is_ascii_alphanumeric())
+        && value[..4].eq_ignore_ascii_case("ding")
+    {
+        return None;
+    }
+    let lower = value.to_ascii_lowercase();
+    PLACEHOLDER_MARKS
+        .iter()
+        .copied()
+        .find(|mark| lower.contains(mark))
 }
 
 impl Check {
+    fn warn(&mut self, key: &str, problem: impl Into<String>) {
+        self.warnings.push(ConfigIssue {
+            key: key.to_owned(),
+            problem: problem.into(),
+        });
+    }
+
+    /// Refuses a DingTalk id that is an obvious placeholder (the value is shown: ids are not secret).
+    fn id_placeholder(&mut self, key: &str, value: &str, what: &str) {
+        if let Some(mark) = placeholder_mark(value, true) {
+            self.issue(
+                key,
+                format!("{value:?} is a placeholder (contains `{mark}`): set {what} (it starts with `ding`)"),
+            );
+        }
+    }
+
+    /// Refuses a secret that is an obvious placeholder, without showing it.
+    fn secret_placeholder(&mut self, key: &str, value: &str) {
+        if let Some(mark) = placeholder_mark(value, false) {
+            self.issue(
+                key,
+                format!("is a placeholder (contains `{mark}`): set the real value"),
+            );
+        }
+    }
+
     fn issue(&mut self, key: &str, problem: impl Into<String>) {
         self.issues.push(ConfigIssue {
             key: key.to_owned(),
@@ -890,7 +1221,8 @@ impl Check {
                 // A trailing newline is almost always an editor artefact, not part of the secret.
                 Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
                 Err(e) => {
-                    self.issue(&format!("{key}_file"), format!("cannot read {path}: {e}"));
+                    // The path is not repeated: a secret put here by mistake must not be printed.
+                    self.issue(&format!("{key}_file"), format!("cannot read the file: {e}"));
                     None
                 }
             },
@@ -932,18 +1264,13 @@ impl RawConfig {
         c.unknown("rate_limit", &self.rate_limit.unknown);
         c.unknown("ui", &self.ui.unknown);
 
-        let listen = self
-            .listen
-            .unwrap_or_else(|| "127.0.0.1:4180".to_owned())
-            .trim()
-            .parse::<SocketAddr>()
-            .map_err(|_| {
-                c.issue(
-                    "listen",
-                    "not an address like 127.0.0.1:4180 or 0.0.0.0:4180",
-                )
-            })
-            .ok();
+        let listen = listen_addr(
+            &mut c,
+            self.listen
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or("127.0.0.1:4180"),
+        );
 
         let public_url = c.http_url("public_url", self.public_url, None);
         if let Some(u) = &public_url {
@@ -955,8 +1282,13 @@ impl RawConfig {
             }
             // The WHATWG parser accepts hosts that requests could never name (the gateway
             // checks every request's host with the strict parser): refuse them here too.
-            if let Err(e) = crate::host::parse_host(u.host_str().unwrap_or_default()) {
-                c.issue("public_url", format!("its host is not acceptable: {e}"));
+            match crate::host::parse_host(u.host_str().unwrap_or_default()) {
+                Err(e) => c.issue("public_url", format!("its host is not acceptable: {e}")),
+                Ok(host) if u.scheme() == "http" && !is_loopback(&host) => c.warn(
+                    "public_url",
+                    "plain http:// on a host other than this machine: cookies go without Secure and sessions travel readable over the network; use https:// (TLS at a proxy in front) outside local trials",
+                ),
+                Ok(_) => {}
             }
         }
 
@@ -978,6 +1310,7 @@ impl RawConfig {
 
         // A missing upstream is only a problem when no route names its own; the route check
         // below reports it then.
+        let upstream_given = self.upstream.is_some();
         let upstream_url = match self.upstream {
             Some(u) => c.http_url("upstream", Some(u), None),
             None => None,
@@ -1008,7 +1341,7 @@ impl RawConfig {
             false,
         );
 
-        let dingtalk = self.dingtalk.validate(&mut c);
+        let (dingtalk, facts) = self.dingtalk.validate(&mut c);
         let session = self.session.validate(&mut c, public_url.as_ref());
         let headers = self.headers.validate(&mut c);
 
@@ -1102,7 +1435,10 @@ impl RawConfig {
             self.routes,
             &RouteDefaults {
                 upstream: upstream_url.as_ref(),
-                corp: dingtalk.as_ref().and_then(|d| d.corp_id.as_deref()),
+                upstream_invalid: upstream_given && upstream_url.is_none(),
+                // Known even when another dingtalk key is wrong, so that no route check below
+                // reports a follow-on of that (e.g. a missing secret).
+                corp: facts.corp_id.as_deref(),
                 gateway_prefix: &prefix,
             },
             &mut c.issues,
@@ -1137,9 +1473,8 @@ impl RawConfig {
                 }
             }
         }
-        let directory = dingtalk.as_ref().is_some_and(|d| d.directory);
         for (i, route) in routes.iter().enumerate() {
-            if route.policy.needs_directory() && !directory {
+            if route.policy.needs_directory() && !facts.directory {
                 c.issue(
                     &format!("routes[{i}]"),
                     "department and admin rules need dingtalk.directory: true (and dingtalk.corp_id)",
@@ -1173,6 +1508,7 @@ impl RawConfig {
                     log: LogConfig { level, format },
                     login_page,
                     ui,
+                    warnings: c.warnings,
                 })
             }
             _ => Err(c.issues),
@@ -1180,18 +1516,105 @@ impl RawConfig {
     }
 }
 
+/// `listen`: an address, or a host name resolved now (at load time). A name with several
+/// addresses binds one of them: the first IPv4 address, else the first one, and a warning names
+/// the others (write an address to choose).
+fn listen_addr(c: &mut Check, raw: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    const FORM: &str =
+        "not an address like 127.0.0.1:4180, 0.0.0.0:4180, [::]:4180 or localhost:4180";
+    if let Ok(addr) = raw.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let name = match crate::host::parse_authority(raw) {
+        Ok(crate::host::HostPort {
+            host: crate::host::Host::Name(name),
+            port: Some(port),
+        }) => (name, port),
+        _ => {
+            c.issue("listen", FORM);
+            return None;
+        }
+    };
+    let addrs: Vec<SocketAddr> = match (name.0.as_str(), name.1).to_socket_addrs() {
+        Ok(addrs) => {
+            let mut unique: Vec<SocketAddr> = Vec::new();
+            for a in addrs {
+                if !unique.contains(&a) {
+                    unique.push(a);
+                }
+            }
+            unique
+        }
+        Err(e) => {
+            c.issue("listen", format!("cannot resolve {}: {e}", name.0));
+            return None;
+        }
+    };
+    let Some(chosen) = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+    else {
+        c.issue("listen", format!("{} resolves to no address", name.0));
+        return None;
+    };
+    if addrs.iter().any(|a| *a != chosen) {
+        let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        c.warn(
+            "listen",
+            format!(
+                "{} resolves to {}; listening on {chosen} only (write an address to choose)",
+                name.0,
+                all.join(", ")
+            ),
+        );
+    }
+    Some(chosen)
+}
+
+/// Whether `host` is this machine: `localhost`, `*.localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback(host: &crate::host::Host) -> bool {
+    match host {
+        crate::host::Host::Name(n) => n == "localhost" || n.ends_with(".localhost"),
+        crate::host::Host::Ipv4(a) => a.is_loopback(),
+        crate::host::Host::Ipv6(a) => a.is_loopback(),
+    }
+}
+
+/// What the rest of the validation needs from `dingtalk`, known even when another of its keys
+/// is wrong.
+struct DingTalkFacts {
+    corp_id: Option<String>,
+    directory: bool,
+}
+
 impl RawDingTalk {
-    fn validate(self, c: &mut Check) -> Option<DingTalkConfig> {
+    fn validate(self, c: &mut Check) -> (Option<DingTalkConfig>, DingTalkFacts) {
         let client_id = c.required("dingtalk.client_id", self.client_id);
+        if let Some(id) = &client_id {
+            c.id_placeholder(
+                "dingtalk.client_id",
+                id,
+                "the app's Client ID (AppKey) from the developer console",
+            );
+        }
         let client_secret = c.secret(
             "dingtalk.client_secret",
             self.client_secret,
             self.client_secret_file,
         );
+        if let Some(secret) = &client_secret {
+            c.secret_placeholder("dingtalk.client_secret", secret);
+        }
         let corp_id = self
             .corp_id
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
+        if let Some(corp) = &corp_id {
+            c.id_placeholder("dingtalk.corp_id", corp, "the organization's corpId");
+        }
         let allow_any_corp = c.boolean("dingtalk.allow_any_corp", self.allow_any_corp, false);
         if corp_id.is_none() && !allow_any_corp {
             c.issue(
@@ -1244,21 +1667,28 @@ impl RawDingTalk {
             self.qr_script_url,
             "https://g.alicdn.com/dingding/h5-dingtalk-login/0.21.0/ddlogin.js",
         );
-        Some(DingTalkConfig {
-            client_id: client_id?,
-            client_secret: Secret::new(client_secret?),
-            corp_id,
-            allow_any_corp,
-            login_url: login_url?,
-            api_url: api_url?,
-            oapi_url: oapi_url?,
-            timeout,
+        let facts = DingTalkFacts {
+            corp_id: corp_id.clone(),
             directory,
-            directory_cache_ttl,
-            inapp_login,
-            jsapi_url: jsapi_url?,
-            qr_script_url: qr_script_url?,
-        })
+        };
+        let config = (|| {
+            Some(DingTalkConfig {
+                client_id: client_id?,
+                client_secret: Secret::new(client_secret?),
+                corp_id,
+                allow_any_corp,
+                login_url: login_url?,
+                api_url: api_url?,
+                oapi_url: oapi_url?,
+                timeout,
+                directory,
+                directory_cache_ttl,
+                inapp_login,
+                jsapi_url: jsapi_url?,
+                qr_script_url: qr_script_url?,
+            })
+        })();
+        (config, facts)
     }
 }
 
@@ -1316,6 +1746,9 @@ impl RawSession {
             self.signing_key,
             self.signing_key_file,
         );
+        if let Some(k) = &key {
+            c.secret_placeholder("session.signing_key", k);
+        }
         let key = key.and_then(|k| {
             if k.len() < MIN_KEY_BYTES {
                 c.issue(
@@ -1334,9 +1767,11 @@ impl RawSession {
             .into_iter()
             .enumerate()
         {
+            let at = format!("session.previous_signing_keys[{i}]");
+            c.secret_placeholder(&at, &k);
             if k.len() < MIN_KEY_BYTES {
                 c.issue(
-                    &format!("session.previous_signing_keys[{i}]"),
+                    &at,
                     format!("too short: need at least {MIN_KEY_BYTES} bytes"),
                 );
             } else {
@@ -1859,5 +2294,457 @@ log:
             "{MINIMAL}server:\n  idle_timeout: 0s\n  max_connections: 0\nrate_limit:\n  login:\n    burst: 0\n"
         ));
         assert_eq!(found.len(), 3, "all at once: {found:?}");
+    }
+
+    /// Runs `f` on `base` with the given `DINGGATE_*` variables set (figment's Jail serialises
+    /// access to the process environment and restores it).
+    #[allow(clippy::result_large_err)] // the closure type is figment::Jail's
+    fn with_env(base: &str, vars: &[(&str, &str)], f: impl FnOnce(Figment)) {
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            f(Figment::new()
+                .merge(Yaml::string(base))
+                .merge(Env::prefixed(ENV_PREFIX).split("__")));
+            Ok(())
+        });
+    }
+
+    /// Recognisable, never part of any message; too short to be a key and not a file.
+    const CANARY: &str = "Zq9CanaryXv";
+
+    /// Every secret key of the configuration: (section, key).
+    const SECRET_KEYS: &[(&str, &str)] = &[
+        ("dingtalk", "client_secret"),
+        ("dingtalk", "client_secret_file"),
+        ("session", "signing_key"),
+        ("session", "signing_key_file"),
+        ("session", "previous_signing_keys"),
+    ];
+
+    /// MINIMAL with `section.key` set to `value` (a YAML fragment written after `key: `).
+    fn with_secret(section: &str, key: &str, value: &str) -> String {
+        let mut dingtalk = "  client_id: dingabc\n  corp_id: dingcorp\n".to_owned();
+        let mut session = String::new();
+        if !(section == "dingtalk" && key.starts_with("client_secret")) {
+            dingtalk.push_str("  client_secret: s3cret\n");
+        }
+        if !(section == "session" && key.starts_with("signing_key")) {
+            session.push_str("  signing_key: \"0123456789abcdef0123456789abcdef\"\n");
+        }
+        let line = format!("  {key}: {value}\n");
+        match section {
+            "dingtalk" => dingtalk.push_str(&line),
+            _ => session.push_str(&line),
+        }
+        format!(
+            "public_url: https://gate.example.com\nupstream: http://127.0.0.1:8080\ndingtalk:\n{dingtalk}session:\n{session}"
+        )
+    }
+
+    /// Every wrong (or merely unacceptable) way of writing a secret inline.
+    fn inline_forms() -> Vec<String> {
+        let long = format!("{CANARY}-changeme-{}", "x".repeat(40));
+        vec![
+            format!("{CANARY}"),
+            format!("\"{CANARY}\""),
+            format!("\"{long}\""),
+            format!("[{CANARY}]"),
+            format!("[\"{CANARY}\", other]"),
+            format!("[[{CANARY}]]"),
+            format!("[{{a: {CANARY}}}]"),
+            format!("{{a: {CANARY}}}"),
+            format!("{{{CANARY}: 1}}"),
+            format!("\"{CANARY},{long}\""),
+            "12345678901234567890123456789012345678901234567890".to_owned(),
+            // Broken YAML around the value.
+            format!("\"{CANARY}"),
+            format!("'{CANARY}"),
+            format!("[{CANARY}"),
+            format!("{{a: {CANARY}"),
+            format!("{CANARY}: x"),
+            format!("&a {CANARY}\n  other: *b"),
+            format!("!!binary {CANARY}"),
+            format!("!!int {CANARY}"),
+            format!("!custom {CANARY}"),
+        ]
+    }
+
+    fn assert_no_canary(what: &str, text: &str) {
+        assert!(
+            !text
+                .to_ascii_lowercase()
+                .contains(&CANARY.to_ascii_lowercase())
+                && !text.contains("12345678901234567890"),
+            "{what} echoes the secret:\n{text}"
+        );
+    }
+
+    #[test]
+    fn no_config_error_echoes_an_inline_secret() {
+        for (section, key) in SECRET_KEYS {
+            for form in inline_forms() {
+                let yaml = with_secret(section, key, &form);
+                let what = format!("{section}.{key}: {form}");
+                match Config::from_yaml_str(&yaml) {
+                    // A plain text client secret is valid; then nothing printable shows it.
+                    Ok(c) => assert_no_canary(&what, &format!("{}{c:?}", c.redacted_yaml())),
+                    Err(e) => {
+                        assert_no_canary(&what, &e.to_string());
+                        assert_no_canary(&what, &format!("{e:?}"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_config_error_echoes_a_secret_from_the_environment() {
+        let env_forms = [
+            CANARY.to_owned(),
+            format!("[{CANARY}]"),
+            format!("[[{CANARY}]]"),
+            format!("{{a={CANARY}}}"),
+            format!("[{CANARY}"),
+            format!("{{{CANARY}"),
+            format!("\"{CANARY}"),
+            format!("{CANARY},{CANARY}-changeme-{}", "x".repeat(40)),
+            "12345678901234567890123456789012345678901234567890".to_owned(),
+        ];
+        for (section, key) in SECRET_KEYS {
+            for form in &env_forms {
+                let var = env_var_name(&[section, key]);
+                let base =
+                    with_secret(section, "unused_here", "1").replace("  unused_here: 1\n", "");
+                with_env(&base, &[(&var, form)], |figment| {
+                    let what = format!("{var}={form}");
+                    match Config::from_figment(figment) {
+                        Ok(c) => assert_no_canary(&what, &format!("{}{c:?}", c.redacted_yaml())),
+                        Err(e) => {
+                            assert_no_canary(&what, &e.to_string());
+                            assert_no_canary(&what, &format!("{e:?}"));
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn no_config_error_echoes_a_secret_read_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("dinggate-canary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, content) in [
+            CANARY.to_owned(),
+            format!("{CANARY}-changeme-{}", "x".repeat(40)),
+            format!("{CANARY}\n"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let path = dir.join(format!("secret{i}"));
+            std::fs::write(&path, content).unwrap();
+            for (section, key) in SECRET_KEYS.iter().filter(|(_, k)| k.ends_with("_file")) {
+                let yaml = with_secret(section, key, &format!("\"{}\"", path.display()));
+                let what = format!("{section}.{key} → {content:?}");
+                match Config::from_yaml_str(&yaml) {
+                    // A short client secret is not ours to judge; the signing key is too short.
+                    Ok(c) => assert!(*key == "client_secret_file" && i != 1, "{what}: {c:?}"),
+                    Err(e) => assert_no_canary(&what, &e.to_string()),
+                }
+            }
+        }
+        // A secret put where a path belongs is not printed as "cannot read <path>".
+        for (section, key) in SECRET_KEYS.iter().filter(|(_, k)| k.ends_with("_file")) {
+            let err = Config::from_yaml_str(&with_secret(section, key, CANARY)).unwrap_err();
+            assert!(err.to_string().contains("cannot read the file"), "{err}");
+            assert_no_canary(key, &err.to_string());
+        }
+    }
+
+    #[test]
+    fn type_errors_are_sentences_without_rust_names() {
+        for (yaml, want) in [
+            (
+                format!("{MINIMAL}log:\n  level: [info]\n"),
+                "log.level: expected a single value (text, a number or true/false), found a list",
+            ),
+            (
+                format!("{MINIMAL}redirect_allowlist: {{a: b}}\n"),
+                "redirect_allowlist: expected a list, or text of comma-separated entries, found a map",
+            ),
+            (
+                format!("{MINIMAL}routes:\n  - allow: {{users: {{a: b}}}}\n"),
+                "routes.0.allow.users: expected a value or a list of values",
+            ),
+        ] {
+            let err = Config::from_yaml_str(&yaml).unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in:\n{err}");
+            assert!(!err.contains("untagged") && !err.contains("Scalar"), "{err}");
+        }
+    }
+
+    #[test]
+    fn lists_accept_comma_separated_text() {
+        let k1 = "a".repeat(32);
+        let k2 = "b".repeat(40);
+        let yaml = format!(
+            "{MINIMAL}redirect_allowlist: \"app.example.com, .example.org\"\nheaders:\n  strip_extra: X-Tenant,X-Internal-*\n"
+        )
+        .replace(
+            "session:\n",
+            &format!("session:\n  previous_signing_keys: \"{k1},{k2}\"\n"),
+        );
+        let c = Config::from_yaml_str(&yaml).expect("valid");
+        assert_eq!(
+            c.redirect_allowlist_raw,
+            ["app.example.com", ".example.org"]
+        );
+        assert_eq!(c.headers.strip_extra.len(), 2);
+        let keys: Vec<&[u8]> = c
+            .session
+            .previous_signing_keys
+            .iter()
+            .map(|k| k.expose().as_slice())
+            .collect();
+        assert_eq!(keys, [k1.as_bytes(), k2.as_bytes()]);
+        // From the environment, comma-separated and in flow syntax alike.
+        for value in [format!("{k1},{k2}"), format!("[{k1}, {k2}]")] {
+            with_env(
+                MINIMAL,
+                &[("DINGGATE_SESSION__PREVIOUS_SIGNING_KEYS", &value)],
+                |figment| {
+                    let c = Config::from_figment(figment).expect("valid");
+                    assert_eq!(c.session.previous_signing_keys.len(), 2, "{value}");
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn environment_problems_name_the_variable() {
+        // A type error (found while reading) names the variable too, in words.
+        with_env(MINIMAL, &[("DINGGATE_LOG", "[x]")], |figment| {
+            let err = Config::from_figment(figment).unwrap_err().to_string();
+            assert!(
+                err.contains(
+                    "DINGGATE_LOG: expected a section of keys, found a list (from the environment, key log)"
+                ),
+                "{err}"
+            );
+        });
+        let vars = [
+            ("DINGGATE_SESSION__LIFETIM", "12h"),
+            ("DINGGATE_SESSION__LOGIN_TIMEOUT", "soon"),
+        ];
+        with_env(MINIMAL, &vars, |figment| {
+            let err = Config::from_figment(figment).unwrap_err();
+            let got: Vec<String> = err.issues().iter().map(ToString::to_string).collect();
+            assert!(
+                got.iter()
+                    .any(|i| i.starts_with("DINGGATE_SESSION__LIFETIM: unknown key")
+                        && i.contains("from the environment")),
+                "{got:#?}"
+            );
+            assert!(
+                got.iter().any(|i| i
+                    .starts_with("DINGGATE_SESSION__LOGIN_TIMEOUT: not a duration")
+                    && i.contains("from the environment")),
+                "{got:#?}"
+            );
+        });
+        // The same typo in the file is reported as the key.
+        let got = issues(&MINIMAL.replace("session:\n", "session:\n  lifetim: 12h\n"));
+        assert!(
+            got.iter().any(
+                |i| i.starts_with("session.lifetim: unknown key") && !i.contains("environment")
+            ),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_dingtalk_key_or_upstream_has_no_follow_on_errors() {
+        let directory_rule =
+            "routes:\n  - path_prefix: /\n  - path_prefix: /admin\n    allow: {admins: true}\n";
+        let missing_secret =
+            format!("{MINIMAL}{directory_rule}").replace("  client_secret: s3cret\n", "");
+        let got = issues(&missing_secret);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].starts_with("dingtalk.client_secret: missing"),
+            "{got:#?}"
+        );
+        // Without a directory the rule is still refused.
+        let no_directory = format!("{MINIMAL}{directory_rule}")
+            .replace("corp_id: dingcorp", "corp_id: dingcorp\n  directory: false");
+        assert!(issues(&no_directory)
+            .iter()
+            .any(|i| i.starts_with("routes[1]: department and admin rules")));
+
+        let routes = "routes:\n  - path_prefix: /\n  - path_prefix: /a\n  - path_prefix: /b\n";
+        for yaml in [
+            MINIMAL.replace("http://127.0.0.1:8080", "not-a-url"),
+            format!(
+                "{}{routes}",
+                MINIMAL.replace("http://127.0.0.1:8080", "not-a-url")
+            ),
+        ] {
+            let got = issues(&yaml);
+            assert_eq!(got.len(), 1, "{got:#?}");
+            assert!(
+                got[0].starts_with("upstream: not an http(s) URL"),
+                "{got:#?}"
+            );
+        }
+        // Without any upstream, each route without one is still named.
+        let none = format!(
+            "{}{routes}",
+            MINIMAL.replace("upstream: http://127.0.0.1:8080\n", "")
+        );
+        assert_eq!(issues(&none).len(), 3, "{:#?}", issues(&none));
+    }
+
+    #[test]
+    fn placeholders_are_refused_and_real_ids_never_are() {
+        for (from, to, key) in [
+            (
+                "client_id: dingabc",
+                "client_id: your-app-key",
+                "dingtalk.client_id",
+            ),
+            (
+                "client_id: dingabc",
+                "client_id: \"<client id>\"",
+                "dingtalk.client_id",
+            ),
+            (
+                "client_id: dingabc",
+                "client_id: CHANGEME",
+                "dingtalk.client_id",
+            ),
+            (
+                "corp_id: dingcorp",
+                "corp_id: your-corp-id",
+                "dingtalk.corp_id",
+            ),
+            (
+                "corp_id: dingcorp",
+                "corp_id: ding-example",
+                "dingtalk.corp_id",
+            ),
+            (
+                "client_secret: s3cret",
+                "client_secret: your_app_secret",
+                "dingtalk.client_secret",
+            ),
+            (
+                "signing_key: \"0123456789abcdef0123456789abcdef\"",
+                "signing_key: change-me-to-a-random-key-of-32-bytes",
+                "session.signing_key",
+            ),
+        ] {
+            let got = issues(&MINIMAL.replace(from, to));
+            assert!(
+                got.iter()
+                    .any(|i| i.starts_with(&format!("{key}: ")) && i.contains("placeholder")),
+                "{to}: {got:#?}"
+            );
+        }
+        // Not ASCII at byte 4: judged, not sliced through a character.
+        assert_eq!(placeholder_mark("din中文-example", true), Some("example"));
+        let secret = issues(&MINIMAL.replace("s3cret", "your_app_secret"));
+        assert!(
+            !secret.iter().any(|i| i.contains("your_app_secret")),
+            "{secret:?}"
+        );
+        // Real ids are `ding` + letters and digits: never placeholders, whatever they spell.
+        for id in [
+            "dingexample0a1b2c",
+            "dingYOURxCHANGEME",
+            "ding8f3e1a7b2c9d0e45",
+        ] {
+            let yaml = MINIMAL
+                .replace("client_id: dingabc", &format!("client_id: {id}"))
+                .replace("corp_id: dingcorp", &format!("corp_id: {id}"));
+            assert!(issues(&yaml).is_empty(), "{id}: {:?}", issues(&yaml));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ids_of_the_dingtalk_form_are_never_placeholders(rest in "[a-zA-Z0-9]{1,40}") {
+            let id = format!("ding{rest}");
+            proptest::prop_assert_eq!(placeholder_mark(&id, true), None);
+        }
+
+        #[test]
+        fn any_text_is_judged_without_panicking(value in "\\PC{0,12}", id: bool) {
+            let _ = placeholder_mark(&value, id);
+            let _ = without_quoted(&value);
+        }
+    }
+
+    #[test]
+    fn listen_accepts_addresses_and_host_names() {
+        let with =
+            |l: &str| MINIMAL.replace("public_url:", &format!("listen: \"{l}\"\npublic_url:"));
+        for (l, want) in [
+            ("0.0.0.0:4180", "0.0.0.0:4180"),
+            ("[::1]:4180", "[::1]:4180"),
+            ("127.0.0.1:9", "127.0.0.1:9"),
+        ] {
+            let c = Config::from_yaml_str(&with(l)).expect(l);
+            assert_eq!(c.listen.to_string(), want);
+        }
+        let c = Config::from_yaml_str(&with("localhost:4180")).expect("localhost resolves");
+        assert!(
+            c.listen.ip().is_loopback() && c.listen.port() == 4180,
+            "{}",
+            c.listen
+        );
+        // Several addresses: IPv4 first, and a warning names them all.
+        if c.warnings.iter().any(|w| w.key == "listen") {
+            assert!(c.listen.is_ipv4());
+        }
+        for bad in [
+            "localhost",
+            "4180",
+            "host name:1",
+            "localhost:0",
+            "a@b:1",
+            "no-such-host.invalid:4180",
+        ] {
+            let got = issues(&with(bad));
+            assert!(
+                got.iter().any(|i| i.starts_with("listen: ")),
+                "{bad}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_public_url_off_loopback_warns() {
+        for (url, warns) in [
+            ("https://gate.example.com", false),
+            ("http://gate.example.com", true),
+            ("http://10.0.0.5:4180", true),
+            ("http://127.0.0.1:4180", false),
+            ("http://localhost:4180", false),
+            ("http://app.localhost:4180", false),
+            ("http://[::1]:4180", false),
+        ] {
+            let c = Config::from_yaml_str(&MINIMAL.replace("https://gate.example.com", url))
+                .expect(url);
+            assert_eq!(
+                c.warnings
+                    .iter()
+                    .any(|w| w.key == "public_url" && w.problem.contains("Secure")),
+                warns,
+                "{url}: {:?}",
+                c.warnings
+            );
+        }
     }
 }

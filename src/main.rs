@@ -92,6 +92,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 print!("{}", cfg.redacted_yaml());
                 eprint!("\n{}", cfg.routes.describe());
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
                 eprintln!(
                     "{}: OK (register {} as the DingTalk redirect URL)",
                     config.display(),
@@ -113,6 +116,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             dinggate::telemetry::init(&cfg.log);
+            for w in &cfg.warnings {
+                tracing::warn!(key = %w.key, "{}", w.problem);
+            }
             catch_reload_signal()?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await

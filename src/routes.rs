@@ -121,6 +121,9 @@ impl OneOrMany {
 pub struct RouteDefaults<'a> {
     /// The top-level `upstream`, if configured.
     pub upstream: Option<&'a Url>,
+    /// The top-level `upstream` is set but invalid (already reported): routes that would fall
+    /// back to it add no follow-on "missing" issue.
+    pub upstream_invalid: bool,
     /// `dingtalk.corp_id` (`None` only with `allow_any_corp`).
     pub corp: Option<&'a str>,
     /// The gateway's own prefix, e.g. `/_dinggate` (no trailing slash); routes may not go there.
@@ -419,10 +422,12 @@ pub fn validate_routes(
     let mut issue = |key: String, problem: String| issues.push(ConfigIssue { key, problem });
     let Some(raw) = raw else {
         let Some(upstream) = defaults.upstream else {
-            issue(
-                "upstream".to_owned(),
-                "missing: set `upstream`, or list `routes` that each have one".to_owned(),
-            );
+            if !defaults.upstream_invalid {
+                issue(
+                    "upstream".to_owned(),
+                    "missing: set `upstream`, or list `routes` that each have one".to_owned(),
+                );
+            }
             return Vec::new();
         };
         return vec![Route {
@@ -511,6 +516,7 @@ pub fn validate_routes(
             },
             None => match defaults.upstream {
                 Some(u) => Some(u.clone()),
+                None if defaults.upstream_invalid => None,
                 None => {
                     issue(
                         key("upstream"),
@@ -809,6 +815,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("yaml: {e}"));
         let defaults = RouteDefaults {
             upstream,
+            upstream_invalid: false,
             corp,
             gateway_prefix: "/_dinggate",
         };

@@ -22,6 +22,8 @@ fn shipped_gateway_yaml_validates_with_secrets_from_env() {
         .env("DINGGATE_SESSION__SIGNING_KEY", "k".repeat(48))
         .env("DINGGATE_SESSION__LIFETIME", "12h")
         .env("DINGGATE_DINGTALK__CLIENT_ID", "12345")
+        // The shipped ids are placeholders, refused on their own (tests/config_errors.rs).
+        .env("DINGGATE_DINGTALK__CORP_ID", "dingcorp00000001")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -57,6 +59,10 @@ fn shipped_gateway_yaml_without_secrets_names_what_is_missing() {
         "{stderr}"
     );
     assert!(stderr.contains("session.signing_key: missing"), "{stderr}");
+    assert!(
+        stderr.contains("dingtalk.client_id: \"your-app-key\" is a placeholder"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -142,7 +148,9 @@ fn check_refuses_settings_that_leave_no_room_for_a_session_and_bad_strip_extra()
     let base = |c: &mut Command| {
         c.args(["check", "--config", "gateway.yaml"])
             .env("DINGGATE_DINGTALK__CLIENT_SECRET", "app-secret-from-env")
-            .env("DINGGATE_SESSION__SIGNING_KEY", "k".repeat(48));
+            .env("DINGGATE_SESSION__SIGNING_KEY", "k".repeat(48))
+            .env("DINGGATE_DINGTALK__CLIENT_ID", "dingabc123")
+            .env("DINGGATE_DINGTALK__CORP_ID", "dingcorp00000001");
     };
     let mut c = dinggate();
     base(&mut c);
