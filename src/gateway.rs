@@ -448,7 +448,7 @@ async fn protected(
             cookies: clear,
         });
     };
-    let session = authorize(&resolution, session)?;
+    let session = authorize(app, &resolution, session).await?;
     let mut resp = forward(app, req, peer, Some(&session.identity), target).await?;
     append_cookies(&mut resp, session.refreshed.as_slice());
     Ok(resp)
@@ -456,13 +456,29 @@ async fn protected(
 
 /// The one authorization decision of proxy and forward-auth mode: every route that the path
 /// matches under any reading ([`Resolution::guards`]) must admit the session. A refusal names
-/// the refusing route and still carries a re-issued session cookie.
-fn authorize(resolution: &Resolution<'_>, session: Session) -> Result<Session, Failure> {
+/// the refusing route, says in plain words who may enter (department names from the directory,
+/// where it knows them) and still carries a re-issued session cookie.
+async fn authorize(
+    app: &AppState,
+    resolution: &Resolution<'_>,
+    session: Session,
+) -> Result<Session, Failure> {
     for route in resolution.guards() {
         if let Decision::Deny(reason) = route.policy.evaluate(&session.identity) {
+            let named = match &reason {
+                DenyReason::NotAllowed { .. } => route.policy.allow.departments.as_slice(),
+                DenyReason::Denied { .. } => route.policy.deny.departments.as_slice(),
+                DenyReason::WrongCorp { .. } | DenyReason::NeedsDirectory => &[],
+            };
+            let names = match &app.directory {
+                Some(dir) if !named.is_empty() => {
+                    dir.department_names(named, app.clock.now()).await
+                }
+                _ => Default::default(),
+            };
             let explained = route
                 .policy
-                .explain_to(&session.identity, &reason, &|_| None);
+                .explain_to(&session.identity, &reason, &|d| names.get(&d).cloned());
             return Err(Failure {
                 error: GatewayError::Forbidden {
                     name: session.identity.name.clone(),
@@ -731,7 +747,7 @@ async fn forward_auth(
             cookies: clear,
         });
     };
-    let session = authorize(&resolution, session)?;
+    let session = authorize(app, &resolution, session).await?;
     clear_identity(resp.headers_mut(), &app.config.headers);
     apply_identity(resp.headers_mut(), &app.config.headers, &session.identity);
     append_cookies(&mut resp, session.refreshed.as_slice());

@@ -17,8 +17,8 @@ use crate::proxy::names::{X_ACS_DINGTALK_ACCESS_TOKEN, X_ACS_REQUEST_ID};
 
 use super::error::{effective_legacy_code, DingTalkError};
 use super::types::{
-    describe_decode_error, AppToken, ContactUser, InAppUser, RawAppToken, RawParentList,
-    RawUnionIdLookup, RawUserToken, UserDetail, UserToken,
+    describe_decode_error, AppToken, ContactUser, InAppUser, RawAppToken, RawDepartment,
+    RawParentList, RawUnionIdLookup, RawUserToken, UserDetail, UserToken,
 };
 
 /// Names of the DingTalk calls, as carried in [`DingTalkError`]'s `api` field.
@@ -38,6 +38,8 @@ pub mod api {
     pub const DEPARTMENT_CHAINS: &str = "topapi/v2/department/listparentbyuser";
     /// `POST {oapi}/topapi/v2/user/getuserinfo`: in-client (免登) code → user.
     pub const IN_APP_USER: &str = "topapi/v2/user/getuserinfo";
+    /// `POST {oapi}/topapi/v2/department/get`: department id → name (and more).
+    pub const DEPARTMENT: &str = "topapi/v2/department/get";
 }
 
 /// Base URLs of the three DingTalk hosts. A base may carry a path prefix (useful behind a proxy).
@@ -420,6 +422,20 @@ impl DingTalkClient {
             .into_iter()
             .map(|chain| chain.parent_dept_id_list)
             .collect())
+    }
+
+    /// The name of a department; `Ok(None)` when there is no such department (errcode 60003).
+    pub async fn department_name(&self, dept_id: u64) -> Result<Option<String>, DingTalkError> {
+        let body = json!({ "dept_id": dept_id, "language": "zh_CN" });
+        let answer = match self.oapi(api::DEPARTMENT, &body).await {
+            Ok(answer) => answer,
+            Err(DingTalkError::Legacy {
+                errcode, sub_code, ..
+            }) if effective_legacy_code(errcode, sub_code.as_deref()) == 60003 => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let dept: RawDepartment = result(api::DEPARTMENT, answer)?;
+        Ok(Some(dept.name))
     }
 
     /// The user behind an in-client (免登) JSAPI code. Never retried on timeout (single-use code);
