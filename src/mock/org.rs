@@ -223,7 +223,7 @@ pub fn columns<const N: usize>(rows: &[[String; N]]) -> String {
     }
     let mut out = String::new();
     for row in rows {
-        out.push_str(" ");
+        out.push(' ');
         for (i, cell) in row.iter().enumerate() {
             out.push(' ');
             out.push_str(cell);
