@@ -187,10 +187,14 @@ pub async fn run() -> anyhow::Result<()> {
     let org = &stack.mock.settings().org;
     let routes = stack.state.config.routes.routes();
     let users = demo_users(org, routes);
-    let rules: String = routes
+    let mut rules: String = routes
         .iter()
         .map(|r| format!("  {:<9} {}\n", r.path_prefix, r.policy.describe()))
         .collect();
+    let legend = department_legend(org, routes);
+    if !legend.is_empty() {
+        rules.push_str(&format!("  ({legend})\n"));
+    }
     println!(
         "\ndinggate demo is running (all on loopback):\n\n  open      {url}/\n  gateway   {url}  (health: {url}/_dinggate/healthz)\n  DingTalk  http://{mock}  (mock; callback registered for {url}/_dinggate/callback)\n  upstream  http://{up}  (demo app showing the identity headers it receives)\n\nRoutes:\n{rules}\nOn the mock login page, pick one of these users:\n{users}\nTry {url}/admin/ and {url}/finance/ as different users to see the 403 page.\nPress Ctrl-C to stop.\n",
         url = stack.url(),
@@ -205,26 +209,56 @@ pub async fn run() -> anyhow::Result<()> {
 /// One line per mock user: userid, name, department (or why they cannot log in) and the route
 /// prefixes they may open, decided by the routes' real policies.
 pub fn demo_users(org: &mock::Org, routes: &[crate::routes::Route]) -> String {
-    let rows: Vec<[String; 4]> = org
-        .users()
-        .iter()
-        .map(|u| {
-            let status = org.status_of(u);
-            let may_open = if org.is_member(u) && u.active {
-                let id = demo_identity(org, u);
-                let open: Vec<&str> = routes
-                    .iter()
-                    .filter(|r| r.policy.evaluate(&id) == crate::authz::Decision::Allow)
-                    .map(|r| r.path_prefix.as_str())
-                    .collect();
-                format!("may open {}", open.join(", "))
-            } else {
-                String::new()
-            };
-            [u.userid.clone(), u.name.clone(), status, may_open]
-        })
-        .collect();
+    let mut rows = vec![[
+        "userid".to_owned(),
+        "name".to_owned(),
+        "department".to_owned(),
+        "may open".to_owned(),
+    ]];
+    rows.extend(org.users().iter().map(|u| {
+        let department = u
+            .departments
+            .first()
+            .and_then(|d| org.department(*d))
+            .map_or_else(|| "-".to_owned(), |d| d.name.clone());
+        let may_open = if org.is_member(u) && u.active {
+            let id = demo_identity(org, u);
+            routes
+                .iter()
+                .filter(|r| r.policy.evaluate(&id) == crate::authz::Decision::Allow)
+                .map(|r| r.path_prefix.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            format!("nothing ({})", org.status_of(u))
+        };
+        [u.userid.clone(), u.name.clone(), department, may_open]
+    }));
     mock::org::columns(&rows)
+}
+
+/// The departments a route table names, `id = name` as the org calls them.
+fn department_legend(org: &mock::Org, routes: &[crate::routes::Route]) -> String {
+    let mut ids: Vec<u64> = routes
+        .iter()
+        .flat_map(|r| {
+            r.policy
+                .allow
+                .departments
+                .iter()
+                .chain(&r.policy.deny.departments)
+        })
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter()
+        .filter_map(|id| {
+            org.department(*id)
+                .map(|d| format!("department {id} = {}", d.name))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The identity the gateway would mint for a member of the mock org (with directory data).

@@ -212,7 +212,7 @@ pub struct Org {
 }
 
 /// Rows as indented text columns, each padded to the widest cell's display width (the last
-/// column is not padded).
+/// column is not padded, lines carry no trailing spaces).
 pub fn columns<const N: usize>(rows: &[[String; N]]) -> String {
     use unicode_width::UnicodeWidthStr;
     let mut widths = [0usize; N];
@@ -231,6 +231,7 @@ pub fn columns<const N: usize>(rows: &[[String; N]]) -> String {
                 out.push_str(&" ".repeat(widths[i] - cell.width()));
             }
         }
+        out.truncate(out.trim_end().len());
         out.push('\n');
     }
     out
