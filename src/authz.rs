@@ -259,8 +259,9 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    /// Human sentences for the 403 page: (English, Chinese). Plain text; escape before putting
-    /// it into HTML.
+    /// Sentences naming the rule in config syntax, for the log line and API (JSON) answers:
+    /// (English, Chinese). People get [`Policy::explain_to`] instead. Plain text; escape before
+    /// putting it into HTML.
     pub fn explain(&self) -> (String, String) {
         let (mut en, mut zh) = match self {
             DenyReason::WrongCorp { required } => (
