@@ -1594,6 +1594,14 @@ mod tests {
                 legacy_ok(json!({ "contact_type": 1, "userid": "external-1" })),
             ],
         );
+        mock.on(
+            api::DEPARTMENT,
+            vec![
+                legacy_ok(json!({ "dept_id": 300, "name": "财务部", "parent_id": 1 })),
+                ok(json!({ "errcode": 60003, "errmsg": "部门不存在", "request_id": "r" })),
+                ok(json!({ "errcode": 60011, "errmsg": "没有调用该接口的权限", "request_id": "r" })),
+            ],
+        );
         let client = mock.client();
 
         let detail = client.user_detail("zhangsan").await.unwrap();
@@ -1609,6 +1617,18 @@ mod tests {
 
         let chains = client.department_chains("zhangsan").await.unwrap();
         assert_eq!(chains, vec![vec![3, 2, 1], vec![5, 1]]);
+
+        let name = client.department_name(300).await.unwrap();
+        assert_eq!(name.as_deref(), Some("财务部"));
+        assert_eq!(
+            mock.requests(api::DEPARTMENT)[0].body,
+            json!({ "dept_id": 300, "language": "zh_CN" })
+        );
+        assert_eq!(client.department_name(999).await.unwrap(), None);
+        assert!(
+            client.department_name(300).await.is_err(),
+            "other errors are errors"
+        );
 
         let user = client.inapp_user("jsapi-code-1").await.unwrap();
         assert_eq!(
