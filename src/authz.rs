@@ -106,6 +106,90 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// The conditions of this rule that match `id` (directory conditions only with enterprise
+    /// data), as a rule of their own.
+    fn matching(&self, id: &Identity) -> Rule {
+        let ent = id.enterprise.as_ref();
+        Rule {
+            users: self
+                .users
+                .iter()
+                .filter(|u| **u == id.union_id || id.user_id() == Some(u.as_str()))
+                .cloned()
+                .collect(),
+            departments: self
+                .departments
+                .iter()
+                .copied()
+                .filter(|d| ent.is_some_and(|e| in_tree(e, *d)))
+                .collect(),
+            admins: self.admins && ent.is_some_and(|e| e.admin),
+        }
+    }
+
+    /// The people this rule describes, in plain words (English, Chinese), e.g. "people in the
+    /// department 研发部 or a department below it, or organization administrators". Long lists
+    /// are shortened like the log text.
+    fn plain_words(&self, department_name: &dyn Fn(u64) -> Option<String>) -> (String, String) {
+        let (mut en, mut zh) = (Vec::new(), Vec::new());
+        if !self.departments.is_empty() {
+            let names: Vec<(String, String)> = self
+                .departments
+                .iter()
+                .map(|d| match department_name(*d) {
+                    Some(name) => (format!("“{name}”"), format!("“{name}”")),
+                    None => (format!("number {d}"), format!("（编号 {d}）")),
+                })
+                .collect();
+            let en_names: Vec<&str> = names.iter().map(|n| n.0.as_str()).collect();
+            let zh_names: Vec<&str> = names.iter().map(|n| n.1.as_str()).collect();
+            if names.len() == 1 {
+                en.push(format!(
+                    "people in the department {} or a department below it",
+                    en_names[0]
+                ));
+            } else {
+                en.push(format!(
+                    "people in one of the departments {} or a department below them",
+                    shortened(&en_names, ", ", " and ")
+                ));
+            }
+            zh.push(format!(
+                "部门{}及其下级部门的成员",
+                shortened(&zh_names, "、", "、")
+            ));
+        }
+        if self.admins {
+            en.push("organization administrators".to_owned());
+            zh.push("组织管理员".to_owned());
+        }
+        if !self.users.is_empty() {
+            let users: Vec<&str> = self.users.iter().map(String::as_str).collect();
+            let (label_en, label_zh) = if users.len() == 1 {
+                ("the account", "账号")
+            } else {
+                ("the accounts", "账号")
+            };
+            en.push(format!("{label_en} {}", shortened(&users, ", ", " and ")));
+            zh.push(format!("{label_zh} {}", shortened(&users, "、", "、")));
+        }
+        (en.join(", or "), zh.join("；"))
+    }
+}
+
+/// `a, b and c`, at most [`LIST_IN_MESSAGE`] entries, then "… (N more)".
+fn shortened(items: &[&str], sep: &str, last_sep: &str) -> String {
+    let shown = &items[..items.len().min(LIST_IN_MESSAGE)];
+    let more = items.len() - shown.len();
+    match shown {
+        _ if more > 0 => format!("{} … (+{more})", shown.join(sep)),
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{}{last_sep}{last}", init.join(sep)),
+    }
+}
+
 fn in_tree(ent: &Enterprise, dept: u64) -> bool {
     // department_tree is documented as sorted, but a session minted by an older version might
     // not be; a linear scan of a few dozen ids costs nothing and cannot be fooled by order.
@@ -175,8 +259,9 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    /// Human sentences for the 403 page: (English, Chinese). Plain text; escape before putting
-    /// it into HTML.
+    /// Sentences naming the rule in config syntax, for the log line and API (JSON) answers:
+    /// (English, Chinese). People get [`Policy::explain_to`] instead. Plain text; escape before
+    /// putting it into HTML.
     pub fn explain(&self) -> (String, String) {
         let (mut en, mut zh) = match self {
             DenyReason::WrongCorp { required } => (
@@ -289,6 +374,40 @@ impl Policy {
     /// Uses departments or admins anywhere, so it only works with enterprise directory look-ups.
     pub fn needs_directory(&self) -> bool {
         self.allow.needs_directory() || self.deny.needs_directory()
+    }
+
+    /// Why `id` was refused (`reason`, from [`Policy::evaluate`]), in plain words for the 403
+    /// page: (English, Chinese). Names people and departments, never config syntax (that stays in
+    /// [`DenyReason`]'s text for the log line). `department_name` gives a department's name
+    /// where it is known; otherwise the department is named by its number.
+    pub fn explain_to(
+        &self,
+        id: &Identity,
+        reason: &DenyReason,
+        department_name: &dyn Fn(u64) -> Option<String>,
+    ) -> (String, String) {
+        match reason {
+            DenyReason::WrongCorp { .. } => (
+                "This application is only open to members of its organization, and the DingTalk account you signed in with is not one of them.".to_owned(),
+                "此应用仅对其所属组织的成员开放，您登录所用的钉钉账号不属于该组织。".to_owned(),
+            ),
+            DenyReason::Denied { .. } => {
+                let matched = self.deny.matching(id);
+                let (en, zh) = matched.plain_words(department_name);
+                (
+                    format!("This page is closed to {en}, and that includes you."),
+                    format!("此页面不对以下人员开放：{zh}。您属于其中。"),
+                )
+            }
+            DenyReason::NotAllowed { .. } => {
+                let (en, zh) = self.allow.plain_words(department_name);
+                (
+                    format!("This page is only open to {en}."),
+                    format!("此页面仅对以下人员开放：{zh}。"),
+                )
+            }
+            DenyReason::NeedsDirectory => reason.explain(),
+        }
     }
 }
 
@@ -643,6 +762,61 @@ mod tests {
         let (en, zh) = DenyReason::NeedsDirectory.explain();
         assert!(en.contains("sign in again") && zh.contains("重新登录"));
         assert_eq!(DenyReason::NeedsDirectory.to_string(), en);
+    }
+
+    #[test]
+    fn explanations_for_people_use_plain_words_and_department_names() {
+        let names = |d: u64| (d == 300).then(|| "外包部".to_owned());
+        let p = policy(
+            Rule {
+                users: vec!["boss".to_owned()],
+                departments: vec![100, 300],
+                admins: true,
+            },
+            depts(&[310]),
+        );
+        let id = zhangsan();
+        let mut outsider = lisi();
+        let ent = outsider.enterprise.as_mut().unwrap();
+        (ent.departments, ent.department_tree) = (vec![200], vec![1, 200]);
+        let (en, zh) = p.explain_to(&outsider, &reason(p.evaluate(&outsider)), &names);
+        assert_eq!(
+            en,
+            "This page is only open to people in one of the departments number 100 and “外包部” or a department below them, or organization administrators, or the account boss."
+        );
+        assert_eq!(
+            zh,
+            "此页面仅对以下人员开放：部门（编号 100）、“外包部”及其下级部门的成员；组织管理员；账号 boss。"
+        );
+        // A deny names only the matching condition, with its name.
+        let denied = wangwu();
+        let (en, zh) = p.explain_to(&denied, &reason(p.evaluate(&denied)), &|d| {
+            (d == 310).then(|| "外包二组".to_owned())
+        });
+        assert_eq!(
+            en,
+            "This page is closed to people in the department “外包二组” or a department below it, and that includes you."
+        );
+        assert_eq!(
+            zh,
+            "此页面不对以下人员开放：部门“外包二组”及其下级部门的成员。您属于其中。"
+        );
+        for (en, zh) in [
+            p.explain_to(&outsider, &reason(p.evaluate(&outsider)), &names),
+            p.explain_to(&denied, &reason(p.evaluate(&denied)), &names),
+        ] {
+            for syntax in ["allow.", "deny.", "[", "]"] {
+                assert!(!en.contains(syntax) && !zh.contains(syntax), "{en} / {zh}");
+            }
+        }
+        assert_eq!(p.evaluate(&id), Decision::Allow);
+        let mut other = id.clone();
+        other.corp_id = Some("x".to_owned());
+        let (en, _) = p.explain_to(&other, &reason(p.evaluate(&other)), &names);
+        assert!(
+            en.contains("members of its organization") && !en.contains(CORP),
+            "{en}"
+        );
     }
 
     #[test]

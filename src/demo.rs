@@ -166,12 +166,37 @@ async fn bind(port: u16) -> Result<TcpListener, StackError> {
         .map_err(StackError::Bind)
 }
 
+/// The demo's route table (only `dinggate demo`; the tests' stack has one open route): the
+/// whole site for every member, an admins-only path and a department path, so a newcomer meets
+/// the 403 page and a department rule.
+pub const DEMO_ROUTES: &str = r#"
+routes:
+  - name: site
+    path_prefix: /
+  - name: admin
+    path_prefix: /admin
+    allow: { admins: true }
+  - name: finance
+    path_prefix: /finance
+    allow: { departments: [300] }
+"#;
+
 /// Runs the demo until Ctrl-C.
 pub async fn run() -> anyhow::Result<()> {
-    let stack = Stack::start(4180, "").await?;
-    let users = stack.mock.settings().org.describe_users();
+    let stack = Stack::start(4180, DEMO_ROUTES).await?;
+    let org = &stack.mock.settings().org;
+    let routes = stack.state.config.routes.routes();
+    let users = demo_users(org, routes);
+    let mut rules: String = routes
+        .iter()
+        .map(|r| format!("  {:<9} {}\n", r.path_prefix, r.policy.describe()))
+        .collect();
+    let legend = department_legend(org, routes);
+    if !legend.is_empty() {
+        rules.push_str(&format!("  ({legend})\n"));
+    }
     println!(
-        "\ndinggate demo is running (all on loopback):\n\n  open      {url}/\n  gateway   {url}  (health: {url}/_dinggate/healthz)\n  DingTalk  http://{mock}  (mock; callback registered for {url}/_dinggate/callback)\n  upstream  http://{up}  (demo app showing the identity headers it receives)\n\nOn the mock login page, pick one of these users:\n{users}\nPress Ctrl-C to stop.\n",
+        "\ndinggate demo is running (all on loopback):\n\n  open      {url}/\n  gateway   {url}  (health: {url}/_dinggate/healthz)\n  DingTalk  http://{mock}  (mock; callback registered for {url}/_dinggate/callback)\n  upstream  http://{up}  (demo app showing the identity headers it receives)\n\nRoutes:\n{rules}\nOn the mock login page, pick one of these users:\n{users}\nTry {url}/admin/ and {url}/finance/ as different users to see the 403 page.\nPress Ctrl-C to stop.\n",
         url = stack.url(),
         mock = stack.mock_addr,
         up = stack.upstream,
@@ -179,6 +204,91 @@ pub async fn run() -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     stack.stop().await;
     Ok(())
+}
+
+/// One line per mock user: userid, name, department (or why they cannot log in) and the route
+/// prefixes they may open, decided by the routes' real policies.
+pub fn demo_users(org: &mock::Org, routes: &[crate::routes::Route]) -> String {
+    let mut rows = vec![[
+        "userid".to_owned(),
+        "name".to_owned(),
+        "department".to_owned(),
+        "may open".to_owned(),
+    ]];
+    rows.extend(org.users().iter().map(|u| {
+        let department = u
+            .departments
+            .first()
+            .and_then(|d| org.department(*d))
+            .map_or_else(|| "-".to_owned(), |d| d.name.clone());
+        let may_open = if org.is_member(u) && u.active {
+            let id = demo_identity(org, u);
+            routes
+                .iter()
+                .filter(|r| r.policy.evaluate(&id) == crate::authz::Decision::Allow)
+                .map(|r| r.path_prefix.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            format!("nothing ({})", org.status_of(u))
+        };
+        [u.userid.clone(), u.name.clone(), department, may_open]
+    }));
+    mock::org::columns(&rows)
+}
+
+/// The departments a route table names, `id = name` as the org calls them.
+fn department_legend(org: &mock::Org, routes: &[crate::routes::Route]) -> String {
+    let mut ids: Vec<u64> = routes
+        .iter()
+        .flat_map(|r| {
+            r.policy
+                .allow
+                .departments
+                .iter()
+                .chain(&r.policy.deny.departments)
+        })
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter()
+        .filter_map(|id| {
+            org.department(*id)
+                .map(|d| format!("department {id} = {}", d.name))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The identity the gateway would mint for a member of the mock org (with directory data).
+fn demo_identity(org: &mock::Org, u: &mock::org::User) -> crate::identity::Identity {
+    let mut tree: Vec<u64> = u
+        .departments
+        .iter()
+        .flat_map(|d| org.parent_chain(*d))
+        .collect();
+    tree.sort_unstable();
+    tree.dedup();
+    crate::identity::Identity {
+        union_id: u.union_id.clone(),
+        name: u.name.clone(),
+        avatar: None,
+        email: u.email.clone(),
+        corp_id: Some(
+            u.corp_id
+                .clone()
+                .unwrap_or_else(|| org.corp_id().to_owned()),
+        ),
+        open_id: Some(u.open_id.clone()),
+        enterprise: Some(crate::identity::Enterprise {
+            user_id: u.userid.clone(),
+            departments: u.departments.clone(),
+            department_tree: tree,
+            admin: u.admin,
+            title: u.title.clone(),
+        }),
+    }
 }
 
 /// The demo upstream. `GET /` (HTML) shows the identity headers it received; any request with
@@ -297,6 +407,7 @@ fn identity_page(headers: &http::HeaderMap) -> Response<Full<Bytes>> {
 <p>This page is served by the demo upstream. Everything below arrived as request headers set by dinggate
 (the raw value is percent-encoded UTF-8; the last column is decoded).</p>
 <table><tr><td><b>header</b></td><td><b>raw value</b></td><td><b>decoded</b></td></tr>{rows}</table>
+<p>Try: <a href="/admin/">/admin/</a> (organization administrators) · <a href="/finance/">/finance/</a> (财务部) — in <code>dinggate demo</code> only</p>
 <p><a href="/_dinggate/userinfo">/_dinggate/userinfo</a> · <a href="/_dinggate/sign_out">sign out / 退出登录</a></p>
 </body></html>"#,
         name = escape_html(&name),

@@ -42,7 +42,19 @@ pub struct Directory {
     /// One lock per key being looked up, so concurrent misses (a page's many requests right
     /// after `revalidate_after`) make one set of DingTalk calls, not one per request.
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Department names for 403 pages, by id, with when they were fetched (`None`: no such
+    /// department, or DingTalk did not say). Only ids named in the route config are asked for.
+    department_names: Mutex<HashMap<u64, (i64, Option<String>)>>,
 }
+
+/// Longest department name shown (characters); DingTalk allows far shorter ones.
+const MAX_DEPARTMENT_NAME: usize = 64;
+/// Most departments whose names one 403 page looks up.
+const MAX_NAMES_PER_PAGE: usize = 10;
+/// How long a department name is kept at least, even with the directory cache off.
+const MIN_NAME_TTL_SECS: i64 = 60;
+/// How long a 403 page waits for department names before naming departments by number.
+const NAMES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,7 +72,65 @@ impl Directory {
             ttl_secs,
             cache: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            department_names: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Names of the departments `ids` (at most the first ten), from a cache or DingTalk's
+    /// `department/get`, for wording a 403 page. Best effort: a department DingTalk does not know,
+    /// or any failure or slowness of DingTalk, leaves its id out (the page then names it by
+    /// number); nothing is decided on these names.
+    pub async fn department_names(&self, ids: &[u64], now: i64) -> HashMap<u64, String> {
+        let ttl = self.ttl_secs.max(MIN_NAME_TTL_SECS);
+        let mut out = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self
+                .department_names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for id in ids.iter().take(MAX_NAMES_PER_PAGE) {
+                match cache.get(id) {
+                    Some((at, name)) if now - at < ttl => {
+                        if let Some(name) = name {
+                            out.insert(*id, name.clone());
+                        }
+                    }
+                    _ => missing.push(*id),
+                }
+            }
+        }
+        for id in missing {
+            let fetched =
+                tokio::time::timeout(NAMES_TIMEOUT, self.client.department_name(id)).await;
+            let name = match fetched {
+                Ok(Ok(name)) => {
+                    name.map(|n| n.chars().take(MAX_DEPARTMENT_NAME).collect::<String>())
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(department = id, error = %e, "department name not available; the 403 page shows its number");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        department = id,
+                        "department name look-up timed out; the 403 page shows its number"
+                    );
+                    None
+                }
+            };
+            if let Some(name) = &name {
+                out.insert(id, name.clone());
+            }
+            // Failures are remembered too, so a DingTalk outage costs one call per department
+            // and TTL, not one per refused request. The ids come from the route config, so
+            // the map stays as small as that.
+            self.department_names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, (now, name));
+        }
+        out
     }
 
     /// Membership of the person with this unionId (`getbyunionid`, then the userid look-ups).

@@ -75,8 +75,12 @@ pub enum GatewayError {
         name: String,
         /// The route that refused.
         route: String,
-        /// Which rule refused.
+        /// Which rule refused (config syntax, for the log).
         reason: DenyReason,
+        /// The refusal in plain words for the person (English, Chinese): [`Policy::explain_to`].
+        ///
+        /// [`Policy::explain_to`]: crate::authz::Policy::explain_to
+        explained: Box<(String, String)>,
     },
     /// A path under the gateway prefix that does not exist.
     #[error("no such gateway endpoint")]
@@ -320,7 +324,22 @@ async fn dispatch<'a>(
     match endpoint {
         "/healthz" | "/readyz" if get => Ok(pages::text(StatusCode::OK, "ok\n")),
         "/start" if get => Ok(flow::start(app, query, req.headers())?),
-        "/sign_in" if get => Ok(flow::sign_in(app, query, req.headers(), &ctx.request_id)?),
+        "/sign_in" if get => {
+            // Only chooses which page to show: when the sessions cannot be checked, the plain
+            // sign-in page is the safe one.
+            let signed_in = verify_cookies(app, req.headers(), app.clock.now())
+                .await
+                .ok()
+                .and_then(|v| v.best)
+                .map(|claims| claims.identity().name);
+            Ok(flow::sign_in(
+                app,
+                query,
+                req.headers(),
+                signed_in.as_deref(),
+                &ctx.request_id,
+            )?)
+        }
         "/inapp" if get => Ok(flow::inapp_page(
             app,
             query,
@@ -531,7 +550,7 @@ async fn protected<'a>(
             cookies: clear,
         });
     };
-    let session = authorize(&resolution, session, access)?;
+    let session = authorize(app, &resolution, session, access).await?;
     let forwarded = forward(app, req, peer, Some(&session.identity), target).await;
     access.user = Some(session.identity);
     let mut resp = forwarded?;
@@ -541,20 +560,37 @@ async fn protected<'a>(
 
 /// The one authorization decision of proxy and forward-auth mode: every route that the path
 /// matches under any reading ([`Resolution::guards`]) must admit the session. A refusal names
-/// the refusing route and still carries a re-issued session cookie. A refused person is recorded
-/// in `access` (the session is consumed); an admitted one is the caller's to record.
-fn authorize(
+/// the refusing route, says in plain words who may enter (department names from the directory,
+/// where it knows them) and still carries a re-issued session cookie. A refused person is
+/// recorded in `access` (the session is consumed); an admitted one is the caller's to record.
+async fn authorize(
+    app: &AppState,
     resolution: &Resolution<'_>,
     session: Session,
     access: &mut Access<'_>,
 ) -> Result<Session, Failure> {
     for route in resolution.guards() {
         if let Decision::Deny(reason) = route.policy.evaluate(&session.identity) {
+            let named = match &reason {
+                DenyReason::NotAllowed { .. } => route.policy.allow.departments.as_slice(),
+                DenyReason::Denied { .. } => route.policy.deny.departments.as_slice(),
+                DenyReason::WrongCorp { .. } | DenyReason::NeedsDirectory => &[],
+            };
+            let names = match &app.directory {
+                Some(dir) if !named.is_empty() => {
+                    dir.department_names(named, app.clock.now()).await
+                }
+                _ => Default::default(),
+            };
+            let explained = route
+                .policy
+                .explain_to(&session.identity, &reason, &|d| names.get(&d).cloned());
             let failure = Failure {
                 error: GatewayError::Forbidden {
                     name: session.identity.name.clone(),
                     route: route.name.clone(),
                     reason,
+                    explained: Box::new(explained),
                 },
                 cookies: session.refreshed.into_iter().collect(),
             };
@@ -648,7 +684,11 @@ async fn session(
     }
 }
 
+/// The caller's identity as JSON: everything the identity headers carry (unionId, name, email,
+/// corp, and with directory data the enterprise userid, direct departments and title), plus
+/// avatar and openId; `null` where unknown. Never a DingTalk token.
 fn userinfo(id: &Identity) -> Response<GatewayBody> {
+    let ent = id.enterprise.as_ref();
     pages::json(
         StatusCode::OK,
         &json!({
@@ -658,6 +698,9 @@ fn userinfo(id: &Identity) -> Response<GatewayBody> {
             "avatar": id.avatar,
             "corp_id": id.corp_id,
             "open_id": id.open_id,
+            "user_id": ent.map(|e| e.user_id.as_str()),
+            "departments": ent.map(|e| e.departments.as_slice()),
+            "title": ent.and_then(|e| e.title.as_deref()),
         }),
     )
 }
@@ -823,7 +866,7 @@ async fn forward_auth<'a>(
             cookies: clear,
         });
     };
-    let session = authorize(&resolution, session, access)?;
+    let session = authorize(app, &resolution, session, access).await?;
     clear_identity(resp.headers_mut(), &app.config.headers);
     apply_identity(resp.headers_mut(), &app.config.headers, &session.identity);
     append_cookies(&mut resp, session.refreshed.as_slice());
@@ -944,22 +987,22 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
         name,
         route,
         reason,
+        explained,
     } = error
     {
-        let (reason_en, reason_zh) = reason.explain();
         if !ctx.wants_html {
             return pages::json(
                 status,
-                &json!({ "error": "forbidden", "route": route, "message": reason_en, "request_id": ctx.request_id }),
+                &json!({ "error": "forbidden", "route": route, "message": reason.explain().0, "request_id": ctx.request_id }),
             );
         }
         let sign_out = format!("{}/sign_out", app.config.prefix);
         return pages::forbidden(&pages::Forbidden {
             lang: ctx.lang,
+            app_name: &app.config.ui.app_name,
             user_name: name,
-            route,
-            reason_en: &reason_en,
-            reason_zh: &reason_zh,
+            reason_en: &explained.0,
+            reason_zh: &explained.1,
             sign_out_url: &sign_out,
             request_id: &ctx.request_id,
         });
@@ -1019,6 +1062,7 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
             message_zh,
             actions,
             request_id: &ctx.request_id,
+            app_name: &app.config.ui.app_name,
         },
         ctx.lang,
     )
@@ -1091,7 +1135,8 @@ fn describe(
             LoginError::SessionTooLarge { .. } => ("session_too_large", "Session cannot be stored", "无法保存会话", "Sign-in with DingTalk worked, but the session cookie would be larger than browsers keep. The administrator of this gateway should shorten session.cookie_domain, session.cookie_name, public_url or session.audience (quote the request id).", "钉钉登录成功，但会话 Cookie 超出浏览器允许的大小。请网关管理员缩短 session.cookie_domain、session.cookie_name、public_url 或 session.audience（请提供请求编号）。"),
             LoginError::Busy(_) => ("login_busy", "Too many sign-ins right now", "当前登录人数过多", "Many people are signing in at this moment. Wait a few seconds, then sign in again.", "此刻登录的人数过多，请稍等几秒后重新登录。"),
             LoginError::DingTalk(d) if d.is_timeout() => ("dingtalk_timeout", "DingTalk did not respond", "钉钉未响应", "DingTalk did not answer in time. Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "钉钉未能及时响应，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
-            LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk returned an error. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉返回了错误，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),
+            LoginError::DingTalk(d) if d.is_unreachable() => ("dingtalk_unreachable", "DingTalk could not be reached", "无法连接钉钉", "The gateway could not connect to DingTalk (the network or DingTalk is down). Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "网关无法连接到钉钉（网络或钉钉服务故障），请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
+            LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk answered, but refused the gateway's request. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉有响应，但拒绝了网关的请求，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),
         },
         GatewayError::CrossSite(_) => ("cross_site", "Request refused", "请求被拒绝", "This request did not come from the gateway's own page. To sign out, open the sign-out page and use its button.", "此请求并非来自网关自身的页面。如需退出登录，请打开退出登录页面并点击按钮。"),
         GatewayError::SignOut(e) => match e {
@@ -1100,7 +1145,9 @@ fn describe(
             SignOutError::Store(_) => ("session_store_unavailable", "Sign-out could not be completed", "无法完成退出登录", "The gateway could not record the sign-out just now. Try again shortly.", "网关暂时无法记录退出登录，请稍后重试。"),
         },
         GatewayError::Revocation(_) => ("session_store_unavailable", "Your session could not be checked", "无法检查您的会话", "The gateway could not check your session just now. Try again shortly.", "网关暂时无法检查您的会话，请稍后重试。"),
-        GatewayError::Revalidation(_) => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and DingTalk could not be reached just now. Try again shortly.", "网关会定期向钉钉确认您的成员身份，但暂时无法连接钉钉，请稍后重试。"),
+        GatewayError::Revalidation(d) if d.is_timeout() => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and DingTalk did not answer in time just now. Try again shortly.", "网关会定期向钉钉确认您的成员身份，但钉钉暂时未能及时响应，请稍后重试。"),
+        GatewayError::Revalidation(d) if d.is_unreachable() => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and could not connect to DingTalk just now. Try again shortly.", "网关会定期向钉钉确认您的成员身份，但暂时无法连接钉钉，请稍后重试。"),
+        GatewayError::Revalidation(_) => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and DingTalk answered with an error just now. Try again shortly; if it keeps happening, tell the administrator (quote the request id).", "网关会定期向钉钉确认您的成员身份，但钉钉刚才返回了错误，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
         GatewayError::Upstream(e) => match e {
             UpstreamError::Timeout(_) => ("upstream_timeout", "The application is too slow", "应用响应超时", "The application behind this gateway did not answer in time. Try again shortly.", "网关后面的应用未能及时响应，请稍后重试。"),
             UpstreamError::Unreachable(_) => ("upstream_unavailable", "The application is unavailable", "应用暂不可用", "The application behind this gateway cannot be reached right now. Try again shortly.", "目前无法连接网关后面的应用，请稍后重试。"),
@@ -1355,6 +1402,7 @@ mod tests {
             reason: DenyReason::NotAllowed {
                 needs: "allow.departments [200]".into(),
             },
+            explained: Box::new(("Only 研发部 may enter.".into(), "仅限 研发部。".into())),
         };
         let line = access_json(&access, Some(error));
         assert_eq!(line["status"], 403);

@@ -139,6 +139,8 @@ pub struct Page<'a> {
     pub actions: &'a [(&'a str, &'a str)],
     /// Shown small at the bottom so a user can quote it to the operator.
     pub request_id: &'a str,
+    /// The protected application's name (`ui.app_name`), in the title and footer.
+    pub app_name: &'a str,
 }
 
 /// Renders `page` as a complete HTML response with `status`, English first.
@@ -158,6 +160,7 @@ pub fn html_lang(status: StatusCode, page: &Page<'_>, lang: Lang) -> Response<Ga
         }],
         actions: page.actions,
         request_id: page.request_id,
+        app_name: page.app_name,
     };
     view.render()
 }
@@ -166,11 +169,12 @@ pub fn html_lang(status: StatusCode, page: &Page<'_>, lang: Lang) -> Response<Ga
 pub struct Forbidden<'a> {
     /// Language shown first.
     pub lang: Lang,
+    /// The protected application's name (`ui.app_name`), in the title and footer.
+    pub app_name: &'a str,
     /// Display name of the signed-in user.
     pub user_name: &'a str,
-    /// Name of the route whose rules refused (`routes[].name`).
-    pub route: &'a str,
-    /// The rule that denied them, in English (e.g. "department 财务部 is denied on /admin").
+    /// Who may open the page, in plain words for the user (English); never config syntax,
+    /// which goes to the log line with the request id.
     pub reason_en: &'a str,
     /// The same in Chinese.
     pub reason_zh: &'a str,
@@ -180,7 +184,8 @@ pub struct Forbidden<'a> {
     pub request_id: &'a str,
 }
 
-/// A 403 page naming the signed-in user and the rule that denied them, with a sign-out link.
+/// A 403 page naming the signed-in user and, in plain words, who may open the page, with a
+/// sign-out link.
 pub fn forbidden(p: &Forbidden<'_>) -> Response<GatewayBody> {
     let who = (
         format!(
@@ -192,13 +197,9 @@ pub fn forbidden(p: &Forbidden<'_>) -> Response<GatewayBody> {
             p.user_name
         ),
     );
-    let reason = (
-        format!("Reason (route “{}”): {}", p.route, p.reason_en),
-        format!("原因（路由“{}”）：{}", p.route, p.reason_zh),
-    );
     let hint = (
-        "If you think you should have access, ask the administrator and quote the request id. To use another account, sign out first.",
-        "如果您认为应当有权访问，请联系管理员并提供请求编号。如需换一个账号，请先退出登录。",
+        "If you think you should have access, ask the administrator and quote the request id: it lets them see the exact rule. To use another account, sign out first.",
+        "如果您认为应当有权访问，请联系管理员并提供请求编号，管理员可据此查到具体规则。如需换一个账号，请先退出登录。",
     );
     let view = MessageView {
         status: StatusCode::FORBIDDEN,
@@ -210,7 +211,7 @@ pub fn forbidden(p: &Forbidden<'_>) -> Response<GatewayBody> {
                 class: "",
             },
             Paragraph {
-                text: (&reason.0, &reason.1),
+                text: (p.reason_en, p.reason_zh),
                 class: "reason",
             },
             Paragraph {
@@ -220,9 +221,16 @@ pub fn forbidden(p: &Forbidden<'_>) -> Response<GatewayBody> {
         ],
         actions: &[("Sign out · 退出登录", p.sign_out_url)],
         request_id: p.request_id,
+        app_name: p.app_name,
     };
     view.render()
 }
+
+/// What the two sign-out buttons do, in English and Chinese (the confirmation page).
+pub const SIGN_OUT_EXPLAINED: (&str, &str) = (
+    "“Sign out” ends your session on this gateway (every application behind it) in this browser. “Sign out everywhere” also ends it in every other browser and device where you signed in. Either way you stay signed in to DingTalk itself, so signing in here again may need no more than a click.",
+    "“退出登录”结束此浏览器中您在本网关（及其后面所有应用）上的会话；“在所有设备上退出”还会结束您在其他所有浏览器和设备上的会话。两种方式都不会退出钉钉本身，因此再次登录可能只需点击一下。",
+);
 
 /// The sign-out confirmation page.
 pub struct SignOutConfirm<'a> {
@@ -239,6 +247,8 @@ pub struct SignOutConfirm<'a> {
     pub redirects_via: &'a [&'a str],
     /// Shown at the bottom.
     pub request_id: &'a str,
+    /// The protected application's name (`ui.app_name`), in the title and footer.
+    pub app_name: &'a str,
 }
 
 /// Asks to confirm a sign-out: one button ends this browser's session, the other every session
@@ -259,10 +269,7 @@ pub fn sign_out_confirm(p: &SignOutConfirm<'_>) -> Response<GatewayBody> {
         )
     };
     let (title, title_alt) = t("Sign out?", "退出登录？");
-    let (text, text_alt) = t(
-        "Sign out of this gateway in this browser, or in every browser and device where you are signed in.",
-        "退出此浏览器中的网关登录，或退出您在所有浏览器和设备上的登录。",
-    );
+    let (text, text_alt) = t(SIGN_OUT_EXPLAINED.0, SIGN_OUT_EXPLAINED.1);
     let rd =
         p.rd.map(|rd| {
             format!(
@@ -288,7 +295,7 @@ pub fn sign_out_confirm(p: &SignOutConfirm<'_>) -> Response<GatewayBody> {
         other_tag = other.tag(),
         action = escape_html(p.action),
         cancel = escape_html(p.cancel),
-        footer = footer(lang, None, p.request_id),
+        footer = footer(lang, p.app_name, None, p.request_id),
     );
     let nonce = new_nonce();
     let mut csp = Csp::new(&nonce);
@@ -300,6 +307,7 @@ pub fn sign_out_confirm(p: &SignOutConfirm<'_>) -> Response<GatewayBody> {
         &document(
             lang,
             lang.pick("Sign out?", "退出登录？"),
+            p.app_name,
             &nonce,
             &body,
             "",
@@ -347,8 +355,23 @@ pub struct SignInPage<'a> {
     pub start_url: &'a str,
     /// The embedded QR code, when configured.
     pub qr: Option<QrLogin<'a>>,
+    /// The browser already has a valid session: offer to continue or to switch account
+    /// instead of the login (`start_url` and `qr` are then not shown).
+    pub signed_in: Option<SignedIn<'a>>,
     /// Shown at the bottom.
     pub request_id: &'a str,
+}
+
+/// The session a browser already has when it opens the sign-in page.
+pub struct SignedIn<'a> {
+    /// Display name of the signed-in person.
+    pub name: &'a str,
+    /// Where "continue" goes (the validated return URL).
+    pub continue_url: &'a str,
+    /// Where the "switch account" form posts (`{prefix}/sign_out`).
+    pub sign_out_action: &'a str,
+    /// The sign-out form's `rd`: this sign-in page again, so the next account can sign in.
+    pub then: &'a str,
 }
 
 /// Origin of the iframe `ddlogin.js` creates; it is fixed in the script, not a parameter.
@@ -360,6 +383,9 @@ const QR_LOAD_TIMEOUT_MS: u32 = 10_000;
 /// loads) and a "log in with DingTalk" button that works without JavaScript. A successful scan
 /// navigates only to a URL on the callback's origin and path.
 pub fn sign_in(p: &SignInPage<'_>) -> Response<GatewayBody> {
+    if let Some(who) = &p.signed_in {
+        return already_signed_in(p, who);
+    }
     let lang = p.lang;
     let nonce = new_nonce();
     let logo = p.branding.logo_url.and_then(Source::parse);
@@ -441,14 +467,83 @@ pub fn sign_in(p: &SignInPage<'_>) -> Response<GatewayBody> {
             "You will be taken to DingTalk to confirm who you are.",
             "将跳转到钉钉确认您的身份。"
         ),
-        footer = footer(lang, None, p.request_id),
+        footer = footer(lang, p.branding.app_name, None, p.request_id),
     );
-    let title = format!("{} · {}", lang.pick("Sign in", "登录"), p.branding.app_name);
     page_response(
         StatusCode::OK,
-        &document(lang, &title, &nonce, &body, &scripts),
+        &document(
+            lang,
+            lang.pick("Sign in", "登录"),
+            p.branding.app_name,
+            &nonce,
+            &body,
+            &scripts,
+        ),
         &csp,
     )
+}
+
+/// The sign-in page for a browser that is already signed in: "continue" to the return URL, or
+/// "switch account", a form that POSTs the sign-out and comes back to the sign-in page.
+/// `Referrer-Policy: same-origin` makes browsers send the gateway's origin in the POST's
+/// `Origin`, which the sign-out requires.
+fn already_signed_in(p: &SignInPage<'_>, who: &SignedIn<'_>) -> Response<GatewayBody> {
+    let lang = p.lang;
+    let nonce = new_nonce();
+    let logo = p.branding.logo_url.and_then(Source::parse);
+    let mut csp = Csp::new(&nonce);
+    if let Some(logo) = &logo {
+        csp.img.push(logo.csp_source());
+    }
+    let logo_html = logo
+        .as_ref()
+        .map(|l| format!(r#"<img class="logo" src="{}" alt="">"#, escape_html(l.url)))
+        .unwrap_or_default();
+    let name = escape_html(who.name);
+    let body = format!(
+        r#"<main class="narrow center">
+<div class="brand">{logo_html}<h1>{app}</h1></div>
+<p id="dg-signed-in">{already}</p>
+<a class="btn block" id="dg-continue" href="{continue_url}">{continue_label}</a>
+<form method="post" action="{action}"><input type="hidden" name="rd" value="{then}">
+<button class="btn block secondary" id="dg-switch" type="submit">{switch}</button>
+</form>
+<p class="hint">{hint}</p>
+{footer}
+</main>"#,
+        app = escape_html(p.branding.app_name),
+        already = match lang {
+            Lang::En => format!("You are already signed in as “{name}”."),
+            Lang::Zh => format!("您已以“{name}”的身份登录。"),
+        },
+        continue_url = escape_html(who.continue_url),
+        continue_label = lang.pick("Continue", "继续"),
+        action = escape_html(who.sign_out_action),
+        then = escape_html(who.then),
+        switch = lang.pick("Switch account", "切换账号"),
+        hint = lang.pick(
+            "Switch account signs you out of this gateway in this browser, then lets you sign in with DingTalk again. You stay signed in to DingTalk itself: to use another DingTalk account, switch it in the DingTalk app or on DingTalk's login page.",
+            "切换账号会先退出此浏览器中的网关登录，然后重新使用钉钉登录。钉钉本身不会退出：如需使用另一个钉钉账号，请在钉钉 App 或钉钉登录页中切换。"
+        ),
+        footer = footer(lang, p.branding.app_name, None, p.request_id),
+    );
+    let mut resp = page_response(
+        StatusCode::OK,
+        &document(
+            lang,
+            lang.pick("Signed in", "已登录"),
+            p.branding.app_name,
+            &nonce,
+            &body,
+            "",
+        ),
+        &csp,
+    );
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
 }
 
 /// Everything the in-client (免登) login page needs.
@@ -542,16 +637,18 @@ pub fn in_app(p: &InAppPage<'_>) -> Response<GatewayBody> {
             "自动登录需要启用 JavaScript。"
         ),
         fallback_url = escape_html(p.fallback_url),
-        footer = footer(lang, None, p.request_id),
-    );
-    let title = format!(
-        "{} · {}",
-        lang.pick("Signing in", "正在登录"),
-        p.branding.app_name
+        footer = footer(lang, p.branding.app_name, None, p.request_id),
     );
     page_response(
         StatusCode::OK,
-        &document(lang, &title, &nonce, &body, &scripts),
+        &document(
+            lang,
+            lang.pick("Signing in", "正在登录"),
+            p.branding.app_name,
+            &nonce,
+            &body,
+            &scripts,
+        ),
         &csp,
     )
 }
@@ -748,6 +845,7 @@ struct MessageView<'a> {
     paragraphs: &'a [Paragraph<'a>],
     actions: &'a [(&'a str, &'a str)],
     request_id: &'a str,
+    app_name: &'a str,
 }
 
 impl MessageView<'_> {
@@ -798,36 +896,46 @@ impl MessageView<'_> {
 {footer}
 </main>"#,
             other_tag = other.tag(),
-            footer = footer(lang, Some(self.status), self.request_id),
+            footer = footer(lang, self.app_name, Some(self.status), self.request_id),
         );
         let nonce = new_nonce();
         let title_text = lang.pick(self.title.0, self.title.1);
         page_response(
             self.status,
-            &document(lang, title_text, &nonce, &body, ""),
+            &document(lang, title_text, self.app_name, &nonce, &body, ""),
             &Csp::new(&nonce),
         )
     }
 }
 
-fn footer(lang: Lang, status: Option<StatusCode>, request_id: &str) -> String {
+/// `{app} · {status} · request id {id}`: what a user quotes to the administrator.
+fn footer(lang: Lang, app_name: &str, status: Option<StatusCode>, request_id: &str) -> String {
     let status = status
         .map(|s| format!("{} · ", s.as_u16()))
         .unwrap_or_default();
     format!(
-        "<footer>{status}{label} <code>{}</code></footer>",
+        "<footer>{app} · {status}{label} <code>{}</code></footer>",
         escape_html(request_id),
+        app = escape_html(app_name),
         label = lang.pick("request id", "请求编号"),
     )
 }
 
-/// The one page skeleton: every gateway page has this head, style and layout.
-fn document(lang: Lang, title: &str, nonce: &str, body: &str, scripts: &str) -> String {
+/// The one page skeleton: every gateway page has this head, style and layout. The document
+/// title is `{title} · {app_name}`.
+fn document(
+    lang: Lang,
+    title: &str,
+    app_name: &str,
+    nonce: &str,
+    body: &str,
+    scripts: &str,
+) -> String {
     format!(
         r#"<!doctype html>
 <html lang="{tag}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · dinggate</title>
+<title>{title} · {app}</title>
 <style nonce="{nonce}">{STYLE}</style></head>
 <body>
 {body}
@@ -836,6 +944,7 @@ fn document(lang: Lang, title: &str, nonce: &str, body: &str, scripts: &str) -> 
 "#,
         tag = lang.tag(),
         title = escape_html(title),
+        app = escape_html(app_name),
     )
 }
 
@@ -1203,6 +1312,7 @@ mod tests {
             lang,
             start_url: "/_dinggate/start?rd=%2F&x=\"><script>y</script>",
             qr,
+            signed_in: None,
             request_id: "<rid>",
         }
     }
@@ -1440,6 +1550,7 @@ mod tests {
             cancel: rd.unwrap_or("/"),
             redirects_via: &["https://gate.example.com/", "https://login.dingtalk.com/"],
             request_id: "<rid>",
+            app_name: "Wiki",
         };
         let resp = sign_out_confirm(&page(Some("/a?b=\"><script>x</script>&c"), Lang::Zh));
         assert_eq!(resp.status(), StatusCode::OK);
@@ -1478,13 +1589,13 @@ mod tests {
     }
 
     #[test]
-    fn forbidden_names_the_user_and_the_rule() {
+    fn forbidden_names_the_user_and_says_who_may_enter() {
         let page = |lang| Forbidden {
             lang,
+            app_name: "<Wiki>",
             user_name: "<img src=x>张三",
-            route: "<admin>",
-            reason_en: "department <Finance> is denied on /admin",
-            reason_zh: "部门“财务部”不允许访问 /admin & co",
+            reason_en: "This page is only open to people in the department “<Finance>”.",
+            reason_zh: "此页面仅对部门“财务部”及其下级部门的成员开放 & co。",
             sign_out_url: "/_dinggate/sign_out?rd=/\"x",
             request_id: "<rid>",
         };
@@ -1496,17 +1607,20 @@ mod tests {
         assert!(!html.contains("<script") && !html.contains("<img"));
         assert!(html.contains("“&lt;img src=x&gt;张三”"));
         assert!(html.contains(
-            "Reason (route “&lt;admin&gt;”): department &lt;Finance&gt; is denied on /admin"
+            r#"<p class="reason">This page is only open to people in the department “&lt;Finance&gt;”.</p>"#
         ));
-        assert!(
-            html.contains("原因（路由“&lt;admin&gt;”）：部门“财务部”不允许访问 /admin &amp; co")
-        );
+        assert!(html.contains("此页面仅对部门“财务部”及其下级部门的成员开放 &amp; co。"));
+        assert!(!html.contains("Reason (route"), "no config syntax: {html}");
         assert!(html.contains(r#"href="/_dinggate/sign_out?rd=/&quot;x">Sign out · 退出登录</a>"#));
-        assert!(html.contains("403 · 请求编号 <code>&lt;rid&gt;</code>"));
+        assert!(html.contains("&lt;Wiki&gt; · 403 · 请求编号 <code>&lt;rid&gt;</code>"));
+        assert!(
+            html.contains("<title>无权访问 · &lt;Wiki&gt;</title>"),
+            "{html}"
+        );
         assert!(html.find("无权访问").unwrap() < html.find("Access denied").unwrap());
         let html = body(forbidden(&page(Lang::En)));
         assert!(html.find("Access denied").unwrap() < html.find("无权访问").unwrap());
-        assert!(html.contains("403 · request id"));
+        assert!(html.contains("&lt;Wiki&gt; · 403 · request id"));
     }
 
     #[test]
@@ -1518,6 +1632,7 @@ mod tests {
             message_zh: "<消息>",
             actions: &[("<label>", "/x?a=1&b=\"2\"")],
             request_id: "<rid>",
+            app_name: "<HR>",
         };
         let resp = html(StatusCode::BAD_GATEWAY, &page);
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
@@ -1531,7 +1646,8 @@ mod tests {
             "&lt;m&gt; &amp; &quot;q&quot;",
             "&lt;消息&gt;",
             r#"<a class="btn" href="/x?a=1&amp;b=&quot;2&quot;">&lt;label&gt;</a>"#,
-            "502 · request id <code>&lt;rid&gt;</code>",
+            "&lt;HR&gt; · 502 · request id <code>&lt;rid&gt;</code>",
+            "<title>&lt;t&gt; · &lt;HR&gt;</title>",
         ] {
             assert!(en.contains(escaped), "{escaped} in {en}");
         }
@@ -1540,6 +1656,81 @@ mod tests {
         let zh = body(html_lang(StatusCode::BAD_GATEWAY, &page, Lang::Zh));
         assert!(zh.find("&lt;消息&gt;").unwrap() < zh.find("&lt;m&gt;").unwrap());
         assert!(zh.contains(r#"<html lang="zh-CN">"#) && zh.contains("请求编号"));
+    }
+
+    #[test]
+    fn titles_name_the_app_once() {
+        let mut page = sign_in_page(None, Lang::Zh);
+        page.branding.app_name = "dinggate";
+        let html = body(sign_in(&page));
+        assert!(html.contains("<title>登录 · dinggate</title>"), "{html}");
+        assert_eq!(html.matches("dinggate · dinggate").count(), 0, "{html}");
+        let html = body(in_app(&in_app_page("/x.js")));
+        assert!(html.contains("<title>正在登录 · &lt;b&gt;应用&lt;/b&gt;</title>"));
+        assert!(
+            html.contains("&lt;b&gt;应用&lt;/b&gt; · 请求编号"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn sign_in_when_signed_in_offers_continue_and_switch() {
+        for lang in [Lang::En, Lang::Zh] {
+            let mut page = sign_in_page(Some(qr("openid", None)), lang);
+            page.signed_in = Some(SignedIn {
+                name: "<i>张三</i>",
+                continue_url: "/wiki?a=1&b=\"<x>",
+                sign_out_action: "/_dinggate/sign_out",
+                then: "/_dinggate/sign_in?rd=%2Fwiki",
+            });
+            let resp = sign_in(&page);
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()[header::REFERRER_POLICY], "same-origin");
+            let policy = csp(&resp);
+            let html = body(resp);
+            assert_nonce_matches(&html, &policy);
+            assert!(
+                !html.contains("<script") && !html.contains("dg-login"),
+                "{html}"
+            );
+            assert!(!html.contains("dg-qr"), "no login is offered: {html}");
+            assert!(html.contains("“&lt;i&gt;张三&lt;/i&gt;”"), "{html}");
+            assert!(html.contains(r#"id="dg-continue" href="/wiki?a=1&amp;b=&quot;&lt;x&gt;""#));
+            assert!(html.contains(
+                r#"<form method="post" action="/_dinggate/sign_out"><input type="hidden" name="rd" value="/_dinggate/sign_in?rd=%2Fwiki">"#
+            ));
+            assert!(html.contains(r#"id="dg-switch" type="submit""#));
+            let (cont, switch) = match lang {
+                Lang::En => ("Continue", "Switch account"),
+                Lang::Zh => ("继续", "切换账号"),
+            };
+            assert!(html.contains(cont) && html.contains(switch), "{html}");
+        }
+    }
+
+    #[test]
+    fn sign_out_confirm_says_what_each_button_does() {
+        let page = |lang| SignOutConfirm {
+            lang,
+            action: "/_dinggate/sign_out",
+            rd: None,
+            cancel: "/",
+            redirects_via: &[],
+            request_id: "r",
+            app_name: "Wiki",
+        };
+        let html = body(sign_out_confirm(&page(Lang::En)));
+        for needle in [
+            "in this browser",
+            "every other browser and device",
+            "signed in to DingTalk itself",
+        ] {
+            assert!(html.contains(needle), "{needle} in {html}");
+        }
+        assert!(html.contains("<title>Sign out? · Wiki</title>"));
+        let html = body(sign_out_confirm(&page(Lang::Zh)));
+        assert!(html.contains("不会退出钉钉本身"), "{html}");
+        assert!(html.find("退出登录？").unwrap() < html.find("Sign out?").unwrap());
     }
 
     #[test]

@@ -255,6 +255,28 @@ async fn the_sign_in_page_leads_to_dingtalk() {
         .await;
     assert_session_cookies(&browser).await;
 
+    // Signed in, the sign-in page offers "continue" and "switch account"; switching posts the
+    // sign-out form from the gateway's origin and comes back to a sign-in page that logs in.
+    let again = format!("{}/_dinggate/sign_in?rd=%2Fsome%2Fpage", stack.url());
+    browser.goto(&again).await;
+    let source = browser.source().await;
+    assert!(source.contains("您已以“张三”的身份登录"), "{source}");
+    let cont = browser.find("a#dg-continue").await;
+    assert_eq!(browser.text(&cont).await, "继续");
+    let switch = browser.find("button#dg-switch").await;
+    browser.screenshot("sign-in-page-signed-in").await;
+    browser.assert_no_csp_violation().await;
+    browser.click(&switch).await;
+    browser
+        .wait_for("the sign-in page, signed out", STEP, |url, source| {
+            url == again && source.contains("dg-login")
+        })
+        .await;
+    browser.goto(&target).await;
+    browser
+        .wait_for("the login again", STEP, |url, _| url.starts_with(&sign_in))
+        .await;
+
     browser.quit().await;
     stack.stop().await;
 }
@@ -480,6 +502,7 @@ mod page_server {
                         state: "qr-state",
                         corp_id: Some(&shared.corp_id),
                     }),
+                    signed_in: None,
                     request_id: "0123456789abcdef",
                 })
             }
@@ -500,10 +523,10 @@ mod page_server {
             }
             ["forbidden"] => pages::forbidden(&pages::Forbidden {
                 lang: Lang::Zh,
+                app_name: "示例应用",
                 user_name: "王五",
-                route: "finance",
-                reason_en: "the route /finance allows only department 财务部 (and below)",
-                reason_zh: "路由 /finance 只允许 财务部（含下级部门）访问",
+                reason_en: "This page is only open to people in the department “财务部” or a department below it.",
+                reason_zh: "此页面仅对以下人员开放：部门“财务部”及其下级部门的成员。",
                 sign_out_url: "/_dinggate/sign_out",
                 request_id: "0123456789abcdef",
             }),

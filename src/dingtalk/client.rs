@@ -18,8 +18,8 @@ use crate::telemetry::ErrorChain;
 
 use super::error::{effective_legacy_code, DingTalkError};
 use super::types::{
-    describe_decode_error, AppToken, ContactUser, InAppUser, RawAppToken, RawParentList,
-    RawUnionIdLookup, RawUserToken, UserDetail, UserToken,
+    describe_decode_error, AppToken, ContactUser, InAppUser, RawAppToken, RawDepartment,
+    RawParentList, RawUnionIdLookup, RawUserToken, UserDetail, UserToken,
 };
 
 /// Names of the DingTalk calls, as carried in [`DingTalkError`]'s `api` field.
@@ -39,6 +39,8 @@ pub mod api {
     pub const DEPARTMENT_CHAINS: &str = "topapi/v2/department/listparentbyuser";
     /// `POST {oapi}/topapi/v2/user/getuserinfo`: in-client (免登) code → user.
     pub const IN_APP_USER: &str = "topapi/v2/user/getuserinfo";
+    /// `POST {oapi}/topapi/v2/department/get`: department id → name (and more).
+    pub const DEPARTMENT: &str = "topapi/v2/department/get";
 }
 
 /// Base URLs of the three DingTalk hosts. A base may carry a path prefix (useful behind a proxy).
@@ -421,6 +423,20 @@ impl DingTalkClient {
             .into_iter()
             .map(|chain| chain.parent_dept_id_list)
             .collect())
+    }
+
+    /// The name of a department; `Ok(None)` when there is no such department (errcode 60003).
+    pub async fn department_name(&self, dept_id: u64) -> Result<Option<String>, DingTalkError> {
+        let body = json!({ "dept_id": dept_id, "language": "zh_CN" });
+        let answer = match self.oapi(api::DEPARTMENT, &body).await {
+            Ok(answer) => answer,
+            Err(DingTalkError::Legacy {
+                errcode, sub_code, ..
+            }) if effective_legacy_code(errcode, sub_code.as_deref()) == 60003 => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let dept: RawDepartment = result(api::DEPARTMENT, answer)?;
+        Ok(Some(dept.name))
     }
 
     /// The user behind an in-client (免登) JSAPI code. Never retried on timeout (single-use code);
@@ -1579,6 +1595,14 @@ mod tests {
                 legacy_ok(json!({ "contact_type": 1, "userid": "external-1" })),
             ],
         );
+        mock.on(
+            api::DEPARTMENT,
+            vec![
+                legacy_ok(json!({ "dept_id": 300, "name": "财务部", "parent_id": 1 })),
+                ok(json!({ "errcode": 60003, "errmsg": "部门不存在", "request_id": "r" })),
+                ok(json!({ "errcode": 60011, "errmsg": "没有调用该接口的权限", "request_id": "r" })),
+            ],
+        );
         let client = mock.client();
 
         let detail = client.user_detail("zhangsan").await.unwrap();
@@ -1594,6 +1618,18 @@ mod tests {
 
         let chains = client.department_chains("zhangsan").await.unwrap();
         assert_eq!(chains, vec![vec![3, 2, 1], vec![5, 1]]);
+
+        let name = client.department_name(300).await.unwrap();
+        assert_eq!(name.as_deref(), Some("财务部"));
+        assert_eq!(
+            mock.requests(api::DEPARTMENT)[0].body,
+            json!({ "dept_id": 300, "language": "zh_CN" })
+        );
+        assert_eq!(client.department_name(999).await.unwrap(), None);
+        assert!(
+            client.department_name(300).await.is_err(),
+            "other errors are errors"
+        );
 
         let user = client.inapp_user("jsapi-code-1").await.unwrap();
         assert_eq!(

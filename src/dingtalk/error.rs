@@ -121,6 +121,12 @@ impl DingTalkError {
         matches!(self, Self::Timeout { .. })
     }
 
+    /// True when no answer arrived at all: the connection, TLS or HTTP exchange failed (DingTalk,
+    /// or the network to it, is unreachable), as opposed to an answer that says no.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Transport { .. })
+    }
+
     /// True when the user's login code was bad, used or expired and the login should simply restart:
     /// any new-API 4xx on `userAccessToken` that is not a configuration or rate-limit problem,
     /// or legacy errcode 40078 (nonexistent temporary auth code).

@@ -239,6 +239,12 @@ pub(super) struct RawUnionIdLookup {
     pub contact_type: i64,
 }
 
+/// `result` of `topapi/v2/department/get` (only the field the gateway uses).
+#[derive(Deserialize)]
+pub(super) struct RawDepartment {
+    pub name: String,
+}
+
 /// `result` of `topapi/v2/department/listparentbyuser`.
 #[derive(Deserialize)]
 pub(super) struct RawParentList {

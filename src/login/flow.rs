@@ -317,14 +317,35 @@ pub fn inapp_page(
     Ok(resp)
 }
 
-/// `GET {prefix}/sign_in?rd=`: the sign-in page with a DingTalk button and the embedded QR code.
+/// `GET {prefix}/sign_in?rd=`: the sign-in page with a DingTalk button and the embedded QR code;
+/// for a browser already signed in as `signed_in_as` (a display name), "continue" to `rd` and
+/// "switch account" (a sign-out form that comes back here) instead, and no login is started.
 pub fn sign_in(
     app: &AppState,
     query: Option<&str>,
     headers: &HeaderMap,
+    signed_in_as: Option<&str>,
     request_id: &str,
 ) -> Result<Response<GatewayBody>, LoginFailure> {
     let return_to = return_url(app, query)?.unwrap_or_else(|| "/".to_owned());
+    if let Some(name) = signed_in_as {
+        let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        let then = format!("{}/sign_in?rd={encoded}", app.config.prefix);
+        let action = format!("{}/sign_out", app.config.prefix);
+        return Ok(pages::sign_in(&pages::SignInPage {
+            branding: branding(app),
+            lang: pages::negotiate_lang(headers),
+            start_url: "",
+            qr: None,
+            signed_in: Some(pages::SignedIn {
+                name,
+                continue_url: &return_to,
+                sign_out_action: &action,
+                then: &then,
+            }),
+            request_id,
+        }));
+    }
     // The embedded QR code completes through the normal callback, so it needs its own state.
     let flow = app
         .login_states
@@ -349,6 +370,7 @@ pub fn sign_in(
             state: &flow.state,
             corp_id: corp,
         }),
+        signed_in: None,
         request_id,
     });
     attach_flow(&mut resp, &flow);

@@ -136,6 +136,7 @@ pub fn confirm_page(
             app.config.dingtalk.login_url.as_str(),
         ],
         request_id,
+        app_name: &app.config.ui.app_name,
     }))
 }
 
@@ -228,17 +229,18 @@ pub async fn sign_out(
                 title: "You are signed out",
                 title_zh: "您已退出登录",
                 message: if form.everywhere {
-                    "Your sessions on this gateway have ended, in every browser."
+                    "You are signed out of this gateway (every application behind it) in every browser and on every device where you had signed in; those sessions cannot be used again. You are still signed in to DingTalk itself, so signing in here again may need no more than a click."
                 } else {
-                    "Your session on this gateway has ended. Closing DingTalk is not needed."
+                    "You are signed out of this gateway (every application behind it) in this browser; the session cannot be used again, not even through a copy of its cookie. Other browsers and devices where you signed in stay signed in (use “Sign out everywhere” for those). You are still signed in to DingTalk itself."
                 },
                 message_zh: if form.everywhere {
-                    "您在此网关上所有浏览器中的会话均已结束。"
+                    "您已在所有登录过的浏览器和设备上退出本网关（及其后面的所有应用），这些会话均无法再使用。钉钉本身仍保持登录，因此再次登录可能只需点击一下。"
                 } else {
-                    "您在此网关上的会话已结束。"
+                    "您已在此浏览器中退出本网关（及其后面的所有应用），该会话无法再使用，即使复制其 Cookie 也不行。您在其他浏览器和设备上的登录不受影响（如需一并退出，请使用“在所有设备上退出”）。钉钉本身仍保持登录。"
                 },
                 actions: &[("Sign in again · 重新登录", start.as_str())],
                 request_id,
+                app_name: &app.config.ui.app_name,
             },
             lang,
         ),

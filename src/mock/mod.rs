@@ -210,6 +210,7 @@ impl MockDingTalk {
                 oapi::list_parent_by_user(self, req)
             }
             (&Method::POST, "/topapi/v2/user/getuserinfo") => oapi::get_user_info(self, req),
+            (&Method::POST, "/topapi/v2/department/get") => oapi::department_get(self, req),
             (&Method::GET, _) if path.ends_with(admin::JSAPI_SCRIPT_SUFFIX) => {
                 admin::jsapi_script(self)
             }

@@ -194,6 +194,35 @@ pub(super) fn list_parent_by_user(mock: &MockDingTalk, req: &MockRequest) -> Res
     wire::oapi_ok(json!({"parent_list": parent_list}))
 }
 
+#[derive(Deserialize)]
+struct DeptBody {
+    dept_id: Option<u64>,
+}
+
+/// `POST /topapi/v2/department/get {dept_id}`: the department's id, name and parent; errcode
+/// 60003 when there is none.
+pub(super) fn department_get(mock: &MockDingTalk, req: &MockRequest) -> Resp {
+    let body: DeptBody = match authorized_body(mock, req) {
+        Ok(body) => body,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Some(id) = body.dept_id else {
+        return missing("dept_id");
+    };
+    let state = mock.state();
+    let Some(dept) = state.org.department(id) else {
+        return wire::oapi_error(60003, "部门不存在");
+    };
+    wire::oapi_ok(json!({
+        "dept_id": dept.id,
+        "name": dept.name,
+        "parent_id": dept.parent,
+        "order": 0,
+        "auto_add_user": false,
+        "create_dept_group": false,
+    }))
+}
+
 /// `POST /topapi/v2/user/getuserinfo {code}`: exchanges an in-client (免登) code, single use.
 pub(super) fn get_user_info(mock: &MockDingTalk, req: &MockRequest) -> Resp {
     let body: CodeBody = match authorized_body(mock, req) {

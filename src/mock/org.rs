@@ -211,6 +211,32 @@ pub struct Org {
     users: Vec<User>,
 }
 
+/// Rows as indented text columns, each padded to the widest cell's display width (the last
+/// column is not padded, lines carry no trailing spaces).
+pub fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.width());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        out.push(' ');
+        for (i, cell) in row.iter().enumerate() {
+            out.push(' ');
+            out.push_str(cell);
+            if i + 1 < N {
+                out.push_str(&" ".repeat(widths[i] - cell.width()));
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+    }
+    out
+}
+
 impl Org {
     /// The built-in organization (示例科技有限公司).
     pub fn default_org() -> Org {
@@ -287,32 +313,36 @@ impl Org {
         &self.corp.corp_id
     }
 
-    /// One line per person for terminal output: userid, name, department and status.
+    /// One line per person for terminal output: userid, name, department and status, in columns
+    /// aligned by display width (a Chinese character takes two terminal cells).
     pub fn describe_users(&self) -> String {
-        let mut out = String::new();
-        for u in &self.users {
-            let dept = u
-                .departments
+        let rows: Vec<[String; 3]> = self
+            .users
+            .iter()
+            .map(|u| [u.userid.clone(), u.name.clone(), self.status_of(u)])
+            .collect();
+        columns(&rows)
+    }
+
+    /// A member's first department's name, or why the person cannot log in.
+    pub fn status_of(&self, u: &User) -> String {
+        if !self.is_member(u) {
+            let corp = u
+                .corp_id
+                .as_deref()
+                .and_then(|c| self.corp_by_id(c))
+                .map(|c| c.name.as_str())
+                .unwrap_or("no organization");
+            format!("outsider ({corp}): refused")
+        } else if !u.active {
+            "inactive: cannot log in".to_owned()
+        } else {
+            u.departments
                 .first()
                 .and_then(|d| self.department(*d))
-                .map(|d| d.name.as_str())
-                .unwrap_or("-");
-            let status = if !self.is_member(u) {
-                let corp = u
-                    .corp_id
-                    .as_deref()
-                    .and_then(|c| self.corp_by_id(c))
-                    .map(|c| c.name.as_str())
-                    .unwrap_or("no organization");
-                format!("outsider ({corp}): refused")
-            } else if !u.active {
-                "inactive: cannot log in".to_owned()
-            } else {
-                dept.to_owned()
-            };
-            out.push_str(&format!("  {:<14} {:<8} {status}\n", u.userid, u.name));
+                .map(|d| d.name.clone())
+                .unwrap_or_else(|| "-".to_owned())
         }
-        out
     }
 
     /// The corp with this id, the org's own or one of the others.
@@ -569,6 +599,33 @@ users:
             Ok(_) => panic!("expected an error for:\n{yaml}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn user_list_columns_align_by_display_width() {
+        use unicode_width::UnicodeWidthStr;
+        let text = Org::default_org().describe_users();
+        let org = Org::default_org();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), org.users().len(), "{text}");
+        // Name and status start at the same terminal cell on every line, CJK names or not.
+        let starts: Vec<(usize, usize)> = lines
+            .iter()
+            .zip(org.users())
+            .map(|(line, u)| {
+                let name = line.find(&u.name).unwrap();
+                let status = line.rfind(&org.status_of(u)).unwrap();
+                (line[..name].width(), line[..status].width())
+            })
+            .collect();
+        assert!(
+            starts.windows(2).all(|w| w[0] == w[1]),
+            "{starts:?}\n{text}"
+        );
+        assert!(
+            text.contains("张三") && text.contains("Alice 外部"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -128,21 +128,31 @@ async fn every_reading_of_admin_is_refused_to_a_member_refused_on_admin() {
 }
 
 #[tokio::test]
-async fn the_403_page_names_the_refusing_route() {
+async fn the_403_names_the_refusing_route() {
+    // The HTML page speaks plain words to the person; the JSON answer names route and rule.
     let stack = stack(ROUTES).await;
     let lisi = session_of(&stack, "lisi").await;
-    let mut tcp = tokio::net::TcpStream::connect(stack.gateway).await.unwrap();
-    let req = format!(
-        "GET /ADMIN HTTP/1.1\r\nHost: {}\r\nAccept: {HTML}\r\nCookie: {lisi}\r\nConnection: close\r\n\r\n",
-        stack.gateway
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tcp.read_to_end(&mut out).await.unwrap();
-    let page = String::from_utf8_lossy(&out);
-    assert!(page.starts_with("HTTP/1.1 403"), "{page}");
-    assert!(page.contains("Reason (route “admin”)"), "{page}");
-    assert!(page.contains("allow.users"), "{page}");
+    for (accept, needles) in [
+        (HTML, &["This page is only open to the account"][..]),
+        (
+            "application/json",
+            &[r#""route":"admin""#, "allow.users"][..],
+        ),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(stack.gateway).await.unwrap();
+        let req = format!(
+            "GET /ADMIN HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nCookie: {lisi}\r\nConnection: close\r\n\r\n",
+            stack.gateway
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tcp.read_to_end(&mut out).await.unwrap();
+        let page = String::from_utf8_lossy(&out);
+        assert!(page.starts_with("HTTP/1.1 403"), "{page}");
+        for needle in needles {
+            assert!(page.contains(needle), "{needle} in {page}");
+        }
+    }
     stack.stop().await;
 }
 
