@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::login::redirect::HostPattern;
 use crate::proxy::headers::StripRule;
+use crate::proxy::tls::RawTls;
 use crate::routes::{validate_routes, RawRoute, RouteDefaults, RouteTable};
 
 /// The shortest accepted session signing key, in bytes (HS256 wants at least the hash size).
@@ -492,6 +493,7 @@ struct RawConfig {
     prefix: Option<String>,
     #[serde(deserialize_with = "lenient")]
     upstream: Option<String>,
+    upstream_tls: Option<RawTls>,
     #[serde(deserialize_with = "lenient")]
     upstream_timeout: Option<String>,
     #[serde(deserialize_with = "lenient")]
@@ -978,10 +980,31 @@ impl RawConfig {
 
         // A missing upstream is only a problem when no route names its own; the route check
         // below reports it then.
+        let upstream_given = self.upstream.is_some();
         let upstream_url = match self.upstream {
             Some(u) => c.http_url("upstream", Some(u), None),
             None => None,
         };
+        let upstream_tls = self.upstream_tls.and_then(|raw| {
+            let tls = raw.validate("upstream_tls", &mut c.issues);
+            match &upstream_url {
+                Some(u) if u.scheme() != "https" => {
+                    c.issue(
+                        "upstream_tls",
+                        format!("set, but upstream ({u}) is http: TLS settings apply to https upstreams only; use https:// or remove upstream_tls"),
+                    );
+                    None
+                }
+                None if !upstream_given => {
+                    c.issue(
+                        "upstream_tls",
+                        "set without `upstream`: it applies to the top-level upstream (routes have their own `tls`)",
+                    );
+                    None
+                }
+                _ => tls,
+            }
+        });
         let upstream_timeout = c.duration(
             "upstream_timeout",
             self.upstream_timeout,
@@ -1102,6 +1125,7 @@ impl RawConfig {
             self.routes,
             &RouteDefaults {
                 upstream: upstream_url.as_ref(),
+                upstream_tls: upstream_tls.as_ref(),
                 corp: dingtalk.as_ref().and_then(|d| d.corp_id.as_deref()),
                 gateway_prefix: &prefix,
             },
