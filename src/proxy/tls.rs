@@ -371,15 +371,14 @@ pub fn handshake_error<'e>(
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        // `io::Error::source` skips the error it wraps, which is where tokio-rustls puts it.
-        if let Some(tls) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls);
-        }
-        current = e.source();
+        // `io::Error::source` skips the error it wraps, which is where tokio-rustls puts the
+        // rustls error (and hyper-rustls wraps that io::Error in another one).
+        current = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -578,6 +577,8 @@ mod tests {
         let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls.clone());
         assert_eq!(handshake_error(&io), Some(&tls));
+        let twice = std::io::Error::other(io);
+        assert_eq!(handshake_error(&twice), Some(&tls));
         let other = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(handshake_error(&other), None);
         assert!(hint(&tls, "wiki", "app.internal").contains("set tls.ca_file"));
