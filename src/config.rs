@@ -1506,6 +1506,68 @@ session:
     }
 
     #[test]
+    fn upstream_tls_is_checked_against_the_upstream_and_its_files_all_at_once() {
+        let without_upstream = MINIMAL.replace("upstream: http://127.0.0.1:8080\n", "");
+        let got = issues(&format!(
+            "{without_upstream}upstream_tls:\n  insecure_skip_verify: true\nroutes:\n  - upstream: https://10.0.0.1\n"
+        ));
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("upstream_tls: set without `upstream`")),
+            "{got:#?}"
+        );
+        let got = issues(&format!(
+            "{MINIMAL}upstream_tls:\n  ca_file: /nonexistent/ca.pem\n  server_name: app.internal\n"
+        ));
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("upstream_tls.ca_file: cannot read /nonexistent/ca.pem")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter().any(|i| i
+                .starts_with("upstream_tls: set, but upstream (http://127.0.0.1:8080/) is http")),
+            "{got:#?}"
+        );
+        let https = MINIMAL.replace("http://127.0.0.1:8080", "https://127.0.0.1:8443");
+        let got = issues(&format!(
+            "{https}upstream_tls:\n  insecure_skip_verify: true\nroutes:\n  - path_prefix: /a\n  - path_prefix: /b\n    upstream: http://10.0.0.2\n    tls:\n      server_name: b.internal\n  - path_prefix: /c\n    upstream: https://10.0.0.3\n    tls:\n      cert_file: /nonexistent/c.pem\n      key_file: /nonexistent/c.key\n"
+        ));
+        for want in [
+            "routes[1].tls: set, but the upstream (http://10.0.0.2/) is http",
+            "routes[2].tls.cert_file: cannot read /nonexistent/c.pem",
+            "routes[2].tls.key_file: cannot read /nonexistent/c.key",
+        ] {
+            assert!(got.iter().any(|i| i.starts_with(want)), "{want}: {got:#?}");
+        }
+        assert_eq!(got.len(), 3, "{got:#?}");
+    }
+
+    #[test]
+    fn routes_on_the_top_level_upstream_share_upstream_tls_and_equal_settings_share_a_client() {
+        let https = MINIMAL.replace("http://127.0.0.1:8080", "https://127.0.0.1:8443");
+        let cfg = Config::from_yaml_str(&format!(
+            "{https}upstream_tls:\n  insecure_skip_verify: true\nroutes:\n  - path_prefix: /a\n  - path_prefix: /b\n    upstream: https://10.0.0.2\n    tls:\n      insecure_skip_verify: true\n  - path_prefix: /c\n    upstream: http://10.0.0.3\n"
+        ))
+        .unwrap();
+        let routes = cfg.routes.routes();
+        assert!(
+            routes[0]
+                .tls
+                .as_ref()
+                .unwrap()
+                .settings
+                .insecure_skip_verify
+        );
+        assert_eq!(routes[0].client, routes[1].client);
+        assert_ne!(routes[0].client, 0);
+        assert_eq!((routes[2].client, routes[2].tls.is_none()), (0, true));
+        assert_eq!(cfg.routes.tls_clients().len(), 2);
+        assert_eq!(cfg.routes.insecure().count(), 2);
+        assert!(cfg.routes.describe().contains("NOT verified"));
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::from_yaml_str(MINIMAL).expect("valid");
         assert_eq!(c.listen.to_string(), "127.0.0.1:4180");

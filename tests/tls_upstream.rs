@@ -29,10 +29,8 @@ struct Pki {
 
 impl Pki {
     fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!(
-            "dinggate-tls-e2e-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("dinggate-tls-e2e-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -49,7 +47,8 @@ impl Pki {
         let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
 
         let client_key = KeyPair::generate().unwrap();
-        let mut client_params = CertificateParams::new(vec!["gateway.internal".to_owned()]).unwrap();
+        let mut client_params =
+            CertificateParams::new(vec!["gateway.internal".to_owned()]).unwrap();
         client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
 
@@ -96,7 +95,9 @@ impl Pki {
         };
         let key = rustls::pki_types::PrivateKeyDer::try_from(
             rustls::pki_types::pem::PemObject::from_pem_slice(self.server.1.as_bytes())
-                .map(|k: rustls::pki_types::PrivatePkcs8KeyDer<'static>| k.secret_pkcs8_der().to_vec())
+                .map(|k: rustls::pki_types::PrivatePkcs8KeyDer<'static>| {
+                    k.secret_pkcs8_der().to_vec()
+                })
                 .unwrap(),
         )
         .unwrap();
@@ -202,12 +203,27 @@ async fn a_trusted_https_upstream_gets_the_request_with_identity_headers() {
     )
     .await;
     let client = logged_in(&stack, "lisi").await;
-    let echoed = echo(&client, &format!("{}/echo/x?y=1", stack.url()), HeaderMap::new()).await;
+    let echoed = echo(
+        &client,
+        &format!("{}/echo/x?y=1", stack.url()),
+        HeaderMap::new(),
+    )
+    .await;
     assert_eq!(echoed["path"], "/echo/x");
     assert_eq!(echoed["query"], "y=1");
-    let union_id = stack.mock.settings().org.user("lisi").unwrap().union_id.clone();
+    let union_id = stack
+        .mock
+        .settings()
+        .org
+        .user("lisi")
+        .unwrap()
+        .union_id
+        .clone();
     assert_eq!(header(&echoed, "x-forwarded-user"), Some(union_id.as_str()));
-    assert_eq!(header(&echoed, "x-dingtalk-name"), Some("%E6%9D%8E%E5%9B%9B"));
+    assert_eq!(
+        header(&echoed, "x-dingtalk-name"),
+        Some("%E6%9D%8E%E5%9B%9B")
+    );
     stack.stop().await;
 }
 
@@ -313,7 +329,12 @@ async fn insecure_skip_verify_connects_and_is_warned_about_at_startup() {
         "{text}"
     );
     assert_eq!(status_through(&stack).await, StatusCode::OK);
-    assert!(stack.state.config.routes.describe().contains("NOT verified"));
+    assert!(stack
+        .state
+        .config
+        .routes
+        .describe()
+        .contains("NOT verified"));
     stack.stop().await;
 }
 
