@@ -52,19 +52,26 @@ pub enum UpstreamError {
     Timeout(Duration),
     /// The TLS handshake with an https upstream failed (untrusted or wrong certificate,
     /// refused client certificate, ...).
-    #[error("TLS handshake with the upstream of route `{route}` failed (certificate checked for `{name}`)")]
-    Tls {
-        /// The route's name.
-        route: String,
-        /// The name the certificate was checked for (SNI).
-        name: String,
-        /// The connection error, with the rustls error inside.
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
+    #[error(transparent)]
+    Tls(Box<TlsFailure>),
     /// The forwarded URI could not be built from the request.
     #[error("cannot build the upstream URI")]
     BadUri(#[source] http::Error),
+}
+
+/// A failed TLS handshake with the upstream of a route.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "TLS handshake with the upstream of route `{route}` failed (certificate checked for `{name}`)"
+)]
+pub struct TlsFailure {
+    /// The route's name.
+    pub route: String,
+    /// The name the certificate was checked for (SNI).
+    pub name: String,
+    /// The connection error, with the rustls error inside.
+    #[source]
+    pub source: hyper_util::client::legacy::Error,
 }
 
 /// Builds the pooled upstream clients (once, at startup): `tls[i]` configures client `i`;
@@ -246,11 +253,13 @@ pub async fn forward(
 /// A failed upstream request: a TLS handshake failure names the route and the verified name.
 fn classify(error: hyper_util::client::legacy::Error, route: &Route) -> UpstreamError {
     match &route.tls {
-        Some(tls) if crate::proxy::tls::handshake_error(&error).is_some() => UpstreamError::Tls {
-            route: route.name.clone(),
-            name: tls.verified_name(&route.upstream).to_owned(),
-            source: error,
-        },
+        Some(tls) if crate::proxy::tls::handshake_error(&error).is_some() => {
+            UpstreamError::Tls(Box::new(TlsFailure {
+                route: route.name.clone(),
+                name: tls.verified_name(&route.upstream).to_owned(),
+                source: error,
+            }))
+        }
         _ => UpstreamError::Unreachable(error),
     }
 }
