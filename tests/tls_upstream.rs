@@ -404,3 +404,54 @@ async fn tls_on_an_http_upstream_is_refused_by_config() {
     let text = format!("{err:?}");
     assert!(text.contains("routes[0].tls"), "{text}");
 }
+
+#[test]
+fn check_shows_unverified_routes_and_names_every_tls_problem() {
+    let pki = Pki::new("check");
+    pki.write(
+        "gateway.yaml",
+        r#"
+public_url: https://gate.example.com
+upstream: https://127.0.0.1:8443
+dingtalk:
+  client_id: dingabc
+  client_secret: s3cret
+  corp_id: dingcorp
+session:
+  signing_key: "0123456789abcdef0123456789abcdef"
+"#,
+    );
+    let check = |env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dinggate"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DINGGATE_") {
+                c.env_remove(k);
+            }
+        }
+        let out = c
+            .args(["check", "--config", &pki.path("gateway.yaml")])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = check(&[("DINGGATE_UPSTREAM_TLS__INSECURE_SKIP_VERIFY", "true")]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("WARNING: certificate NOT verified (insecure_skip_verify)"),
+        "{stderr}"
+    );
+    let (ok, stderr) = check(&[
+        ("DINGGATE_UPSTREAM_TLS__CA_FILE", "/nonexistent/ca.pem"),
+        ("DINGGATE_UPSTREAM_TLS__CERT_FILE", &pki.path("ca.pem")),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("upstream_tls.ca_file: cannot read /nonexistent/ca.pem")
+            && stderr.contains("upstream_tls.key_file: missing"),
+        "{stderr}"
+    );
+}

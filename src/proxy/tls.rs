@@ -174,24 +174,21 @@ impl RawTls {
                     .to_owned(),
             );
         }
-        let tls = if found.is_empty() {
-            match client_config(&settings) {
-                Ok(config) => Some(UpstreamTls {
-                    settings,
-                    config: Arc::new(config),
-                }),
-                Err(problems) => {
-                    for (field, problem) in problems {
-                        match field {
-                            Field::Key(k) => issue(&mut found, k, problem),
-                            Field::SystemRoots => issue(&mut found, "ca_file", problem),
-                        }
-                    }
-                    None
+        // Files are read even when other keys have problems: every problem is reported at once.
+        let built = client_config(&settings).map_err(|problems| {
+            for (field, problem) in problems {
+                match field {
+                    Field::Key(k) => issue(&mut found, k, problem),
+                    Field::SystemRoots => issue(&mut found, "ca_file", problem),
                 }
             }
-        } else {
-            None
+        });
+        let tls = match built {
+            Ok(config) if found.is_empty() => Some(UpstreamTls {
+                settings,
+                config: Arc::new(config),
+            }),
+            _ => None,
         };
         issues.append(&mut found);
         tls
@@ -502,10 +499,6 @@ mod tests {
         for w in want {
             assert!(issues.iter().any(|i| i.starts_with(w)), "{w}: {issues:#?}");
         }
-        // The files are only read once the block itself is well-formed.
-        let (_, issues) = validate(&format!(
-            "ca_file: {garbage}\ncert_file: /nonexistent/cert.pem\nkey_file: {garbage}\n"
-        ));
         for w in [
             "routes[2].tls.ca_file: ",
             "routes[2].tls.cert_file: cannot read /nonexistent/cert.pem",
