@@ -41,9 +41,17 @@ type Unknown = BTreeMap<String, figment::value::Value>;
 ///     upstream: http://10.0.0.5:8080
 ///     allow:
 ///       users: ["wangwu"]
+///   # An https upstream: verified against the system roots unless `tls` says otherwise
+///   # (see `crate::proxy::tls::RawTls`); `tls` on an http upstream is an error.
+///   - path_prefix: /billing
+///     upstream: https://10.0.0.7:8443
+///     tls:
+///       ca_file: /etc/dinggate/internal-ca.pem
+///       server_name: billing.internal
 /// ```
 ///
-/// Every key is optional: `path_prefix` defaults to `/`, `upstream` to the top-level one,
+/// Every key is optional: `path_prefix` defaults to `/`, `upstream` to the top-level one (with
+/// `upstream_tls`; a route's own https `upstream` takes only its own `tls`),
 /// `allow.corp` to `dingtalk.corp_id`; a route without `allow` admits every member of the corp.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -147,7 +155,7 @@ pub struct Route {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
     /// Which pooled upstream client serves this route: 0 for http upstreams, and one per
-    /// distinct TLS setting after that (see [`tls_clients`]).
+    /// distinct TLS setting after that (see [`RouteTable::tls_clients`]).
     #[serde(skip)]
     pub client: usize,
     /// Canonical path prefixes inside `path_prefix` that need no sign-in.

@@ -444,6 +444,16 @@ session:
         stderr.contains("WARNING: certificate NOT verified (insecure_skip_verify)"),
         "{stderr}"
     );
+    // An https upstream without ca_file needs the system roots: none found → refused.
+    let (ok, stderr) = check(&[
+        ("SSL_CERT_FILE", "/nonexistent/bundle.pem"),
+        ("SSL_CERT_DIR", "/nonexistent/certs"),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("upstream: no system CA certificates were found"),
+        "{stderr}"
+    );
     let (ok, stderr) = check(&[
         ("DINGGATE_UPSTREAM_TLS__CA_FILE", "/nonexistent/ca.pem"),
         ("DINGGATE_UPSTREAM_TLS__CERT_FILE", &pki.path("ca.pem")),

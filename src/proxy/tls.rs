@@ -313,7 +313,7 @@ fn system_roots() -> Result<RootCertStore, String> {
             .map(|e| format!(" ({e})"))
             .unwrap_or_default();
         return Err(format!(
-            "not set, and no system CA certificates were found{why}: install the system's CA bundle (ca-certificates) or set ca_file"
+            "no system CA certificates were found{why}, so this https upstream cannot be verified: install the system's CA bundle (e.g. ca-certificates) or set a ca_file"
         ));
     }
     Ok(roots)
