@@ -41,14 +41,12 @@ type Unknown = BTreeMap<String, figment::value::Value>;
 ///     upstream: http://10.0.0.5:8080
 ///     allow:
 ///       users: ["wangwu"]
-///   # An https upstream: verified against the system roots unless `tls` says otherwise
-///   # (see `crate::proxy::tls::RawTls`); `tls` on an http upstream is an error.
-///   - path_prefix: /billing
-///     upstream: https://10.0.0.7:8443
-///     tls:
-///       ca_file: /etc/dinggate/internal-ca.pem
-///       server_name: billing.internal
 /// ```
+///
+/// A route with an https `upstream` may add a `tls:` block (`ca_file`, `server_name`,
+/// `cert_file` + `key_file`, `insecure_skip_verify`; see [`RawTls`]); without one the
+/// certificate is verified against the system roots for the URL's host. `tls` on an http
+/// upstream is an error.
 ///
 /// Every key is optional: `path_prefix` defaults to `/`, `upstream` to the top-level one (with
 /// `upstream_tls`; a route's own https `upstream` takes only its own `tls`),
