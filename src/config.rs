@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::login::redirect::HostPattern;
 use crate::proxy::headers::StripRule;
+use crate::proxy::tls::RawTls;
 use crate::routes::{validate_routes, RawRoute, RouteDefaults, RouteTable};
 
 /// The shortest accepted session signing key, in bytes (HS256 wants at least the hash size).
@@ -757,6 +758,7 @@ struct RawConfig {
     prefix: Option<String>,
     #[serde(deserialize_with = "lenient")]
     upstream: Option<String>,
+    upstream_tls: Option<RawTls>,
     #[serde(deserialize_with = "lenient")]
     upstream_timeout: Option<String>,
     #[serde(deserialize_with = "lenient")]
@@ -1315,6 +1317,26 @@ impl RawConfig {
             Some(u) => c.http_url("upstream", Some(u), None),
             None => None,
         };
+        let upstream_tls = self.upstream_tls.and_then(|raw| {
+            let tls = raw.validate("upstream_tls", &mut c.issues);
+            match &upstream_url {
+                Some(u) if u.scheme() != "https" => {
+                    c.issue(
+                        "upstream_tls",
+                        format!("set, but upstream ({u}) is http: TLS settings apply to https upstreams only; use https:// or remove upstream_tls"),
+                    );
+                    None
+                }
+                None if !upstream_given => {
+                    c.issue(
+                        "upstream_tls",
+                        "set without `upstream`: it applies to the top-level upstream (routes have their own `tls`)",
+                    );
+                    None
+                }
+                _ => tls,
+            }
+        });
         let upstream_timeout = c.duration(
             "upstream_timeout",
             self.upstream_timeout,
@@ -1436,6 +1458,7 @@ impl RawConfig {
             &RouteDefaults {
                 upstream: upstream_url.as_ref(),
                 upstream_invalid: upstream_given && upstream_url.is_none(),
+                upstream_tls: upstream_tls.as_ref(),
                 // Known even when another dingtalk key is wrong, so that no route check below
                 // reports a follow-on of that (e.g. a missing secret).
                 corp: facts.corp_id.as_deref(),
@@ -1914,6 +1937,68 @@ session:
             Ok(_) => vec![],
             Err(e) => e.issues().iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn upstream_tls_is_checked_against_the_upstream_and_its_files_all_at_once() {
+        let without_upstream = MINIMAL.replace("upstream: http://127.0.0.1:8080\n", "");
+        let got = issues(&format!(
+            "{without_upstream}upstream_tls:\n  insecure_skip_verify: true\nroutes:\n  - upstream: https://10.0.0.1\n"
+        ));
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("upstream_tls: set without `upstream`")),
+            "{got:#?}"
+        );
+        let got = issues(&format!(
+            "{MINIMAL}upstream_tls:\n  ca_file: /nonexistent/ca.pem\n  server_name: app.internal\n"
+        ));
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("upstream_tls.ca_file: cannot read /nonexistent/ca.pem")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter().any(|i| i
+                .starts_with("upstream_tls: set, but upstream (http://127.0.0.1:8080/) is http")),
+            "{got:#?}"
+        );
+        let https = MINIMAL.replace("http://127.0.0.1:8080", "https://127.0.0.1:8443");
+        let got = issues(&format!(
+            "{https}upstream_tls:\n  insecure_skip_verify: true\nroutes:\n  - path_prefix: /a\n  - path_prefix: /b\n    upstream: http://10.0.0.2\n    tls:\n      server_name: b.internal\n  - path_prefix: /c\n    upstream: https://10.0.0.3\n    tls:\n      cert_file: /nonexistent/c.pem\n      key_file: /nonexistent/c.key\n"
+        ));
+        for want in [
+            "routes[1].tls: set, but the upstream (http://10.0.0.2/) is http",
+            "routes[2].tls.cert_file: cannot read /nonexistent/c.pem",
+            "routes[2].tls.key_file: cannot read /nonexistent/c.key",
+        ] {
+            assert!(got.iter().any(|i| i.starts_with(want)), "{want}: {got:#?}");
+        }
+        assert_eq!(got.len(), 3, "{got:#?}");
+    }
+
+    #[test]
+    fn routes_on_the_top_level_upstream_share_upstream_tls_and_equal_settings_share_a_client() {
+        let https = MINIMAL.replace("http://127.0.0.1:8080", "https://127.0.0.1:8443");
+        let cfg = Config::from_yaml_str(&format!(
+            "{https}upstream_tls:\n  insecure_skip_verify: true\nroutes:\n  - path_prefix: /a\n  - path_prefix: /b\n    upstream: https://10.0.0.2\n    tls:\n      insecure_skip_verify: true\n  - path_prefix: /c\n    upstream: http://10.0.0.3\n"
+        ))
+        .unwrap();
+        let routes = cfg.routes.routes();
+        assert!(
+            routes[0]
+                .tls
+                .as_ref()
+                .unwrap()
+                .settings
+                .insecure_skip_verify
+        );
+        assert_eq!(routes[0].client, routes[1].client);
+        assert_ne!(routes[0].client, 0);
+        assert_eq!((routes[2].client, routes[2].tls.is_none()), (0, true));
+        assert_eq!(cfg.routes.tls_clients().len(), 2);
+        assert_eq!(cfg.routes.insecure().count(), 2);
+        assert!(cfg.routes.describe().contains("NOT verified"));
     }
 
     #[test]

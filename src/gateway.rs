@@ -501,7 +501,7 @@ async fn protected<'a>(
     access.route = Some(&resolution.route.name);
     // Routing and forwarding use the exact path; authorization holds under every reading of it.
     let target = Target {
-        upstream: &resolution.route.upstream,
+        route: resolution.route,
         path,
         host: host.as_ref().map(|h| &h.raw),
     };
@@ -920,7 +920,7 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
         GatewayError::Revalidation(_) => StatusCode::BAD_GATEWAY,
         GatewayError::Upstream(e) => match e {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::Unreachable(_) | UpstreamError::Tls(_) => StatusCode::BAD_GATEWAY,
             UpstreamError::BadUri(_) => StatusCode::BAD_REQUEST,
         },
     }
@@ -1150,7 +1150,7 @@ fn describe(
         GatewayError::Revalidation(_) => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and DingTalk answered with an error just now. Try again shortly; if it keeps happening, tell the administrator (quote the request id).", "网关会定期向钉钉确认您的成员身份，但钉钉刚才返回了错误，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
         GatewayError::Upstream(e) => match e {
             UpstreamError::Timeout(_) => ("upstream_timeout", "The application is too slow", "应用响应超时", "The application behind this gateway did not answer in time. Try again shortly.", "网关后面的应用未能及时响应，请稍后重试。"),
-            UpstreamError::Unreachable(_) => ("upstream_unavailable", "The application is unavailable", "应用暂不可用", "The application behind this gateway cannot be reached right now. Try again shortly.", "目前无法连接网关后面的应用，请稍后重试。"),
+            UpstreamError::Unreachable(_) | UpstreamError::Tls(_) => ("upstream_unavailable", "The application is unavailable", "应用暂不可用", "The application behind this gateway cannot be reached right now. Try again shortly.", "目前无法连接网关后面的应用，请稍后重试。"),
             UpstreamError::BadUri(_) => ("bad_request", "Bad request", "请求无效", "The request address could not be forwarded.", "该请求地址无法转发。"),
         },
     }
@@ -1202,6 +1202,15 @@ fn operator_hint(error: &GatewayError) -> Option<String> {
         ),
         GatewayError::Upstream(UpstreamError::Unreachable(_)) => {
             Some("check that the upstream is running and reachable at `upstream`".to_owned())
+        }
+        GatewayError::Upstream(UpstreamError::Tls(f)) => {
+            Some(match crate::proxy::tls::handshake_error(&f.source) {
+                Some(tls) => crate::proxy::tls::hint(tls, &f.route, &f.name),
+                None => format!(
+                    "route `{}`: the TLS handshake with `{}` failed: check the route's tls settings",
+                    f.route, f.name
+                ),
+            })
         }
         GatewayError::Upstream(UpstreamError::Timeout(_)) => {
             Some("the upstream is slow: check it, or raise `upstream_timeout`".to_owned())

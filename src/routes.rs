@@ -12,6 +12,7 @@ use crate::config::{lenient, ConfigIssue};
 use crate::host::{self, HostError};
 use crate::proxy::fold::{affected_by, fold, Fold};
 use crate::proxy::path::normalize_path;
+use crate::proxy::tls::{RawTls, TlsSettings, UpstreamTls};
 
 type Unknown = BTreeMap<String, figment::value::Value>;
 
@@ -42,7 +43,13 @@ type Unknown = BTreeMap<String, figment::value::Value>;
 ///       users: ["wangwu"]
 /// ```
 ///
-/// Every key is optional: `path_prefix` defaults to `/`, `upstream` to the top-level one,
+/// A route with an https `upstream` may add a `tls:` block (`ca_file`, `server_name`,
+/// `cert_file` + `key_file`, `insecure_skip_verify`; see [`RawTls`]); without one the
+/// certificate is verified against the system roots for the URL's host. `tls` on an http
+/// upstream is an error.
+///
+/// Every key is optional: `path_prefix` defaults to `/`, `upstream` to the top-level one (with
+/// `upstream_tls`; a route's own https `upstream` takes only its own `tls`),
 /// `allow.corp` to `dingtalk.corp_id`; a route without `allow` admits every member of the corp.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -55,6 +62,7 @@ pub struct RawRoute {
     path_prefix: Option<String>,
     #[serde(deserialize_with = "lenient")]
     upstream: Option<String>,
+    tls: Option<RawTls>,
     public: Option<OneOrMany>,
     allow: RawRule,
     deny: RawRule,
@@ -124,6 +132,8 @@ pub struct RouteDefaults<'a> {
     /// The top-level `upstream` is set but invalid (already reported): routes that would fall
     /// back to it add no follow-on "missing" issue.
     pub upstream_invalid: bool,
+    /// The top-level `upstream_tls`, for routes that use the top-level `upstream`.
+    pub upstream_tls: Option<&'a UpstreamTls>,
     /// `dingtalk.corp_id` (`None` only with `allow_any_corp`).
     pub corp: Option<&'a str>,
     /// The gateway's own prefix, e.g. `/_dinggate` (no trailing slash); routes may not go there.
@@ -142,6 +152,13 @@ pub struct Route {
     /// Where matching requests are forwarded.
     #[serde(serialize_with = "ser_display")]
     pub upstream: Url,
+    /// TLS settings of an https `upstream` (`None` for http ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+    /// Which pooled upstream client serves this route: 0 for http upstreams, and one per
+    /// distinct TLS setting after that (see [`RouteTable::tls_clients`]).
+    #[serde(skip)]
+    pub client: usize,
     /// Canonical path prefixes inside `path_prefix` that need no sign-in.
     pub public: Vec<String>,
     /// Who may use the route.
@@ -227,7 +244,21 @@ impl<'a> Resolution<'a> {
 
 impl RouteTable {
     /// Builds the table; `routes` keep their order for [`RouteTable::routes`] and `describe`.
-    pub fn new(routes: Vec<Route>) -> Self {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        // One pooled client per distinct TLS setting, numbered from 1 (0 serves http upstreams).
+        let mut distinct: Vec<TlsSettings> = Vec::new();
+        for r in &mut routes {
+            r.client = match &r.tls {
+                None => 0,
+                Some(tls) => match distinct.iter().position(|s| *s == tls.settings) {
+                    Some(i) => i + 1,
+                    None => {
+                        distinct.push(tls.settings.clone());
+                        distinct.len()
+                    }
+                },
+            };
+        }
         let mut order: Vec<usize> = (0..routes.len()).collect();
         // Host-specific routes are tried first (as nginx picks the server block before the
         // location), then the longest prefix within each group.
@@ -271,6 +302,30 @@ impl RouteTable {
     /// The routes in configuration order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// The TLS of each pooled upstream client, indexed by [`Route::client`]; index 0 (http
+    /// upstreams) has none.
+    pub fn tls_clients(&self) -> Vec<Option<UpstreamTls>> {
+        let mut out = vec![None];
+        for r in &self.routes {
+            if let Some(tls) = &r.tls {
+                if out.len() <= r.client {
+                    out.resize(r.client + 1, None);
+                }
+                out[r.client].get_or_insert_with(|| tls.clone());
+            }
+        }
+        out
+    }
+
+    /// Routes whose upstream certificate is not verified (`tls.insecure_skip_verify`).
+    pub fn insecure(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().filter(|r| {
+            r.tls
+                .as_ref()
+                .is_some_and(|t| t.settings.insecure_skip_verify)
+        })
     }
 
     /// The route for a request, or `None` (→ 404).
@@ -381,6 +436,9 @@ impl RouteTable {
                 describe_prefix(&r.path_prefix),
                 r.upstream
             ));
+            if let Some(tls) = &r.tls {
+                out.push_str(&format!("    tls: {}\n", tls.describe(&r.upstream)));
+            }
             out.push_str(&format!("    allowed: {}\n", r.policy.describe()));
             if !r.public.is_empty() {
                 out.push_str(&format!(
@@ -420,6 +478,8 @@ pub fn validate_routes(
     issues: &mut Vec<ConfigIssue>,
 ) -> Vec<Route> {
     let mut issue = |key: String, problem: String| issues.push(ConfigIssue { key, problem });
+    // The system roots are loaded once, by the first https upstream without a `ca_file`.
+    let mut system = None;
     let Some(raw) = raw else {
         let Some(upstream) = defaults.upstream else {
             if !defaults.upstream_invalid {
@@ -430,11 +490,19 @@ pub fn validate_routes(
             }
             return Vec::new();
         };
+        // `upstream_tls` on an http `upstream` is reported with the top-level keys.
+        let tls = match (upstream.scheme(), defaults.upstream_tls) {
+            ("https", Some(tls)) => Some(tls.clone()),
+            ("https", None) => system_tls(&mut system, || "upstream".to_owned(), &mut issue),
+            _ => None,
+        };
         return vec![Route {
             name: "default".to_owned(),
             host: None,
             path_prefix: "/".to_owned(),
             upstream: upstream.clone(),
+            tls,
+            client: 0,
             public: Vec::new(),
             policy: Policy::members_of(defaults.corp.map(str::to_owned)),
         }];
@@ -501,6 +569,11 @@ pub fn validate_routes(
             },
         };
 
+        let own_upstream = r
+            .upstream
+            .as_deref()
+            .map(str::trim)
+            .is_some_and(|u| !u.is_empty());
         let upstream = match r
             .upstream
             .as_deref()
@@ -525,6 +598,36 @@ pub fn validate_routes(
                     None
                 }
             },
+        };
+
+        // `None` = invalid (reported); `Some(None)` = an http upstream, no TLS.
+        let tls = {
+            let mut tls_issues = Vec::new();
+            let own = r.tls.map(|t| t.validate(&key("tls"), &mut tls_issues));
+            let valid = tls_issues.is_empty();
+            for i in tls_issues {
+                issue(i.key, i.problem);
+            }
+            match (&upstream, own) {
+                (_, Some(_)) if !valid => None,
+                (None, _) => None,
+                (Some(u), own) if u.scheme() != "https" => {
+                    if own.is_some() {
+                        issue(
+                            key("tls"),
+                            format!("set, but the upstream ({u}) is http: TLS settings apply to https upstreams only; use https:// or remove tls"),
+                        );
+                        None
+                    } else {
+                        Some(None)
+                    }
+                }
+                (Some(_), Some(own)) => Some(own),
+                (Some(_), None) => match defaults.upstream_tls.filter(|_| !own_upstream) {
+                    Some(inherited) => Some(Some(inherited.clone())),
+                    None => system_tls(&mut system, || key("upstream"), &mut issue).map(Some),
+                },
+            }
         };
 
         let mut public = Vec::new();
@@ -585,7 +688,9 @@ pub fn validate_routes(
             (route, global) => route.or_else(|| global.map(str::to_owned)),
         };
 
-        let (Some(host), Some(path_prefix), Some(upstream)) = (host, path_prefix, upstream) else {
+        let (Some(host), Some(path_prefix), Some(upstream), Some(tls)) =
+            (host, path_prefix, upstream, tls)
+        else {
             continue;
         };
         let place = (host.clone(), path_prefix.clone());
@@ -635,6 +740,8 @@ pub fn validate_routes(
             host,
             path_prefix,
             upstream,
+            tls,
+            client: 0,
             public,
             policy: Policy {
                 corp,
@@ -644,6 +751,32 @@ pub fn validate_routes(
         });
     }
     routes
+}
+
+/// The TLS of an https upstream without settings of its own (system roots, the URL's host),
+/// built on first use; a failure is reported once, under the key `key()` names.
+fn system_tls(
+    cell: &mut Option<Option<UpstreamTls>>,
+    key: impl FnOnce() -> String,
+    issue: &mut impl FnMut(String, String),
+) -> Option<UpstreamTls> {
+    cell.get_or_insert_with(|| {
+        let settings = TlsSettings::default();
+        match crate::proxy::tls::client_config(&settings) {
+            Ok(config) => Some(UpstreamTls {
+                settings,
+                config: std::sync::Arc::new(config),
+            }),
+            Err(problems) => {
+                let key = key();
+                for (_, problem) in problems {
+                    issue(key.clone(), problem);
+                }
+                None
+            }
+        }
+    })
+    .clone()
 }
 
 const UNKNOWN_KEY: &str = "unknown key (check the spelling; see gateway.yaml)";
@@ -816,6 +949,7 @@ mod tests {
         let defaults = RouteDefaults {
             upstream,
             upstream_invalid: false,
+            upstream_tls: None,
             corp,
             gateway_prefix: "/_dinggate",
         };
@@ -847,6 +981,8 @@ mod tests {
             host: host.map(str::to_owned),
             path_prefix: prefix.to_owned(),
             upstream: default_upstream(),
+            tls: None,
+            client: 0,
             public: Vec::new(),
             policy: Policy::members_of(Some("dingcorp".to_owned())),
         }

@@ -9,7 +9,7 @@ use crate::directory::Directory;
 use crate::identity::Identity;
 use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
-use crate::proxy::forward::{build_upstream_client, UpstreamClient};
+use crate::proxy::forward::{build_upstream_clients, UpstreamClients};
 use crate::proxy::headers::ProtectedHeaders;
 use crate::ratelimit::RateLimits;
 use crate::session::cookie::{
@@ -76,8 +76,8 @@ pub struct AppState {
     pub dingtalk: DingTalkClient,
     /// Organization directory, when look-ups are on.
     pub directory: Option<Directory>,
-    /// Pooled upstream client.
-    pub upstream: UpstreamClient,
+    /// Pooled upstream clients, one per distinct TLS setting.
+    pub upstream: UpstreamClients,
     /// Login rate limits (per client address, and DingTalk code exchanges overall).
     pub limits: RateLimits,
     /// Time source.
@@ -109,6 +109,9 @@ pub enum BuildError {
     /// The TLS/HTTP client for DingTalk could not be built.
     #[error("cannot build the DingTalk HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// A TLS client for the upstreams could not be built.
+    #[error("cannot set up TLS to the upstreams: {0}")]
+    UpstreamTls(#[source] rustls::Error),
 }
 
 impl AppState {
@@ -192,7 +195,15 @@ impl AppState {
                 i64::try_from(config.dingtalk.directory_cache_ttl.as_secs()).unwrap_or(i64::MAX),
             )
         });
-        let upstream = build_upstream_client(&config.upstream);
+        for route in config.routes.insecure() {
+            tracing::warn!(
+                route = %route.name,
+                upstream = %route.upstream,
+                "tls.insecure_skip_verify is on: the upstream's certificate is NOT verified, so anyone on the network path can impersonate it; use tls.ca_file instead outside a lab"
+            );
+        }
+        let upstream = build_upstream_clients(&config.upstream, config.routes.tls_clients())
+            .map_err(BuildError::UpstreamTls)?;
         let revocations = Revocations::memory(config.session.max_revocations);
         let limits = RateLimits::new(&config.rate_limit);
         Ok(AppState {

@@ -1,14 +1,19 @@
 //! Forwarding to the upstream: pooled client, streamed bodies, identity headers, timeouts, upgrades.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper_rustls::{
+    DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
+};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
 
 use crate::body::GatewayBody;
 use crate::config::{IdentityHeaders, UpstreamConfig};
@@ -18,10 +23,23 @@ use crate::proxy::headers::{
     strip_protected,
 };
 use crate::proxy::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::proxy::tls::UpstreamTls;
+use crate::routes::Route;
 use crate::state::AppState;
 
-/// The pooled HTTP/1 client used for every upstream request.
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+/// A pooled HTTP/1 client to upstreams (http, or https with one TLS setting).
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+/// Every pooled upstream client, indexed by [`Route::client`]: one per distinct TLS setting.
+pub struct UpstreamClients(Vec<UpstreamClient>);
+
+impl UpstreamClients {
+    /// The client of `route`.
+    pub fn of(&self, route: &Route) -> &UpstreamClient {
+        // `RouteTable::new` numbers the clients, and `build` makes one for each number.
+        &self.0[route.client]
+    }
+}
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -32,21 +50,63 @@ pub enum UpstreamError {
     /// No response head within the configured timeout.
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
+    /// The TLS handshake with an https upstream failed (untrusted or wrong certificate,
+    /// refused client certificate, ...).
+    #[error(transparent)]
+    Tls(Box<TlsFailure>),
     /// The forwarded URI could not be built from the request.
     #[error("cannot build the upstream URI")]
     BadUri(#[source] http::Error),
 }
 
-/// Builds the pooled upstream client (once, at startup).
-pub fn build_upstream_client(cfg: &UpstreamConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(cfg.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
-        .build(connector)
+/// A failed TLS handshake with the upstream of a route.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "TLS handshake with the upstream of route `{route}` failed (certificate checked for `{name}`)"
+)]
+pub struct TlsFailure {
+    /// The route's name.
+    pub route: String,
+    /// The name the certificate was checked for (SNI).
+    pub name: String,
+    /// The connection error, with the rustls error inside.
+    #[source]
+    pub source: hyper_util::client::legacy::Error,
+}
+
+/// Builds the pooled upstream clients (once, at startup): `tls[i]` configures client `i`;
+/// `None` (http upstreams) gets a TLS config that trusts nothing.
+pub fn build_upstream_clients(
+    cfg: &UpstreamConfig,
+    tls: Vec<Option<UpstreamTls>>,
+) -> Result<UpstreamClients, rustls::Error> {
+    let mut clients = Vec::with_capacity(tls.len());
+    for tls in tls {
+        let (tls_config, server_name) = match tls {
+            Some(t) => (t.config, t.settings.server_name),
+            None => (Arc::new(crate::proxy::tls::plain_config()?), None),
+        };
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        // Validation parsed the name already; a failure here would be a bug, refused all the same.
+        let resolver: Arc<dyn ResolveServerName + Send + Sync> = match server_name {
+            Some(name) => Arc::new(FixedServerNameResolver::new(
+                ServerName::try_from(name)
+                    .map_err(|e| rustls::Error::General(format!("server_name: {e}")))?,
+            )),
+            None => Arc::new(DefaultServerNameResolver::default()),
+        };
+        let connector = HttpsConnector::new(http, tls_config, false, resolver);
+        clients.push(
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .build(connector),
+        );
+    }
+    Ok(UpstreamClients(clients))
 }
 
 /// Sets the configured identity headers for `id` (after client copies were stripped).
@@ -93,11 +153,11 @@ pub fn upstream_uri(base: &url::Url, path: &str, query: Option<&str>) -> Result<
         .build()
 }
 
-/// Where a request goes: the route's upstream and the path that was authorized.
+/// Where a request goes: the route (its upstream and TLS) and the path that was authorized.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
-    /// The route's upstream base URL.
-    pub upstream: &'a url::Url,
+    /// The route whose upstream receives the request.
+    pub route: &'a Route,
     /// The normalized path (exactly the one the policy was checked against).
     pub path: &'a str,
     /// The request's host (the one the route was chosen by), sent as `Host` (with
@@ -116,7 +176,7 @@ pub async fn forward(
 ) -> Result<Response<GatewayBody>, UpstreamError> {
     let upgrade = is_upgrade_request(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let uri = upstream_uri(target.upstream, target.path, req.uri().query())
+    let uri = upstream_uri(&target.route.upstream, target.path, req.uri().query())
         .map_err(UpstreamError::BadUri)?;
     let original_host = target.host.cloned();
 
@@ -156,9 +216,10 @@ pub async fn forward(
     let out = Request::from_parts(parts, body);
 
     let timeout = app.config.upstream.timeout;
-    let mut resp = match tokio::time::timeout(timeout, app.upstream.request(out)).await {
+    let client = app.upstream.of(target.route);
+    let mut resp = match tokio::time::timeout(timeout, client.request(out)).await {
         Err(_) => return Err(UpstreamError::Timeout(timeout)),
-        Ok(Err(e)) => return Err(UpstreamError::Unreachable(e)),
+        Ok(Err(e)) => return Err(classify(e, target.route)),
         Ok(Ok(resp)) => resp,
     };
 
@@ -187,6 +248,20 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, GatewayBody::Upstream(body)))
+}
+
+/// A failed upstream request: a TLS handshake failure names the route and the verified name.
+fn classify(error: hyper_util::client::legacy::Error, route: &Route) -> UpstreamError {
+    match &route.tls {
+        Some(tls) if crate::proxy::tls::handshake_error(&error).is_some() => {
+            UpstreamError::Tls(Box::new(TlsFailure {
+                route: route.name.clone(),
+                name: tls.verified_name(&route.upstream).to_owned(),
+                source: error,
+            }))
+        }
+        _ => UpstreamError::Unreachable(error),
+    }
 }
 
 /// The client's own `X-Forwarded-*` values, kept only when `trust_forwarded_headers` is on.

@@ -5,3 +5,4 @@ pub mod forward;
 pub mod headers;
 pub mod names;
 pub mod path;
+pub mod tls;
