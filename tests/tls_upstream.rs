@@ -460,7 +460,9 @@ session:
     ]);
     assert!(!ok);
     assert!(
-        stderr.contains("upstream_tls.ca_file: cannot read /nonexistent/ca.pem")
+        // A value from the environment is reported under its variable's name.
+        stderr.contains("DINGGATE_UPSTREAM_TLS__CA_FILE: cannot read /nonexistent/ca.pem")
+            && stderr.contains("(from the environment, key upstream_tls.ca_file)")
             && stderr.contains("upstream_tls.key_file: missing"),
         "{stderr}"
     );
