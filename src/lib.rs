@@ -47,7 +47,10 @@ pub async fn serve(
     server::serve_http(
         listener,
         limits,
-        move |req, peer| gateway::handle(state.clone(), req, peer),
+        // Boxed: the request future is several KB, and hyper and the server's in-flight wrapper
+        // move it by value; a box makes each move a pointer copy (callgrind: ~16k fewer
+        // instructions of memcpy per request, for one allocation).
+        move |req, peer| Box::pin(gateway::handle(state.clone(), req, peer)),
         shutdown,
     )
     .await;
