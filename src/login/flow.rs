@@ -151,14 +151,9 @@ pub fn append_cookies(resp: &mut Response<GatewayBody>, cookies: &[Cookie<'stati
 /// The validated `rd` parameter of `query`, `None` when absent or empty.
 pub fn return_url(app: &AppState, query: Option<&str>) -> Result<Option<String>, LoginError> {
     let [rd] = query_params(query, ["rd"])?;
-    match rd.as_deref() {
-        None | Some("") => Ok(None),
-        Some(rd) => app
-            .redirects
-            .validate(rd)
-            .map(Some)
-            .map_err(LoginError::BadReturnUrl),
-    }
+    app.redirects
+        .validate_optional(rd.as_deref())
+        .map_err(LoginError::BadReturnUrl)
 }
 
 /// `GET {prefix}/start?rd=`: remember where to return, bind a state to this browser, go to DingTalk.

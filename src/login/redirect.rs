@@ -229,6 +229,14 @@ impl RedirectPolicy {
         }
     }
 
+    /// [`RedirectPolicy::validate`] for an optional parameter: absent or empty is `None`.
+    pub fn validate_optional(&self, raw: Option<&str>) -> Result<Option<String>, RedirectError> {
+        match raw {
+            None | Some("") => Ok(None),
+            Some(rd) => self.validate(rd).map(Some),
+        }
+    }
+
     /// Checks `raw` (the `rd` value after the single decoding that query-string parsing does)
     /// and returns the URL to redirect to.
     ///

@@ -104,14 +104,9 @@ pub fn check_same_origin(
 
 /// The validated `rd` of a query, `None` when absent or empty.
 fn validated_rd(app: &AppState, rd: Option<String>) -> Result<Option<String>, SignOutError> {
-    match rd.as_deref() {
-        None | Some("") => Ok(None),
-        Some(rd) => app
-            .redirects
-            .validate(rd)
-            .map(Some)
-            .map_err(SignOutError::BadReturnUrl),
-    }
+    app.redirects
+        .validate_optional(rd.as_deref())
+        .map_err(SignOutError::BadReturnUrl)
 }
 
 /// `GET {prefix}/sign_out?rd=`: a page asking to confirm, whose buttons POST the form back

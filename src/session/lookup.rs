@@ -78,7 +78,10 @@ pub async fn verify_cookies(
                 continue;
             }
         };
-        if u64::try_from(now.saturating_sub(claims.auth_time)).unwrap_or(0) > max_age {
+        let age = now.saturating_sub(claims.auth_time);
+        // An auth_time in the future (beyond clock skew) was never minted by this gateway:
+        // refused, not read as age 0 (which would stretch max_lifetime).
+        if age < -MAX_IAT_SKEW_SECS || u64::try_from(age).is_ok_and(|a| a > max_age) {
             continue;
         }
         if app

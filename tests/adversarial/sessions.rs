@@ -325,3 +325,28 @@ async fn a_full_revocation_store_ends_every_session_rather_than_forgetting_one()
     assert_eq!(statuses(&stack, &fresh).await, SIGNED_IN);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_whose_sign_in_lies_in_the_future_is_refused() {
+    // Only a holder of the signing key could produce this, but it must not stretch
+    // max_lifetime: a future auth_time is refused, not read as "signed in just now".
+    let stack = stack("").await;
+    let t = token(&stack, ZHANGSAN).await;
+    let now = stack.state.clock.now();
+    let mut claims = stack.state.sessions.verify(&t, now).unwrap();
+    assert_eq!(statuses(&stack, &t).await, SIGNED_IN);
+    claims.auth_time = now + 3600;
+    let future = stack
+        .state
+        .sessions
+        .remint(&claims, &claims.identity(), now);
+    assert_eq!(statuses(&stack, &future).await, SIGNED_OUT);
+    // Within clock skew it still counts.
+    claims.auth_time = now + 30;
+    let skewed = stack
+        .state
+        .sessions
+        .remint(&claims, &claims.identity(), now);
+    assert_eq!(statuses(&stack, &skewed).await, SIGNED_IN);
+    stack.stop().await;
+}
