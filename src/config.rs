@@ -126,6 +126,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Forward the client's `Host` header (true) or use the upstream's authority (false).
     pub pass_host_header: bool,
+    /// Most idle keep-alive connections kept per upstream host (the pool); more are closed.
+    pub max_idle_per_host: usize,
 }
 
 /// DingTalk application credentials and endpoints.
@@ -205,6 +207,9 @@ pub struct SessionConfig {
     /// Most sign-out records (revoked sessions plus per-person cut-offs) kept in memory; when a
     /// new one does not fit after pruning, every session is ended (fail closed).
     pub max_revocations: usize,
+    /// Most verified sessions kept in memory, so that a token is verified once and not on
+    /// every request (0 = verify every request).
+    pub cache_entries: usize,
 }
 
 impl SessionConfig {
@@ -296,6 +301,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Length of the kernel's queue of connections not yet accepted (`listen(2)` backlog).
+    pub listen_backlog: u32,
 }
 
 /// Rate limits of the login flow.
@@ -765,6 +772,8 @@ struct RawConfig {
     upstream_connect_timeout: Option<String>,
     #[serde(deserialize_with = "lenient")]
     pass_host_header: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    upstream_max_idle_per_host: Option<String>,
     #[serde(deserialize_with = "string_list")]
     redirect_allowlist: Option<Vec<String>>,
     #[serde(deserialize_with = "lenient")]
@@ -860,6 +869,8 @@ struct RawSession {
     max_lifetime: Option<String>,
     #[serde(deserialize_with = "lenient")]
     max_revocations: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    cache_entries: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -906,6 +917,8 @@ struct RawServer {
     max_connections: Option<String>,
     #[serde(deserialize_with = "lenient")]
     max_concurrent_streams: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    listen_backlog: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1348,6 +1361,14 @@ impl RawConfig {
             Duration::from_secs(5),
         );
         let pass_host_header = c.boolean("pass_host_header", self.pass_host_header, true);
+        // Generous: every client connection of a busy gateway may have a request upstream at
+        // once, and a connection the pool cannot keep is closed and reopened on the next request.
+        let max_idle_per_host = c.number(
+            "upstream_max_idle_per_host",
+            self.upstream_max_idle_per_host,
+            1024,
+            (0, 65_536),
+        );
 
         let mut allowlist = Vec::new();
         let allowlist_raw = self.redirect_allowlist.unwrap_or_default();
@@ -1401,6 +1422,14 @@ impl RawConfig {
                 self.server.max_concurrent_streams,
                 100,
                 (1, 1000),
+            ) as u32,
+            // nginx uses 511; a burst of new connections beyond the backlog waits for SYN
+            // retransmits (a second or more). Linux caps it at net.core.somaxconn.
+            listen_backlog: c.number(
+                "server.listen_backlog",
+                self.server.listen_backlog,
+                1024,
+                (1, 65_535),
             ) as u32,
         };
 
@@ -1518,6 +1547,7 @@ impl RawConfig {
                         timeout: upstream_timeout,
                         connect_timeout,
                         pass_host_header,
+                        max_idle_per_host,
                     },
                     routes: RouteTable::new(routes),
                     redirect_allowlist_raw: allowlist_raw,
@@ -1837,6 +1867,12 @@ impl RawSession {
             100_000,
             (1, 10_000_000),
         );
+        let cache_entries = c.number(
+            "session.cache_entries",
+            self.cache_entries,
+            10_000,
+            (0, 10_000_000),
+        );
         if max_lifetime < lifetime {
             c.issue(
                 "session.max_lifetime",
@@ -1873,6 +1909,7 @@ impl RawSession {
             revalidate_grace,
             max_lifetime,
             max_revocations,
+            cache_entries,
         })
     }
 }

@@ -161,8 +161,7 @@ rate_limit:
 }
 
 async fn bind(port: u16) -> Result<TcpListener, StackError> {
-    TcpListener::bind(("127.0.0.1", port))
-        .await
+    crate::server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)), 1024)
         .map_err(StackError::Bind)
 }
 

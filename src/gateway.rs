@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cookie::Cookie;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{
+    header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri,
+};
 use hyper::body::Incoming;
 use serde_json::json;
 
@@ -15,11 +17,11 @@ use crate::body::GatewayBody;
 use crate::dingtalk::DingTalkError;
 use crate::host::{self, HostError, HostPort};
 use crate::identity::Identity;
-use crate::login::flow::{self, append_cookies, LoginError, LoginFailure, Lookup};
+use crate::login::flow::{self, append_cookies, LoginError, LoginFailure};
 use crate::login::sign_out::{self, CrossSite, SignOutError};
 use crate::login::state::StateError;
 use crate::pages::{self, Lang, Page};
-use crate::proxy::forward::{apply_identity, forward, Target, UpstreamError};
+use crate::proxy::forward::{forward, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
 use crate::proxy::names::{
     X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_URI, X_LOGIN_URL, X_ORIGINAL_URI,
@@ -27,11 +29,12 @@ use crate::proxy::names::{
 use crate::proxy::path::{normalize_path, PathError};
 use crate::ratelimit::{client_ip, BadForwardedFor, Throttled};
 use crate::routes::Resolution;
-use crate::session::cookie::{clear_cookie, clear_cookie_everywhere, session_cookie};
-use crate::session::lookup::verify_cookies;
+use crate::session::cache::VerifiedSession;
+use crate::session::cookie::clear_cookie;
+use crate::session::lookup::{session_of, verify_cookies, LookupError, Session};
 use crate::session::revocation::RevocationError;
 use crate::state::AppState;
-use crate::telemetry::ErrorChain;
+use crate::telemetry::{ErrorChain, RequestId};
 
 /// Everything that can go wrong while serving a request, by boundary.
 #[derive(Debug, thiserror::Error)]
@@ -118,13 +121,20 @@ pub enum GatewayError {
 #[derive(Debug)]
 pub struct RequestContext {
     /// Random id shown on error pages and in logs.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// A browser navigation (HTML page) rather than an API call.
     pub wants_html: bool,
-    /// Path and query to come back to after login (relative).
-    pub return_to: String,
+    /// The request's URI as received (a cheap clone: its bytes are shared with the request).
+    pub uri: Uri,
     /// The language pages are shown in first.
     pub lang: Lang,
+}
+
+impl RequestContext {
+    /// Path and query to come back to after login (relative): the request target as received.
+    pub fn return_to(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    }
 }
 
 /// Serves one request. Never fails: every error is a response.
@@ -135,17 +145,11 @@ pub async fn handle(
 ) -> Result<Response<GatewayBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    // Only the path is logged: query strings carry OAuth codes and states.
-    let path = req.uri().path().to_owned();
     let ctx = RequestContext {
-        request_id: format!("{:016x}", rand::random::<u64>()),
+        request_id: RequestId::random(),
         wants_html: wants_html(req.headers(), req.method()),
         lang: pages::negotiate_lang(req.headers()),
-        return_to: req
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str().to_owned())
-            .unwrap_or_else(|| "/".to_owned()),
+        uri: req.uri().clone(),
     };
     let mut access = Access::default();
     let (result, cookies) = match dispatch(&app, req, peer, &ctx, &mut access).await {
@@ -163,7 +167,8 @@ pub async fn handle(
     append_cookies(&mut resp, &cookies);
     log_access(
         &method,
-        &path,
+        // Only the path is logged: query strings carry OAuth codes and states.
+        ctx.uri.path(),
         resp.status(),
         started,
         &ctx,
@@ -179,7 +184,7 @@ pub async fn handle(
 #[derive(Debug, Default)]
 struct Access<'a> {
     /// Who the request belonged to, once a session was verified.
-    user: Option<Identity>,
+    user: Option<Arc<VerifiedSession>>,
     /// The route the request matched.
     route: Option<&'a str>,
     /// Whether the route let it through (a refusal is read from the error).
@@ -231,7 +236,7 @@ fn log_access(
         (None, Some(Admitted::Public)) => Some("public"),
         (None, None) => None,
     };
-    let user = access.user.as_ref();
+    let user = access.user.as_deref().map(|s| &s.identity);
     let original = access.original.as_ref();
     tracing::info!(
         %method,
@@ -331,20 +336,20 @@ async fn dispatch<'a>(
                 .await
                 .ok()
                 .and_then(|v| v.best)
-                .map(|claims| claims.identity().name);
+                .map(|s| s.identity.name.clone());
             Ok(flow::sign_in(
                 app,
                 query,
                 req.headers(),
                 signed_in.as_deref(),
-                &ctx.request_id,
+                &ctx.request_id.to_string(),
             )?)
         }
         "/inapp" if get => Ok(flow::inapp_page(
             app,
             query,
             req.headers(),
-            &ctx.request_id,
+            &ctx.request_id.to_string(),
         )?),
         "/callback" if get => Ok(flow::callback(app, query, req.headers()).await?),
         "/inapp/callback" if req.method() == Method::POST => {
@@ -356,14 +361,21 @@ async fn dispatch<'a>(
             app,
             query,
             ctx.lang,
-            &ctx.request_id,
+            &ctx.request_id.to_string(),
         )?),
         "/sign_out" if req.method() == Method::POST => {
             same_origin(app, &req)?;
             let query = query.map(str::to_owned);
             let (parts, body) = req.into_parts();
             let form = sign_out::read_form(app, query.as_deref(), body).await?;
-            Ok(sign_out::sign_out(app, &form, &parts.headers, ctx.lang, &ctx.request_id).await?)
+            Ok(sign_out::sign_out(
+                app,
+                &form,
+                &parts.headers,
+                ctx.lang,
+                &ctx.request_id.to_string(),
+            )
+            .await?)
         }
         "/userinfo" if get => {
             let mut clear = Vec::new();
@@ -373,9 +385,9 @@ async fn dispatch<'a>(
                     cookies: clear,
                 });
             };
-            let mut resp = userinfo(&session.identity);
+            let mut resp = userinfo(session.identity());
             append_cookies(&mut resp, session.refreshed.as_slice());
-            access.user = Some(session.identity);
+            access.user = Some(session.current);
             Ok(resp)
         }
         "/auth" if get => forward_auth(app, &req, access).await,
@@ -508,7 +520,7 @@ async fn protected<'a>(
     if resolution.public {
         access.decision = Some(Admitted::Public);
         // Identity headers are still stripped inside `forward`; none are added.
-        return Ok(forward(app, req, peer, None, target).await?);
+        return Ok(forward(&app.upstream, req, peer, None, target).await?);
     }
     let mut clear = Vec::new();
     let Some(session) = session(app, req.headers(), &mut clear).await? else {
@@ -523,7 +535,7 @@ async fn protected<'a>(
                 // Logins complete on public_url (where the callback is registered); come back
                 // to this host afterwards.
                 let scheme = app.config.public_url.scheme();
-                let back = format!("{scheme}://{}{}", h.parsed, ctx.return_to);
+                let back = format!("{scheme}://{}{}", h.parsed, ctx.return_to());
                 return Err(Failure {
                     error: GatewayError::UnauthenticatedAt {
                         url: back,
@@ -538,7 +550,7 @@ async fn protected<'a>(
             // visible, so the per-browser flow limit applies to it as well.
             let rd = app
                 .redirects
-                .validate(&ctx.return_to)
+                .validate(ctx.return_to())
                 .unwrap_or_else(|_| "/".to_owned());
             let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
             let mut resp = pages::redirect(&format!("{}/inapp?rd={rd}", app.config.prefix));
@@ -551,8 +563,15 @@ async fn protected<'a>(
         });
     };
     let session = authorize(app, &resolution, session, access).await?;
-    let forwarded = forward(app, req, peer, Some(&session.identity), target).await;
-    access.user = Some(session.identity);
+    let forwarded = forward(
+        &app.upstream,
+        req,
+        peer,
+        Some(&session.current.headers),
+        target,
+    )
+    .await;
+    access.user = Some(session.current);
     let mut resp = forwarded?;
     append_cookies(&mut resp, session.refreshed.as_slice());
     Ok(resp)
@@ -570,7 +589,7 @@ async fn authorize(
     access: &mut Access<'_>,
 ) -> Result<Session, Failure> {
     for route in resolution.guards() {
-        if let Decision::Deny(reason) = route.policy.evaluate(&session.identity) {
+        if let Decision::Deny(reason) = route.policy.evaluate(session.identity()) {
             let named = match &reason {
                 DenyReason::NotAllowed { .. } => route.policy.allow.departments.as_slice(),
                 DenyReason::Denied { .. } => route.policy.deny.departments.as_slice(),
@@ -584,17 +603,17 @@ async fn authorize(
             };
             let explained = route
                 .policy
-                .explain_to(&session.identity, &reason, &|d| names.get(&d).cloned());
+                .explain_to(session.identity(), &reason, &|d| names.get(&d).cloned());
             let failure = Failure {
                 error: GatewayError::Forbidden {
-                    name: session.identity.name.clone(),
+                    name: session.identity().name.clone(),
                     route: route.name.clone(),
                     reason,
                     explained: Box::new(explained),
                 },
                 cookies: session.refreshed.into_iter().collect(),
             };
-            access.user = Some(session.identity);
+            access.user = Some(session.current);
             return Err(failure);
         }
     }
@@ -615,73 +634,21 @@ fn wants_inapp(app: &AppState, headers: &HeaderMap) -> bool {
         })
 }
 
-/// A verified (and, when due, re-validated) session.
-pub struct Session {
-    /// Who the request belongs to.
-    pub identity: Identity,
-    /// A re-minted session cookie to set on the response after re-validation.
-    pub refreshed: Option<Cookie<'static>>,
-}
-
-/// The session of a request: `Ok(None)` when there is none (missing, expired, tampered, past
-/// `max_lifetime`, signed out, or several cookies naming different people: all the same; for
-/// the last, deletions of the session cookie are added to `clear`). A session older than
-/// `revalidate_after` is re-checked against the directory first; a person who left or was
-/// deactivated is refused and their cookie cleared. A revoked session is refused before any
-/// re-check, so it is never re-minted.
+/// The request's session, with lookup failures turned into gateway failures (an ended session
+/// also clears its cookie).
 async fn session(
     app: &AppState,
     headers: &HeaderMap,
     clear: &mut Vec<Cookie<'static>>,
 ) -> Result<Option<Session>, Failure> {
-    let now = app.clock.now();
-    let verified = verify_cookies(app, headers, now)
-        .await
-        .map_err(GatewayError::Revocation)?;
-    if verified.conflict {
-        clear.extend(clear_cookie_everywhere(&app.cookies, &app.cookies.name));
-    }
-    let Some(claims) = verified.best else {
-        return Ok(None);
-    };
-    let s = &app.config.session;
-    let age = |since: i64| u64::try_from(now.saturating_sub(since)).unwrap_or(0);
-    let identity = claims.identity();
-    // A session minted without directory data (look-ups were off at the time) is re-checked
-    // at once when look-ups are on: department rules could not match it otherwise.
-    let due = age(claims.iat) > s.revalidate_after.as_secs() || identity.enterprise.is_none();
-    if app.directory.is_none() || !due {
-        return Ok(Some(Session {
-            identity,
-            refreshed: None,
-        }));
-    }
-    match flow::with_membership(app, identity.clone(), Lookup::UnionId).await {
-        Ok(fresh) => {
-            let token = app.sessions.remint(&claims, &fresh, now);
-            Ok(Some(Session {
-                identity: fresh,
-                refreshed: Some(session_cookie(&app.cookies, &token)),
-            }))
-        }
-        Err(LoginError::DingTalk(e))
-            if age(claims.iat) <= (s.revalidate_after + s.revalidate_grace).as_secs() =>
-        {
-            tracing::warn!(union_id = %identity.union_id, error = %e, "re-validation failed; within revalidate_grace, session kept");
-            Ok(Some(Session {
-                identity,
-                refreshed: None,
-            }))
-        }
-        Err(LoginError::DingTalk(e)) => Err(GatewayError::Revalidation(e).into()),
-        Err(e) => {
-            tracing::info!(union_id = %identity.union_id, reason = %e, "session revoked at re-validation");
-            Err(Failure {
-                error: GatewayError::Login(e),
-                cookies: vec![clear_cookie(&app.cookies, &app.cookies.name)],
-            })
-        }
-    }
+    session_of(app, headers, clear).await.map_err(|e| match e {
+        LookupError::Revocation(e) => GatewayError::Revocation(e).into(),
+        LookupError::Revalidation(e) => GatewayError::Revalidation(e).into(),
+        LookupError::Ended(e) => Failure {
+            error: GatewayError::Login(e),
+            cookies: vec![clear_cookie(&app.cookies, &app.cookies.name)],
+        },
+    })
 }
 
 /// The caller's identity as JSON: everything the identity headers carry (unionId, name, email,
@@ -868,9 +835,9 @@ async fn forward_auth<'a>(
     };
     let session = authorize(app, &resolution, session, access).await?;
     clear_identity(resp.headers_mut(), &app.config.headers);
-    apply_identity(resp.headers_mut(), &app.config.headers, &session.identity);
+    session.current.headers.apply(resp.headers_mut());
     append_cookies(&mut resp, session.refreshed.as_slice());
-    access.user = Some(session.identity);
+    access.user = Some(session.current);
     Ok(resp)
 }
 
@@ -953,10 +920,11 @@ fn throttled(error: &GatewayError) -> Option<&Throttled> {
 
 fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Response<GatewayBody> {
     let status = status_of(error);
+    let request_id = ctx.request_id.to_string();
     let start = format!("{}/start", app.config.prefix);
     let (start_here, navigation) = match error {
         GatewayError::UnauthenticatedAt { url, navigation } => (login_url(app, url), *navigation),
-        _ => (login_url(app, &ctx.return_to), ctx.wants_html),
+        _ => (login_url(app, ctx.return_to()), ctx.wants_html),
     };
 
     if let GatewayError::Unauthenticated | GatewayError::UnauthenticatedAt { .. } = error {
@@ -969,7 +937,7 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
                 "error": "unauthenticated",
                 "message": "sign in with DingTalk first",
                 "login_url": start_here,
-                "request_id": ctx.request_id,
+                "request_id": ctx.request_id.to_string(),
             }),
         );
         resp.headers_mut().insert(
@@ -993,7 +961,7 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
         if !ctx.wants_html {
             return pages::json(
                 status,
-                &json!({ "error": "forbidden", "route": route, "message": reason.explain().0, "request_id": ctx.request_id }),
+                &json!({ "error": "forbidden", "route": route, "message": reason.explain().0, "request_id": ctx.request_id.to_string() }),
             );
         }
         let sign_out = format!("{}/sign_out", app.config.prefix);
@@ -1004,7 +972,7 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
             reason_en: &explained.0,
             reason_zh: &explained.1,
             sign_out_url: &sign_out,
-            request_id: &ctx.request_id,
+            request_id: &request_id,
         });
     }
 
@@ -1012,14 +980,14 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
     if !ctx.wants_html {
         return pages::json(
             status,
-            &json!({ "error": code, "message": message, "request_id": ctx.request_id }),
+            &json!({ "error": code, "message": message, "request_id": ctx.request_id.to_string() }),
         );
     }
     let retry: &[(&str, &str)] = &[("Sign in again · 重新登录", start.as_str())];
     // The raw request target may be `//other.host/…`: a link to it would leave the site.
     let reload_to = app
         .redirects
-        .validate(&ctx.return_to)
+        .validate(ctx.return_to())
         .unwrap_or_else(|_| "/".to_owned());
     let reload: &[(&str, &str)] = &[("Reload · 重新加载", reload_to.as_str())];
     let actions = match error {
@@ -1061,7 +1029,7 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
             message,
             message_zh,
             actions,
-            request_id: &ctx.request_id,
+            request_id: &request_id,
             app_name: &app.config.ui.app_name,
         },
         ctx.lang,
@@ -1255,9 +1223,9 @@ mod tests {
 
     fn ctx() -> RequestContext {
         RequestContext {
-            request_id: "0123456789abcdef".into(),
+            request_id: RequestId(0x0123_4567_89ab_cdef),
             wants_html: false,
-            return_to: "/".into(),
+            uri: Uri::from_static("/"),
             lang: Lang::Zh,
         }
     }
@@ -1309,28 +1277,45 @@ mod tests {
         line
     }
 
-    fn identity(user_id: Option<&str>) -> Identity {
-        Identity {
-            union_id: "unionzhangsan".into(),
+    fn identity(union_id: &str, user_id: Option<&str>) -> Arc<VerifiedSession> {
+        let claims = crate::session::jwt::SessionClaims {
+            iss: "https://gw".into(),
+            aud: "dinggate".into(),
+            sub: union_id.into(),
+            sid: "sid".into(),
+            iat: 0,
+            exp: 1,
+            auth_time: 0,
             name: "张三".into(),
             avatar: None,
             email: None,
             corp_id: Some("dingcorp".into()),
             open_id: None,
-            enterprise: user_id.map(|u| crate::identity::Enterprise {
-                user_id: u.into(),
-                departments: vec![100],
-                department_tree: vec![1, 100],
-                admin: false,
-                title: None,
-            }),
-        }
+            uid: user_id.map(str::to_owned),
+            depts: vec![100],
+            dtree: vec![1],
+            adm: false,
+            title: None,
+        };
+        let names = crate::config::IdentityHeaders {
+            user: None,
+            email: None,
+            preferred_username: None,
+            union_id: None,
+            name: None,
+            corp_id: None,
+            user_id: None,
+            departments: None,
+            title: None,
+            strip_extra: Vec::new(),
+        };
+        Arc::new(VerifiedSession::new(claims, &names, i64::MAX))
     }
 
     #[test]
     fn access_line_names_the_user_route_decision_and_original_request() {
         let access = Access {
-            user: Some(identity(Some("zhangsan"))),
+            user: Some(identity("unionzhangsan", Some("zhangsan"))),
             route: Some("admin"),
             decision: Some(Admitted::Allow),
             original: Some(Original {
@@ -1380,7 +1365,7 @@ mod tests {
         );
         // Signed in without directory data, through nginx (no X-Forwarded-Method or host).
         let access = Access {
-            user: Some(identity(None)),
+            user: Some(identity("unionzhangsan", None)),
             route: Some("/"),
             decision: Some(Admitted::Public),
             original: Some(Original {
@@ -1400,7 +1385,7 @@ mod tests {
     #[test]
     fn access_line_of_a_refusal_names_the_refusing_route_and_rule() {
         let access = Access {
-            user: Some(identity(Some("zhangsan"))),
+            user: Some(identity("unionzhangsan", Some("zhangsan"))),
             route: Some("app"),
             decision: None,
             original: None,
@@ -1424,11 +1409,10 @@ mod tests {
 
     #[test]
     fn access_line_in_text_is_one_escaped_line() {
-        let mut access = Access {
-            user: Some(identity(Some("zhang\nsan"))),
+        let access = Access {
+            user: Some(identity("u\n1\u{1b}", Some("zhang\nsan"))),
             ..Access::default()
         };
-        access.user.as_mut().unwrap().union_id = "u\n1\u{1b}".into();
         let text = captured(crate::config::LogFormat::Text, || {
             log_access(
                 &Method::GET,

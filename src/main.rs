@@ -120,8 +120,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tracing::warn!(key = %w.key, "{}", w.problem);
             }
             catch_reload_signal()?;
-            let listener = tokio::net::TcpListener::bind(cfg.listen)
-                .await
+            let listener = dinggate::server::bind(cfg.listen, cfg.server.listen_backlog)
                 .with_context(|| format!("cannot listen on {}", cfg.listen))?;
             tracing::info!(
                 listen = %cfg.listen,

@@ -159,6 +159,9 @@ pub struct Route {
     /// distinct TLS setting after that (see [`RouteTable::tls_clients`]).
     #[serde(skip)]
     pub client: usize,
+    /// Position in the table ([`RouteTable::routes`]), for per-route data built at startup.
+    #[serde(skip)]
+    pub index: usize,
     /// Canonical path prefixes inside `path_prefix` that need no sign-in.
     pub public: Vec<String>,
     /// Who may use the route.
@@ -247,7 +250,8 @@ impl RouteTable {
     pub fn new(mut routes: Vec<Route>) -> Self {
         // One pooled client per distinct TLS setting, numbered from 1 (0 serves http upstreams).
         let mut distinct: Vec<TlsSettings> = Vec::new();
-        for r in &mut routes {
+        for (i, r) in routes.iter_mut().enumerate() {
+            r.index = i;
             r.client = match &r.tls {
                 None => 0,
                 Some(tls) => match distinct.iter().position(|s| *s == tls.settings) {
@@ -503,6 +507,7 @@ pub fn validate_routes(
             upstream: upstream.clone(),
             tls,
             client: 0,
+            index: 0,
             public: Vec::new(),
             policy: Policy::members_of(defaults.corp.map(str::to_owned)),
         }];
@@ -742,6 +747,7 @@ pub fn validate_routes(
             upstream,
             tls,
             client: 0,
+            index: 0,
             public,
             policy: Policy {
                 corp,
@@ -983,6 +989,7 @@ mod tests {
             upstream: default_upstream(),
             tls: None,
             client: 0,
+            index: 0,
             public: Vec::new(),
             policy: Policy::members_of(Some("dingcorp".to_owned())),
         }

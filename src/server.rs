@@ -50,6 +50,19 @@ impl Default for ServerLimits {
     }
 }
 
+/// Binds a listening socket with `SO_REUSEADDR` (a restart does not wait for old connections'
+/// TIME-WAIT) and a listen backlog of `backlog` (the kernel caps it at `net.core.somaxconn`).
+/// Must be called inside the Tokio runtime.
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// How often, at most, reaching `max_connections` is logged.
 const CAP_WARN_EVERY: Duration = Duration::from_secs(60);
 

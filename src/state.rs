@@ -9,9 +9,9 @@ use crate::directory::Directory;
 use crate::identity::Identity;
 use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
-use crate::proxy::forward::{build_upstream_clients, UpstreamClients};
-use crate::proxy::headers::ProtectedHeaders;
+use crate::proxy::forward::{Upstream, UpstreamBuildError};
 use crate::ratelimit::RateLimits;
+use crate::session::cache::SessionCache;
 use crate::session::cookie::{
     session_cookie, set_cookie_line_len, CookieSettings, MAX_SET_COOKIE_LINE,
 };
@@ -66,18 +66,18 @@ pub struct AppState {
     pub cookies: CookieSettings,
     /// Ended sessions (sign-out, sign-out everywhere).
     pub revocations: Revocations,
+    /// Tokens verified before: token → verified session.
+    pub session_cache: SessionCache,
     /// Login `state` cookies.
     pub login_states: LoginStates,
     /// Return-URL validation.
     pub redirects: RedirectPolicy,
-    /// Header names no client may send upstream.
-    pub protected: ProtectedHeaders,
     /// DingTalk API client (one reqwest client inside).
     pub dingtalk: DingTalkClient,
     /// Organization directory, when look-ups are on.
     pub directory: Option<Directory>,
-    /// Pooled upstream clients, one per distinct TLS setting.
-    pub upstream: UpstreamClients,
+    /// Forwarding: pooled upstream clients, upstream URLs and header rules.
+    pub upstream: Upstream,
     /// Login rate limits (per client address, and DingTalk code exchanges overall).
     pub limits: RateLimits,
     /// Time source.
@@ -109,9 +109,9 @@ pub enum BuildError {
     /// The TLS/HTTP client for DingTalk could not be built.
     #[error("cannot build the DingTalk HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
-    /// A TLS client for the upstreams could not be built.
-    #[error("cannot set up TLS to the upstreams: {0}")]
-    UpstreamTls(#[source] rustls::Error),
+    /// The upstream clients could not be built.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamBuildError),
 }
 
 impl AppState {
@@ -160,10 +160,6 @@ impl AppState {
             },
         );
         let redirects = RedirectPolicy::new(&config.public_url, config.redirect_allowlist.clone());
-        let protected = ProtectedHeaders::new(
-            config.headers.names().map(|h| h.as_str()),
-            &config.headers.strip_extra,
-        );
         let http = reqwest::Client::builder()
             .timeout(config.dingtalk.timeout)
             .connect_timeout(config.dingtalk.timeout)
@@ -202,29 +198,24 @@ impl AppState {
                 "tls.insecure_skip_verify is on: the upstream's certificate is NOT verified, so anyone on the network path can impersonate it; use tls.ca_file instead outside a lab"
             );
         }
-        let upstream = build_upstream_clients(&config.upstream, config.routes.tls_clients())
-            .map_err(BuildError::UpstreamTls)?;
+        let upstream = Upstream::new(&config).map_err(BuildError::Upstream)?;
         let revocations = Revocations::memory(config.session.max_revocations);
+        let session_cache = SessionCache::new(config.session.cache_entries);
         let limits = RateLimits::new(&config.rate_limit);
         Ok(AppState {
             config,
             sessions,
             cookies,
             revocations,
+            session_cache,
             login_states,
             redirects,
-            protected,
             dingtalk,
             directory,
             upstream,
             limits,
             clock: Clock::default(),
         })
-    }
-
-    /// Whether a cookie name belongs to the gateway (never forwarded upstream).
-    pub fn is_own_cookie(&self, name: &str) -> bool {
-        name == self.cookies.name || self.login_states.is_state_cookie(name)
     }
 }
 

@@ -196,6 +196,24 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A request's id, shown on error pages and in log lines: random, kept as a number and
+/// formatted (16 hex digits) only when something shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(pub u64);
+
+impl RequestId {
+    /// A new random id.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

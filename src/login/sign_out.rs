@@ -206,13 +206,13 @@ pub async fn sign_out(
             .await
             .map_err(SignOutError::Store)?;
     }
-    if let (true, Some(claims)) = (form.everywhere, &verified.best) {
+    if let (true, Some(claims)) = (form.everywhere, verified.best_claims()) {
         app.revocations
             .revoke_person(&claims.sub, now, cutoff_until(app, now), now)
             .await
             .map_err(SignOutError::Store)?;
         tracing::info!(union_id = %claims.sub, "signed out everywhere");
-    } else if let Some(claims) = &verified.best {
+    } else if let Some(claims) = verified.best_claims() {
         tracing::info!(union_id = %claims.sub, "signed out");
     }
     let start = format!("{}/start", app.config.prefix);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_rustls::{
     DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
@@ -16,16 +16,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 
 use crate::body::GatewayBody;
-use crate::config::{IdentityHeaders, UpstreamConfig};
-use crate::identity::Identity;
+use crate::config::{Config, UpstreamConfig};
 use crate::proxy::headers::{
-    identity_header_value, is_upgrade_request, remove_hop_by_hop, set_forwarded, strip_cookies,
-    strip_protected,
+    is_upgrade_request, remove_hop_by_hop, set_forwarded, strip_cookies, strip_protected,
+    IdentityValues, ProtectedHeaders,
 };
 use crate::proxy::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::proxy::tls::UpstreamTls;
+use crate::proxy::uri::UpstreamBase;
 use crate::routes::Route;
-use crate::state::AppState;
 
 /// A pooled HTTP/1 client to upstreams (http, or https with one TLS setting).
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
@@ -38,6 +37,83 @@ impl UpstreamClients {
     pub fn of(&self, route: &Route) -> &UpstreamClient {
         // `RouteTable::new` numbers the clients, and `build` makes one for each number.
         &self.0[route.client]
+    }
+}
+
+/// Everything forwarding needs, built once at startup: the pooled clients, each route's
+/// upstream URL in parts, and the header rules. Forwarding sees this, never the whole state.
+pub struct Upstream {
+    clients: UpstreamClients,
+    /// Indexed by [`Route::index`].
+    bases: Vec<UpstreamBase>,
+    /// Header names no client may send upstream.
+    protected: ProtectedHeaders,
+    /// The session cookie's name and the login-state cookies' prefix: never forwarded.
+    session_cookie: String,
+    state_cookie_prefix: String,
+    trust_forwarded_headers: bool,
+    /// `X-Forwarded-Proto`: the scheme of `public_url`.
+    proto: &'static str,
+    pass_host_header: bool,
+    timeout: Duration,
+}
+
+/// Why the upstream handle could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBuildError {
+    /// A TLS client could not be built.
+    #[error("cannot set up TLS to the upstreams: {0}")]
+    Tls(#[source] rustls::Error),
+    /// A route's upstream URL does not make an HTTP URI (config validation should prevent it).
+    #[error("route `{route}`: the upstream URL is not usable: {source}")]
+    Url {
+        /// The route's name.
+        route: String,
+        /// Why.
+        #[source]
+        source: http::Error,
+    },
+}
+
+impl Upstream {
+    /// Builds the handle from a validated config.
+    pub fn new(config: &Config) -> Result<Self, UpstreamBuildError> {
+        let clients = build_upstream_clients(&config.upstream, config.routes.tls_clients())
+            .map_err(UpstreamBuildError::Tls)?;
+        let bases = config
+            .routes
+            .routes()
+            .iter()
+            .map(|r| {
+                UpstreamBase::new(&r.upstream).map_err(|source| UpstreamBuildError::Url {
+                    route: r.name.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            clients,
+            bases,
+            protected: ProtectedHeaders::new(
+                config.headers.names().map(|h| h.as_str()),
+                &config.headers.strip_extra,
+            ),
+            session_cookie: config.session.cookie_name.clone(),
+            state_cookie_prefix: config.session.state_cookie_prefix(),
+            trust_forwarded_headers: config.trust_forwarded_headers,
+            proto: if config.public_url.scheme() == "https" {
+                "https"
+            } else {
+                "http"
+            },
+            pass_host_header: config.upstream.pass_host_header,
+            timeout: config.upstream.timeout,
+        })
+    }
+
+    /// Whether a cookie name belongs to the gateway (never forwarded upstream).
+    pub fn is_own_cookie(&self, name: &str) -> bool {
+        name == self.session_cookie || name.starts_with(&self.state_cookie_prefix)
     }
 }
 
@@ -102,55 +178,11 @@ pub fn build_upstream_clients(
         clients.push(
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(64)
+                .pool_max_idle_per_host(cfg.max_idle_per_host)
                 .build(connector),
         );
     }
     Ok(UpstreamClients(clients))
-}
-
-/// Sets the configured identity headers for `id` (after client copies were stripped).
-pub fn apply_identity(headers: &mut HeaderMap, names: &IdentityHeaders, id: &Identity) {
-    let mut set = |name: &Option<HeaderName>, value: Option<&str>| {
-        if let (Some(name), Some(value)) = (name, value) {
-            headers.insert(name.clone(), identity_header_value(value));
-        }
-    };
-    set(&names.user, Some(&id.union_id));
-    set(&names.email, id.email.as_deref());
-    set(&names.preferred_username, Some(&id.name));
-    set(&names.union_id, Some(&id.union_id));
-    set(&names.name, Some(&id.name));
-    set(&names.corp_id, id.corp_id.as_deref());
-    if let Some(e) = &id.enterprise {
-        set(&names.user_id, Some(&e.user_id));
-        let departments = e
-            .departments
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        set(&names.departments, Some(&departments));
-        set(&names.title, e.title.as_deref());
-    }
-}
-
-/// The upstream URI: upstream base path + the normalized (authorized) path + the original query.
-pub fn upstream_uri(base: &url::Url, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-    let base_path = base.path().trim_end_matches('/');
-    let path_and_query = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    let authority = match base.port() {
-        Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
-        None => base.host_str().unwrap_or_default().to_owned(),
-    };
-    Uri::builder()
-        .scheme(base.scheme())
-        .authority(authority)
-        .path_and_query(format!("{base_path}{path_and_query}"))
-        .build()
 }
 
 /// Where a request goes: the route (its upstream and TLS) and the path that was authorized.
@@ -168,41 +200,36 @@ pub struct Target<'a> {
 /// Forwards a request (with identity headers when `identity` is given) and returns the
 /// upstream's response, streamed.
 pub async fn forward(
-    app: &AppState,
+    up: &Upstream,
     mut req: Request<Incoming>,
     peer: SocketAddr,
-    identity: Option<&Identity>,
+    identity: Option<&IdentityValues>,
     target: Target<'_>,
 ) -> Result<Response<GatewayBody>, UpstreamError> {
     let upgrade = is_upgrade_request(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let uri = upstream_uri(&target.route.upstream, target.path, req.uri().query())
+    let uri = up.bases[target.route.index]
+        .uri(target.path, req.uri())
         .map_err(UpstreamError::BadUri)?;
     let original_host = target.host.cloned();
 
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
-    let client_forwarded = app
-        .config
+    let client_forwarded = up
         .trust_forwarded_headers
         .then(|| ClientForwarded::take(headers));
     remove_hop_by_hop(headers);
-    strip_protected(headers, &app.protected);
-    strip_cookies(headers, |name| app.is_own_cookie(name));
-    set_forwarded(
-        headers,
-        peer.ip(),
-        app.config.public_url.scheme(),
-        original_host.as_ref(),
-    );
+    strip_protected(headers, &up.protected);
+    strip_cookies(headers, |name| up.is_own_cookie(name));
+    set_forwarded(headers, peer.ip(), up.proto, original_host.as_ref());
     if let Some(prev) = client_forwarded {
         prev.merge_into(headers);
     }
-    if let Some(id) = identity {
-        apply_identity(headers, &app.config.headers, id);
+    if let Some(values) = identity {
+        values.apply(headers);
     }
     headers.remove(header::HOST);
-    if app.config.upstream.pass_host_header {
+    if up.pass_host_header {
         if let Some(host) = original_host {
             headers.insert(header::HOST, host);
         }
@@ -215,8 +242,8 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, body);
 
-    let timeout = app.config.upstream.timeout;
-    let client = app.upstream.of(target.route);
+    let timeout = up.timeout;
+    let client = up.clients.of(target.route);
     let mut resp = match tokio::time::timeout(timeout, client.request(out)).await {
         Err(_) => return Err(UpstreamError::Timeout(timeout)),
         Ok(Err(e)) => return Err(classify(e, target.route)),
@@ -319,73 +346,5 @@ mod tests {
             headers["x-forwarded-for"].as_bytes(),
             b"1.2.3.4, \xff, 10.0.0.1"
         );
-    }
-
-    #[test]
-    fn upstream_uri_joins_base_path_and_keeps_query() {
-        let base = url::Url::parse("http://127.0.0.1:8080/base/").unwrap();
-        assert_eq!(
-            upstream_uri(&base, "/a/b", Some("x=1&y=%E4%B8%AD"))
-                .unwrap()
-                .to_string(),
-            "http://127.0.0.1:8080/base/a/b?x=1&y=%E4%B8%AD"
-        );
-        let base = url::Url::parse("http://app.internal").unwrap();
-        assert_eq!(
-            upstream_uri(&base, "/", None).unwrap().to_string(),
-            "http://app.internal/"
-        );
-    }
-
-    #[test]
-    fn identity_headers_are_encoded_and_optional_ones_skipped() {
-        use crate::proxy::names::*;
-        let names = IdentityHeaders {
-            user: Some(X_FORWARDED_USER),
-            email: Some(X_FORWARDED_EMAIL),
-            preferred_username: None,
-            union_id: Some(X_DINGTALK_UNIONID),
-            name: Some(X_DINGTALK_NAME),
-            corp_id: Some(X_DINGTALK_CORPID),
-            user_id: Some(X_DINGTALK_USERID),
-            departments: Some(X_DINGTALK_DEPARTMENTS),
-            title: Some(X_DINGTALK_TITLE),
-            strip_extra: Vec::new(),
-        };
-        let id = Identity {
-            union_id: "u123".into(),
-            name: "张三".into(),
-            avatar: None,
-            email: None,
-            corp_id: Some("dingcorp".into()),
-            open_id: None,
-            enterprise: None,
-        };
-        let mut h = HeaderMap::new();
-        apply_identity(&mut h, &names, &id);
-        assert_eq!(h[X_FORWARDED_USER], "u123");
-        assert_eq!(h[X_DINGTALK_NAME], "%E5%BC%A0%E4%B8%89");
-        assert_eq!(h[X_DINGTALK_CORPID], "dingcorp");
-        assert!(h.get(X_FORWARDED_EMAIL).is_none());
-        assert!(
-            h.get(X_DINGTALK_USERID).is_none(),
-            "no directory data, no userid"
-        );
-        assert_eq!(h.len(), 4);
-
-        let id = Identity {
-            enterprise: Some(crate::identity::Enterprise {
-                user_id: "zhangsan".into(),
-                departments: vec![101, 300],
-                department_tree: vec![1, 100, 101, 300],
-                admin: true,
-                title: Some("工程师".into()),
-            }),
-            ..id
-        };
-        apply_identity(&mut h, &names, &id);
-        assert_eq!(h[X_DINGTALK_USERID], "zhangsan");
-        assert_eq!(h[X_DINGTALK_DEPARTMENTS], "101,300");
-        assert_eq!(h[X_DINGTALK_TITLE], "%E5%B7%A5%E7%A8%8B%E5%B8%88");
     }
 }

@@ -11,6 +11,8 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use crate::config::IdentityHeaders;
+use crate::identity::Identity;
 use crate::proxy::names::{
     HTTP2_SETTINGS, KEEP_ALIVE, PROXY_CONNECTION, SEC_FETCH_DEST, SEC_FETCH_MODE, STRIPPED_NAMES,
     STRIPPED_PREFIXES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUESTED_WITH,
@@ -268,6 +270,51 @@ pub fn identity_header_value(value: &str) -> HeaderValue {
     out.push_str(&"%20".repeat(trail));
     // Every byte is now visible ASCII or an inner space, which HeaderValue accepts.
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The identity headers of one signed-in person, encoded once (when the session is verified)
+/// and inserted as they are on every request of the session: a clone of a `HeaderValue` only
+/// bumps a reference count.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityValues(Vec<(HeaderName, HeaderValue)>);
+
+impl IdentityValues {
+    /// The configured identity headers for `id`, values encoded by [`identity_header_value`].
+    /// Headers whose value is unknown (no e-mail, no directory data) are left out.
+    pub fn new(names: &IdentityHeaders, id: &Identity) -> Self {
+        let mut out = Vec::with_capacity(9);
+        let mut set = |name: &Option<HeaderName>, value: Option<&str>| {
+            if let (Some(name), Some(value)) = (name, value) {
+                out.push((name.clone(), identity_header_value(value)));
+            }
+        };
+        set(&names.user, Some(&id.union_id));
+        set(&names.email, id.email.as_deref());
+        set(&names.preferred_username, Some(&id.name));
+        set(&names.union_id, Some(&id.union_id));
+        set(&names.name, Some(&id.name));
+        set(&names.corp_id, id.corp_id.as_deref());
+        if let Some(e) = &id.enterprise {
+            set(&names.user_id, Some(&e.user_id));
+            let departments = e
+                .departments
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            set(&names.departments, Some(&departments));
+            set(&names.title, e.title.as_deref());
+        }
+        Self(out)
+    }
+
+    /// Sets these headers on `headers`, replacing any value there (call after client copies
+    /// were stripped).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.0 {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 /// Sets `X-Forwarded-For` (the client address), `X-Forwarded-Proto` and, when known,
@@ -873,5 +920,57 @@ mod tests {
             is_upgrade_request(&map(&[("connection", "upgrade"), ("upgrade", "WebSocket")]))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn identity_headers_are_encoded_and_optional_ones_skipped() {
+        use crate::proxy::names::*;
+        let names = IdentityHeaders {
+            user: Some(X_FORWARDED_USER),
+            email: Some(X_FORWARDED_EMAIL),
+            preferred_username: None,
+            union_id: Some(X_DINGTALK_UNIONID),
+            name: Some(X_DINGTALK_NAME),
+            corp_id: Some(X_DINGTALK_CORPID),
+            user_id: Some(X_DINGTALK_USERID),
+            departments: Some(X_DINGTALK_DEPARTMENTS),
+            title: Some(X_DINGTALK_TITLE),
+            strip_extra: Vec::new(),
+        };
+        let id = Identity {
+            union_id: "u123".into(),
+            name: "张三".into(),
+            avatar: None,
+            email: None,
+            corp_id: Some("dingcorp".into()),
+            open_id: None,
+            enterprise: None,
+        };
+        let mut h = HeaderMap::new();
+        IdentityValues::new(&names, &id).apply(&mut h);
+        assert_eq!(h[X_FORWARDED_USER], "u123");
+        assert_eq!(h[X_DINGTALK_NAME], "%E5%BC%A0%E4%B8%89");
+        assert_eq!(h[X_DINGTALK_CORPID], "dingcorp");
+        assert!(h.get(X_FORWARDED_EMAIL).is_none());
+        assert!(
+            h.get(X_DINGTALK_USERID).is_none(),
+            "no directory data, no userid"
+        );
+        assert_eq!(h.len(), 4);
+
+        let id = Identity {
+            enterprise: Some(crate::identity::Enterprise {
+                user_id: "zhangsan".into(),
+                departments: vec![101, 300],
+                department_tree: vec![1, 100, 101, 300],
+                admin: true,
+                title: Some("工程师".into()),
+            }),
+            ..id
+        };
+        IdentityValues::new(&names, &id).apply(&mut h);
+        assert_eq!(h[X_DINGTALK_USERID], "zhangsan");
+        assert_eq!(h[X_DINGTALK_DEPARTMENTS], "101,300");
+        assert_eq!(h[X_DINGTALK_TITLE], "%E5%B7%A5%E7%A8%8B%E5%B8%88");
     }
 }

@@ -6,3 +6,4 @@ pub mod headers;
 pub mod names;
 pub mod path;
 pub mod tls;
+pub mod uri;

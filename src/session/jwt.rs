@@ -271,7 +271,18 @@ impl SessionCodec {
     /// `exp`, but the same `sid` and `auth_time` (the original login), so a maximum session
     /// age can still be enforced.
     pub fn remint(&self, previous: &SessionClaims, identity: &Identity, now: i64) -> String {
-        self.sign(&self.claims(identity, previous.sid.clone(), previous.auth_time, now))
+        self.remint_with_claims(previous, identity, now).0
+    }
+
+    /// [`Self::remint`], also returning the new token's claims.
+    pub fn remint_with_claims(
+        &self,
+        previous: &SessionClaims,
+        identity: &Identity,
+        now: i64,
+    ) -> (String, SessionClaims) {
+        let claims = self.claims(identity, previous.sid.clone(), previous.auth_time, now);
+        (self.sign(&claims), claims)
     }
 
     fn claims(&self, identity: &Identity, sid: String, auth_time: i64, now: i64) -> SessionClaims {

@@ -1,6 +1,7 @@
 //! Ended sessions: revoked session ids and per-person sign-out cut-offs, behind one small interface.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 /// Why the revocation store could not answer. The request is refused (fail closed).
@@ -32,6 +33,16 @@ impl Revocations {
     /// An in-memory store holding at most `capacity` records.
     pub fn memory(capacity: usize) -> Self {
         Revocations::Memory(MemoryRevocations::new(capacity))
+    }
+
+    /// A number that changes whenever a revocation is added: a session found not revoked at
+    /// generation `g` is still not revoked while the generation is `g` (records only go away
+    /// once no token they name can be valid). Read it before `is_revoked`, so a revocation that
+    /// races with the check changes it and the next request checks again.
+    pub fn generation(&self) -> u64 {
+        match self {
+            Revocations::Memory(m) => m.generation.load(Ordering::Acquire),
+        }
     }
 
     /// Whether the session `sid` of person `sub`, authenticated at `auth_time`, has ended.
@@ -96,6 +107,8 @@ enum Key<'a> {
 pub struct MemoryRevocations {
     capacity: usize,
     inner: RwLock<Inner>,
+    /// Bumped after every added record (see [`Revocations::generation`]).
+    generation: AtomicU64,
 }
 
 /// How often adding a record also sweeps expired ones, in seconds.
@@ -130,6 +143,7 @@ impl MemoryRevocations {
         Self {
             capacity: capacity.max(1),
             inner: RwLock::new(Inner::default()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -161,6 +175,12 @@ impl MemoryRevocations {
 
     fn insert(&self, key: Key<'_>, until: i64, now: i64) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.record(&mut inner, key, until, now);
+        // Still under the write lock: whoever reads the new generation then sees the record.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn record(&self, inner: &mut Inner, key: Key<'_>, until: i64, now: i64) {
         if now >= inner.next_prune {
             inner.prune(now);
         }
