@@ -8,6 +8,8 @@
 # Only loopback ports 19000-19199 are used.
 
 PY=${PY:-python3}
+# Debian puts nginx in /usr/sbin, which a non-root user's PATH often lacks
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # The original stdout/stderr, kept as fds 7 and 8: an interrupt trap can run inside a function
