@@ -303,6 +303,9 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// Length of the kernel's queue of connections not yet accepted (`listen(2)` backlog).
     pub listen_backlog: u32,
+    /// Worker threads, each with its own event loop and listening socket (`SO_REUSEPORT`);
+    /// `auto` (the default) is the number of CPUs the process may run on.
+    pub workers: usize,
 }
 
 /// Rate limits of the login flow.
@@ -919,6 +922,8 @@ struct RawServer {
     max_concurrent_streams: Option<String>,
     #[serde(deserialize_with = "lenient")]
     listen_backlog: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    workers: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1431,6 +1436,21 @@ impl RawConfig {
                 1024,
                 (1, 65_535),
             ) as u32,
+            // `available_parallelism` follows the CPU affinity mask (taskset, cpusets) and cgroup
+            // CPU quotas, so a container limited to 2 CPUs gets 2 workers.
+            workers: match self.server.workers.as_deref().map(str::trim) {
+                None | Some("auto") => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Some(n) => match n.parse::<usize>() {
+                    Ok(n) if (1..=1024).contains(&n) => n,
+                    _ => {
+                        c.issue(
+                            "server.workers",
+                            "must be `auto` or a whole number from 1 to 1024",
+                        );
+                        1
+                    }
+                },
+            },
         };
 
         let rate_limit = RateLimitConfig {

@@ -120,6 +120,8 @@ pub enum GatewayError {
 /// Facts about the request that shape its error response.
 #[derive(Debug)]
 pub struct RequestContext {
+    /// The worker serving it (picks its upstream connection pool).
+    pub worker: usize,
     /// Random id shown on error pages and in logs.
     pub request_id: RequestId,
     /// A browser navigation (HTML page) rather than an API call.
@@ -140,12 +142,14 @@ impl RequestContext {
 /// Serves one request. Never fails: every error is a response.
 pub async fn handle(
     app: Arc<AppState>,
+    worker: usize,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let ctx = RequestContext {
+        worker,
         request_id: RequestId::random(),
         wants_html: wants_html(req.headers(), req.method()),
         lang: pages::negotiate_lang(req.headers()),
@@ -520,7 +524,7 @@ async fn protected<'a>(
     if resolution.public {
         access.decision = Some(Admitted::Public);
         // Identity headers are still stripped inside `forward`; none are added.
-        return Ok(forward(&app.upstream, req, peer, None, target).await?);
+        return Ok(forward(&app.upstream, ctx.worker, req, peer, None, target).await?);
     }
     let mut clear = Vec::new();
     let Some(session) = session(app, req.headers(), &mut clear).await? else {
@@ -565,6 +569,7 @@ async fn protected<'a>(
     let session = authorize(app, &resolution, session, access).await?;
     let forwarded = forward(
         &app.upstream,
+        ctx.worker,
         req,
         peer,
         Some(&session.current.headers),
@@ -1223,6 +1228,7 @@ mod tests {
 
     fn ctx() -> RequestContext {
         RequestContext {
+            worker: 0,
             request_id: RequestId(0x0123_4567_89ab_cdef),
             wants_html: false,
             uri: Uri::from_static("/"),

@@ -30,19 +30,47 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use state::AppState;
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then drains connections.
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains connections: one
+/// worker with every connection slot ([`serve_worker`] with `Worker::ONLY`).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_worker(listener, state, Worker::ONLY, shutdown).await;
+}
+
+/// One of the gateway's worker threads: each runs its own event loop and listening socket
+/// (`SO_REUSEPORT`), and forwards over its own upstream connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    /// This worker's number, from 0; below `of` and `server.workers`.
+    pub index: usize,
+    /// How many workers share `server.max_connections`.
+    pub of: usize,
+}
+
+impl Worker {
+    /// The only worker.
+    pub const ONLY: Worker = Worker { index: 0, of: 1 };
+}
+
+/// Serves the gateway as `worker` on `listener` until `shutdown` resolves, then drains its
+/// connections. The worker gets its share of `server.max_connections`.
+pub async fn serve_worker(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    worker: Worker,
+    shutdown: impl Future<Output = ()>,
+) {
+    let server = &state.config.server;
     let limits = server::ServerLimits {
-        header_read_timeout: state.config.server.header_read_timeout,
-        max_header_bytes: state.config.server.max_header_bytes,
-        shutdown_timeout: state.config.server.shutdown_timeout,
-        idle_timeout: state.config.server.idle_timeout,
-        max_connections: state.config.server.max_connections,
-        max_concurrent_streams: state.config.server.max_concurrent_streams,
+        header_read_timeout: server.header_read_timeout,
+        max_header_bytes: server.max_header_bytes,
+        shutdown_timeout: server.shutdown_timeout,
+        idle_timeout: server.idle_timeout,
+        max_connections: server.max_connections.div_ceil(worker.of.max(1)),
+        max_concurrent_streams: server.max_concurrent_streams,
     };
     server::serve_http(
         listener,
@@ -50,7 +78,7 @@ pub async fn serve(
         // Boxed: the request future is several KB, and hyper and the server's in-flight wrapper
         // move it by value; a box makes each move a pointer copy (callgrind: ~16k fewer
         // instructions of memcpy per request, for one allocation).
-        move |req, peer| Box::pin(gateway::handle(state.clone(), req, peer)),
+        move |req, peer| Box::pin(gateway::handle(state.clone(), worker.index, req, peer)),
         shutdown,
     )
     .await;

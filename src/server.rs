@@ -52,15 +52,30 @@ impl Default for ServerLimits {
 
 /// Binds a listening socket with `SO_REUSEADDR` (a restart does not wait for old connections'
 /// TIME-WAIT) and a listen backlog of `backlog` (the kernel caps it at `net.core.somaxconn`).
-/// Must be called inside the Tokio runtime.
+/// Must be called inside the Tokio runtime that will serve it.
 pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(backlog)
+    TcpListener::from_std(bind_std(addr, backlog, false)?)
+}
+
+/// [`bind`] without a runtime: a non-blocking listening socket to hand to the runtime that will
+/// serve it ([`TcpListener::from_std`]). With `reuse_port`, several sockets (one per worker)
+/// may listen on `addr` and the kernel spreads new connections over them (`SO_REUSEPORT`).
+pub fn bind_std(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
 }
 
 /// How often, at most, reaching `max_connections` is logged.

@@ -43,7 +43,9 @@ impl UpstreamClients {
 /// Everything forwarding needs, built once at startup: the pooled clients, each route's
 /// upstream URL in parts, and the header rules. Forwarding sees this, never the whole state.
 pub struct Upstream {
-    clients: UpstreamClients,
+    /// One set per worker (`server.workers`): a worker only uses connections its own event loop
+    /// drives, so no request crosses threads.
+    clients: Vec<UpstreamClients>,
     /// Indexed by [`Route::index`].
     bases: Vec<UpstreamBase>,
     /// Header names no client may send upstream.
@@ -78,7 +80,9 @@ pub enum UpstreamBuildError {
 impl Upstream {
     /// Builds the handle from a validated config.
     pub fn new(config: &Config) -> Result<Self, UpstreamBuildError> {
-        let clients = build_upstream_clients(&config.upstream, config.routes.tls_clients())
+        let clients = (0..config.server.workers.max(1))
+            .map(|_| build_upstream_clients(&config.upstream, config.routes.tls_clients()))
+            .collect::<Result<_, _>>()
             .map_err(UpstreamBuildError::Tls)?;
         let bases = config
             .routes
@@ -197,10 +201,11 @@ pub struct Target<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
-/// Forwards a request (with identity headers when `identity` is given) and returns the
-/// upstream's response, streamed.
+/// Forwards a request (with identity headers when `identity` is given) over `worker`'s pool and
+/// returns the upstream's response, streamed.
 pub async fn forward(
     up: &Upstream,
+    worker: usize,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     identity: Option<&IdentityValues>,
@@ -243,7 +248,7 @@ pub async fn forward(
     let out = Request::from_parts(parts, body);
 
     let timeout = up.timeout;
-    let client = up.clients.of(target.route);
+    let client = up.clients[worker % up.clients.len()].of(target.route);
     let mut resp = match tokio::time::timeout(timeout, client.request(out)).await {
         Err(_) => return Err(UpstreamError::Timeout(timeout)),
         Ok(Err(e)) => return Err(classify(e, target.route)),
