@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cache;
 mod cookies;
 mod edges;
 mod headers;
