@@ -119,6 +119,13 @@ impl Upstream {
     pub fn is_own_cookie(&self, name: &str) -> bool {
         name == self.session_cookie || name.starts_with(&self.state_cookie_prefix)
     }
+
+    /// The header names no client may send upstream (the configured identity headers,
+    /// `headers.strip_extra` and the built-in lists): what forwarding passes to
+    /// [`strip_protected`]. Built once at startup; read-only.
+    pub fn protected(&self) -> &ProtectedHeaders {
+        &self.protected
+    }
 }
 
 /// Why a request could not be forwarded.
