@@ -510,7 +510,10 @@ async fn protected<'a>(
     if app.config.trust_forwarded_headers {
         check_trusted_forwarded_host(req.headers(), host.as_ref().map(|h| &h.parsed))?;
     }
-    let host_name = host.as_ref().map(|h| h.parsed.host.canonical());
+    let host_name = host
+        .as_ref()
+        .filter(|_| app.config.routes.uses_hosts())
+        .map(|h| h.parsed.host.canonical());
     let Some(resolution) = app.config.routes.resolve(host_name.as_deref(), path) else {
         return Err(GatewayError::NoRoute.into());
     };

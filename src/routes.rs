@@ -308,6 +308,12 @@ impl RouteTable {
         &self.routes
     }
 
+    /// Whether any route is limited to a host: if none is, [`RouteTable::resolve`] decides the
+    /// same for every host, and callers need not work out the request's canonical host name.
+    pub fn uses_hosts(&self) -> bool {
+        self.routes.iter().any(|r| r.host.is_some())
+    }
+
     /// The TLS of each pooled upstream client, indexed by [`Route::client`]; index 0 (http
     /// upstreams) has none.
     pub fn tls_clients(&self) -> Vec<Option<UpstreamTls>> {
