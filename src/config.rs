@@ -2256,6 +2256,60 @@ log:
     }
 
     #[test]
+    fn fast_path_settings_defaults_ranges_and_auto_workers() {
+        let c = Config::from_yaml_str(MINIMAL).unwrap();
+        assert_eq!(c.session.cache_entries, 10_000);
+        assert_eq!(c.server.listen_backlog, 1024);
+        assert_eq!(c.upstream.max_idle_per_host, 1024);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            c.server.workers, cpus,
+            "auto = the CPUs this process may use"
+        );
+
+        let set = format!(
+            "{MINIMAL}upstream_max_idle_per_host: 0\nserver:\n  workers: 3\n  listen_backlog: 511\n"
+        )
+        .replace("signing_key:", "cache_entries: 0\n  signing_key:");
+        let c = Config::from_yaml_str(&set).unwrap();
+        assert_eq!(
+            (
+                c.session.cache_entries,
+                c.server.workers,
+                c.server.listen_backlog,
+                c.upstream.max_idle_per_host
+            ),
+            (0, 3, 511, 0)
+        );
+        let c = Config::from_yaml_str(&format!("{MINIMAL}server:\n  workers: auto\n")).unwrap();
+        assert_eq!(c.server.workers, cpus);
+
+        let bad = format!(
+            "{MINIMAL}upstream_max_idle_per_host: lots\nserver:\n  workers: 0\n  listen_backlog: 0\n"
+        )
+        .replace("signing_key:", "cache_entries: -1\n  signing_key:");
+        let found = issues(&bad);
+        for want in [
+            "session.cache_entries: must be a whole number from 0 to 10000000",
+            "server.workers: must be `auto` or a whole number from 1 to 1024",
+            "server.listen_backlog: must be a whole number from 1 to 65535",
+            "upstream_max_idle_per_host: must be a whole number from 0 to 65536",
+        ] {
+            assert!(
+                found.iter().any(|i| i.starts_with(want)),
+                "{want}: {found:?}"
+            );
+        }
+        for workers in ["1025", "many", "-2", "1.5"] {
+            let found = issues(&format!("{MINIMAL}server:\n  workers: \"{workers}\"\n"));
+            assert!(
+                found.iter().any(|i| i.starts_with("server.workers:")),
+                "{workers}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
     fn max_revocations_default_and_range() {
         let c = Config::from_yaml_str(MINIMAL).unwrap();
         assert_eq!(c.session.max_revocations, 100_000);

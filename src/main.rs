@@ -129,7 +129,7 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
         let mut stopped = stopped.clone();
         let worker = Worker { index, of: workers };
         let thread = std::thread::Builder::new()
-            .name(format!("dinggate-worker-{index}"))
+            .name(format!("dinggate-w{index}"))
             .spawn(move || -> anyhow::Result<()> {
                 single_threaded()?.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
