@@ -318,8 +318,24 @@ async fn dispatch<'a>(
     let Some(endpoint) = reserved else {
         return protected(app, req, peer, &path, ctx, access).await;
     };
-    let endpoint = endpoint.as_str();
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    if endpoint == "/auth" && get {
+        return forward_auth(app, &req, access).await;
+    }
+    // Boxed: the login and sign-out futures (DingTalk calls inside) are several KB, and inline
+    // they would size every request's future, the proxy path's included (6.2 KB before).
+    Box::pin(endpoint_request(app, req, peer, &endpoint, ctx, access)).await
+}
 
+/// The gateway's own endpoints under the prefix, except forward-auth.
+async fn endpoint_request<'a>(
+    app: &'a AppState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    endpoint: &str,
+    ctx: &RequestContext,
+    access: &mut Access<'a>,
+) -> Result<Response<GatewayBody>, Failure> {
     if is_login_endpoint(endpoint) {
         // Before any state or DingTalk work: each start or callback may cost a DingTalk call.
         let ip = client_ip(req.headers(), peer, app.config.trust_forwarded_headers)
@@ -394,7 +410,6 @@ async fn dispatch<'a>(
             access.user = Some(session.current);
             Ok(resp)
         }
-        "/auth" if get => forward_auth(app, &req, access).await,
         "/healthz" | "/readyz" | "/start" | "/sign_in" | "/callback" | "/sign_out"
         | "/userinfo" | "/auth" | "/inapp" | "/inapp/callback" => {
             Err(GatewayError::MethodNotAllowed.into())
@@ -604,8 +619,9 @@ async fn authorize(
                 DenyReason::WrongCorp { .. } | DenyReason::NeedsDirectory => &[],
             };
             let names = match &app.directory {
+                // Boxed: only a refusal looks names up; the future would size every request's.
                 Some(dir) if !named.is_empty() => {
-                    dir.department_names(named, app.clock.now()).await
+                    Box::pin(dir.department_names(named, app.clock.now())).await
                 }
                 _ => Default::default(),
             };
