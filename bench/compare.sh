@@ -42,15 +42,7 @@ for c in $CONNS; do [[ $c =~ ^[0-9]+$ ]] || die "CONNS is a list of numbers"; do
 PORT_UP=19001 PORT_STATUS=19009 PORT_NGINX=19002 PORT_GW=19080 PORT_MOCK=19081
 check_ports $PORT_UP $PORT_STATUS $PORT_NGINX $PORT_GW $PORT_MOCK
 
-if [[ -n ${BENCH_BIN:-} ]]; then
-  BIN=$BENCH_BIN
-else
-  log "building the release binary (cargo build --release)"
-  cargo build --release --quiet
-  BIN=target/release/dinggate
-fi
-[[ -x $BIN ]] || die "no executable dinggate at $BIN"
-BIN=$(readlink -f "$BIN")
+BIN=$(release_bin)
 
 NCPU=$(nproc)
 if [[ -z ${WRK_CPUS+x} && -z ${SERVER_CPUS+x} ]]; then

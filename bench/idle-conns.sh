@@ -38,15 +38,7 @@ export SETTLE BATCH
 PORT_UP=19101 PORT_STATUS=19109 PORT_NGINX=19102 PORT_GW=19180 PORT_MOCK=19181
 check_ports $PORT_UP $PORT_STATUS $PORT_NGINX $PORT_GW $PORT_MOCK
 
-if [[ -n ${BENCH_BIN:-} ]]; then
-  BIN=$BENCH_BIN
-else
-  log "building the release binary (cargo build --release)"
-  cargo build --release --quiet
-  BIN=target/release/dinggate
-fi
-[[ -x $BIN ]] || die "no executable dinggate at $BIN"
-BIN=$(readlink -f "$BIN")
+BIN=$(release_bin)
 
 # file descriptors: the client holds N, each server N + its upstream connections
 want=$((N + 2048))

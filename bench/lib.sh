@@ -21,6 +21,20 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 rep() { "$PY" "$HERE/report.py" "$@"; }
 
+# The dinggate binary to measure, as an absolute path: $BENCH_BIN, or the release build (built).
+release_bin() {
+  local bin
+  if [[ -n ${BENCH_BIN:-} ]]; then
+    bin=$BENCH_BIN
+  else
+    log "building the release binary (cargo build --release)"
+    cargo build --release --quiet >&2
+    bin=target/release/dinggate
+  fi
+  [[ -x $bin ]] || die "no executable dinggate at $bin"
+  readlink -f "$bin"
+}
+
 need_tools() {
   local t missing=()
   for t in "$@"; do command -v "$t" >/dev/null || missing+=("$t"); done

@@ -1,18 +1,9 @@
 //! The `dinggate` binary: `check` on the shipped gateway.yaml, env overrides, and config errors.
 
-use std::process::Command;
+mod common;
 
-fn dinggate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dinggate"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    // Tests must not inherit a developer's overrides.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DINGGATE_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use common::dinggate;
+use std::process::Command;
 
 #[test]
 fn shipped_gateway_yaml_validates_with_secrets_from_env() {

@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Recognisable, never part of any message; too short to be a key and not a file.
@@ -37,16 +37,7 @@ const SECRETS: &[(&str, &str, &str)] = &[
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
-fn dinggate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dinggate"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DINGGATE_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use common::dinggate;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dinggate-cfgerr-{name}-{}", std::process::id()));

@@ -1,31 +1,21 @@
 //! The real `dinggate run` with several workers: each has its own listening socket (the
 //! configured backlog), every one serves and forwards, and SIGTERM stops them all.
 
+mod common;
+
+use common::free_port;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary with its output captured.
 fn dinggate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dinggate"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DINGGATE_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = common::dinggate();
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The status line and body of `GET path` on a new connection, or `None` when nothing answers.

@@ -7,6 +7,28 @@ use reqwest::{Client, Response, StatusCode};
 
 pub const HTML: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
+/// The real `dinggate` binary, run from the project root, without the `DINGGATE_*` overrides a
+/// developer's environment may carry (tests must not inherit them).
+pub fn dinggate() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dinggate"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DINGGATE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Starts mock + upstream + gateway with `extra_yaml` appended to the generated config.
 pub async fn stack(extra_yaml: &str) -> Stack {
     Stack::start(0, extra_yaml).await.expect("stack starts")
