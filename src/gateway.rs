@@ -134,6 +134,9 @@ pub struct RequestContext {
 
 impl RequestContext {
     /// Path and query to come back to after login (relative): the request target as received.
+    /// Only a target without a path (authority-form) has none; `/` then only names where to
+    /// return after a login — it never decides access (routing and policies use the
+    /// normalized path, which such a request does not have) and is validated like any `rd`.
     pub fn return_to(&self) -> &str {
         self.uri.path_and_query().map_or("/", |pq| pq.as_str())
     }
