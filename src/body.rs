@@ -6,15 +6,16 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
-/// A response body without boxing: the fast path streams `Incoming` straight through.
+use crate::proxy::pool::PooledBody;
+
+/// A response body without boxing: the fast path streams the upstream's body straight through.
 #[derive(Debug)]
 pub enum GatewayBody {
     /// A body the gateway made itself (pages, JSON, redirects).
     Full(Full<Bytes>),
     /// The upstream's body, streamed frame by frame.
-    Upstream(Incoming),
+    Upstream(PooledBody),
 }
 
 impl GatewayBody {

@@ -2035,10 +2035,10 @@ session:
     }
 
     #[test]
-    fn routes_on_the_top_level_upstream_share_upstream_tls_and_equal_settings_share_a_client() {
+    fn routes_on_the_top_level_upstream_share_upstream_tls_and_one_origin_shares_a_pool() {
         let https = MINIMAL.replace("http://127.0.0.1:8080", "https://127.0.0.1:8443");
         let cfg = Config::from_yaml_str(&format!(
-            "{https}upstream_tls:\n  insecure_skip_verify: true\nroutes:\n  - path_prefix: /a\n  - path_prefix: /b\n    upstream: https://10.0.0.2\n    tls:\n      insecure_skip_verify: true\n  - path_prefix: /c\n    upstream: http://10.0.0.3\n"
+            "{https}upstream_tls:\n  insecure_skip_verify: true\nroutes:\n  - path_prefix: /a\n  - path_prefix: /b\n    upstream: https://10.0.0.2\n    tls:\n      insecure_skip_verify: true\n  - path_prefix: /c\n    upstream: http://10.0.0.3\n  - path_prefix: /d\n    upstream: https://127.0.0.1:8443/d/\n    tls:\n      insecure_skip_verify: true\n  - path_prefix: /e\n    upstream: https://127.0.0.1:8443\n    tls:\n      insecure_skip_verify: true\n      server_name: e.internal\n  - path_prefix: /f\n    upstream: http://10.0.0.3:80/f\n"
         ))
         .unwrap();
         let routes = cfg.routes.routes();
@@ -2050,11 +2050,12 @@ session:
                 .settings
                 .insecure_skip_verify
         );
-        assert_eq!(routes[0].client, routes[1].client);
-        assert_ne!(routes[0].client, 0);
-        assert_eq!((routes[2].client, routes[2].tls.is_none()), (0, true));
-        assert_eq!(cfg.routes.tls_clients().len(), 2);
-        assert_eq!(cfg.routes.insecure().count(), 2);
+        assert!(routes[2].tls.is_none());
+        let pools: Vec<usize> = routes.iter().map(|r| r.pool).collect();
+        assert_eq!(pools, [0, 1, 2, 0, 3, 2], "same origin and TLS settings, same pool");
+        assert_eq!(cfg.routes.pools().len(), 4);
+        assert_eq!(cfg.routes.pools()[3].path_prefix, "/e");
+        assert_eq!(cfg.routes.insecure().count(), 4);
         assert!(cfg.routes.describe().contains("NOT verified"));
     }
 

@@ -155,10 +155,10 @@ pub struct Route {
     /// TLS settings of an https `upstream` (`None` for http ones).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
-    /// Which pooled upstream client serves this route: 0 for http upstreams, and one per
-    /// distinct TLS setting after that (see [`RouteTable::tls_clients`]).
+    /// Which upstream connection pool serves this route: routes with the same upstream origin
+    /// and TLS settings share one (see [`RouteTable::pools`]).
     #[serde(skip)]
-    pub client: usize,
+    pub pool: usize,
     /// Position in the table ([`RouteTable::routes`]), for per-route data built at startup.
     #[serde(skip)]
     pub index: usize,
@@ -248,19 +248,21 @@ impl<'a> Resolution<'a> {
 impl RouteTable {
     /// Builds the table; `routes` keep their order for [`RouteTable::routes`] and `describe`.
     pub fn new(mut routes: Vec<Route>) -> Self {
-        // One pooled client per distinct TLS setting, numbered from 1 (0 serves http upstreams).
-        let mut distinct: Vec<TlsSettings> = Vec::new();
-        for (i, r) in routes.iter_mut().enumerate() {
-            r.index = i;
-            r.client = match &r.tls {
-                None => 0,
-                Some(tls) => match distinct.iter().position(|s| *s == tls.settings) {
-                    Some(i) => i + 1,
-                    None => {
-                        distinct.push(tls.settings.clone());
-                        distinct.len()
-                    }
-                },
+        // One connection pool per upstream origin and TLS setting, shared by the routes on it.
+        let mut pools: Vec<usize> = Vec::new();
+        for i in 0..routes.len() {
+            routes[i].index = i;
+            let same = |p: &usize| {
+                let (a, b) = (&routes[*p], &routes[i]);
+                a.upstream.origin() == b.upstream.origin()
+                    && a.tls.as_ref().map(|t| &t.settings) == b.tls.as_ref().map(|t| &t.settings)
+            };
+            routes[i].pool = match pools.iter().position(same) {
+                Some(p) => p,
+                None => {
+                    pools.push(i);
+                    pools.len() - 1
+                }
             };
         }
         let mut order: Vec<usize> = (0..routes.len()).collect();
@@ -314,16 +316,13 @@ impl RouteTable {
         self.routes.iter().any(|r| r.host.is_some())
     }
 
-    /// The TLS of each pooled upstream client, indexed by [`Route::client`]; index 0 (http
-    /// upstreams) has none.
-    pub fn tls_clients(&self) -> Vec<Option<UpstreamTls>> {
-        let mut out = vec![None];
+    /// The first route of each upstream connection pool, indexed by [`Route::pool`]: its
+    /// upstream origin and TLS settings are the pool's.
+    pub fn pools(&self) -> Vec<&Route> {
+        let mut out: Vec<&Route> = Vec::new();
         for r in &self.routes {
-            if let Some(tls) = &r.tls {
-                if out.len() <= r.client {
-                    out.resize(r.client + 1, None);
-                }
-                out[r.client].get_or_insert_with(|| tls.clone());
+            if r.pool == out.len() {
+                out.push(r);
             }
         }
         out
@@ -512,7 +511,7 @@ pub fn validate_routes(
             path_prefix: "/".to_owned(),
             upstream: upstream.clone(),
             tls,
-            client: 0,
+            pool: 0,
             index: 0,
             public: Vec::new(),
             policy: Policy::members_of(defaults.corp.map(str::to_owned)),
@@ -752,7 +751,7 @@ pub fn validate_routes(
             path_prefix,
             upstream,
             tls,
-            client: 0,
+            pool: 0,
             index: 0,
             public,
             policy: Policy {
@@ -994,7 +993,7 @@ mod tests {
             path_prefix: prefix.to_owned(),
             upstream: default_upstream(),
             tls: None,
-            client: 0,
+            pool: 0,
             index: 0,
             public: Vec::new(),
             policy: Policy::members_of(Some("dingcorp".to_owned())),

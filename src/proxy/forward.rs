@@ -1,4 +1,4 @@
-//! Forwarding to the upstream: pooled client, streamed bodies, identity headers, timeouts, upgrades.
+//! Forwarding to the upstream: request rewriting, identity headers, timeouts, upgrades.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,45 +7,25 @@ use std::time::Duration;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_rustls::{
-    DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
-};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
+use hyper_util::rt::TokioIo;
 
 use crate::body::GatewayBody;
-use crate::config::{Config, UpstreamConfig};
+use crate::config::Config;
 use crate::proxy::headers::{
     is_upgrade_request, remove_hop_by_hop, set_forwarded, strip_cookies, strip_protected,
     IdentityValues, ProtectedHeaders,
 };
 use crate::proxy::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
-use crate::proxy::tls::UpstreamTls;
+use crate::proxy::pool::{Origin, OriginError, Pool, PoolError};
 use crate::proxy::uri::UpstreamBase;
 use crate::routes::Route;
-
-/// A pooled HTTP/1 client to upstreams (http, or https with one TLS setting).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
-
-/// Every pooled upstream client, indexed by [`Route::client`]: one per distinct TLS setting.
-pub struct UpstreamClients(Vec<UpstreamClient>);
-
-impl UpstreamClients {
-    /// The client of `route`.
-    pub fn of(&self, route: &Route) -> &UpstreamClient {
-        // `RouteTable::new` numbers the clients, and `build` makes one for each number.
-        &self.0[route.client]
-    }
-}
 
 /// Everything forwarding needs, built once at startup: the pooled clients, each route's
 /// upstream URL in parts, and the header rules. Forwarding sees this, never the whole state.
 pub struct Upstream {
-    /// One set per worker (`server.workers`): a worker only uses connections its own event loop
-    /// drives, so no request crosses threads.
-    clients: Vec<UpstreamClients>,
+    /// One set per worker (`server.workers`), indexed by [`Route::pool`]: a worker only uses
+    /// connections its own event loop drives, so no request crosses threads.
+    pools: Vec<Vec<Arc<Pool>>>,
     /// Indexed by [`Route::index`].
     bases: Vec<UpstreamBase>,
     /// Header names no client may send upstream.
@@ -63,9 +43,15 @@ pub struct Upstream {
 /// Why the upstream handle could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamBuildError {
-    /// A TLS client could not be built.
-    #[error("cannot set up TLS to the upstreams: {0}")]
-    Tls(#[source] rustls::Error),
+    /// A route's upstream cannot be connected to (config validation should prevent it).
+    #[error("route `{route}`: cannot connect to the upstream: {source}")]
+    Origin {
+        /// The route's name.
+        route: String,
+        /// Why.
+        #[source]
+        source: OriginError,
+    },
     /// A route's upstream URL does not make an HTTP URI (config validation should prevent it).
     #[error("route `{route}`: the upstream URL is not usable: {source}")]
     Url {
@@ -80,10 +66,24 @@ pub enum UpstreamBuildError {
 impl Upstream {
     /// Builds the handle from a validated config.
     pub fn new(config: &Config) -> Result<Self, UpstreamBuildError> {
-        let clients = (0..config.server.workers.max(1))
-            .map(|_| build_upstream_clients(&config.upstream, config.routes.tls_clients()))
-            .collect::<Result<_, _>>()
-            .map_err(UpstreamBuildError::Tls)?;
+        let mut pools = Vec::new();
+        for _ in 0..config.server.workers.max(1) {
+            let mut worker = Vec::new();
+            for route in config.routes.pools() {
+                let origin = Origin::new(&route.upstream, route.tls.as_ref()).map_err(|source| {
+                    UpstreamBuildError::Origin {
+                        route: route.name.clone(),
+                        source,
+                    }
+                })?;
+                worker.push(Arc::new(Pool::new(
+                    origin,
+                    config.upstream.max_idle_per_host,
+                    config.upstream.connect_timeout,
+                )));
+            }
+            pools.push(worker);
+        }
         let bases = config
             .routes
             .routes()
@@ -96,7 +96,7 @@ impl Upstream {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            clients,
+            pools,
             bases,
             protected: ProtectedHeaders::new(
                 config.headers.names().map(|h| h.as_str()),
@@ -133,7 +133,7 @@ impl Upstream {
 pub enum UpstreamError {
     /// Connection refused, reset, DNS failure or a broken response.
     #[error("upstream unreachable or failed")]
-    Unreachable(#[source] hyper_util::client::legacy::Error),
+    Unreachable(#[source] PoolError),
     /// No response head within the configured timeout.
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
@@ -158,42 +158,7 @@ pub struct TlsFailure {
     pub name: String,
     /// The connection error, with the rustls error inside.
     #[source]
-    pub source: hyper_util::client::legacy::Error,
-}
-
-/// Builds the pooled upstream clients (once, at startup): `tls[i]` configures client `i`;
-/// `None` (http upstreams) gets a TLS config that trusts nothing.
-pub fn build_upstream_clients(
-    cfg: &UpstreamConfig,
-    tls: Vec<Option<UpstreamTls>>,
-) -> Result<UpstreamClients, rustls::Error> {
-    let mut clients = Vec::with_capacity(tls.len());
-    for tls in tls {
-        let (tls_config, server_name) = match tls {
-            Some(t) => (t.config, t.settings.server_name),
-            None => (Arc::new(crate::proxy::tls::plain_config()?), None),
-        };
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        // Validation parsed the name already; a failure here would be a bug, refused all the same.
-        let resolver: Arc<dyn ResolveServerName + Send + Sync> = match server_name {
-            Some(name) => Arc::new(FixedServerNameResolver::new(
-                ServerName::try_from(name)
-                    .map_err(|e| rustls::Error::General(format!("server_name: {e}")))?,
-            )),
-            None => Arc::new(DefaultServerNameResolver::default()),
-        };
-        let connector = HttpsConnector::new(http, tls_config, false, resolver);
-        clients.push(
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(cfg.max_idle_per_host)
-                .build(connector),
-        );
-    }
-    Ok(UpstreamClients(clients))
+    pub source: PoolError,
 }
 
 /// Where a request goes: the route (its upstream and TLS) and the path that was authorized.
@@ -220,7 +185,8 @@ pub async fn forward(
 ) -> Result<Response<GatewayBody>, UpstreamError> {
     let upgrade = is_upgrade_request(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let uri = up.bases[target.route.index]
+    let base = &up.bases[target.route.index];
+    let uri = base
         .uri(target.path, req.uri())
         .map_err(UpstreamError::BadUri)?;
     let original_host = target.host.cloned();
@@ -240,12 +206,11 @@ pub async fn forward(
     if let Some(values) = identity {
         values.apply(headers);
     }
-    headers.remove(header::HOST);
-    if up.pass_host_header {
-        if let Some(host) = original_host {
-            headers.insert(header::HOST, host);
-        }
-    }
+    let host = match original_host {
+        Some(host) if up.pass_host_header => host,
+        _ => base.host().clone(),
+    };
+    headers.insert(header::HOST, host);
     if let Some(proto) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());
@@ -255,8 +220,8 @@ pub async fn forward(
     let out = Request::from_parts(parts, body);
 
     let timeout = up.timeout;
-    let client = up.clients[worker % up.clients.len()].of(target.route);
-    let mut resp = match tokio::time::timeout(timeout, client.request(out)).await {
+    let pool = &up.pools[worker % up.pools.len()][target.route.pool];
+    let mut resp = match tokio::time::timeout(timeout, pool.send(out)).await {
         Err(_) => return Err(UpstreamError::Timeout(timeout)),
         Ok(Err(e)) => return Err(classify(e, target.route)),
         Ok(Ok(resp)) => resp,
@@ -290,7 +255,7 @@ pub async fn forward(
 }
 
 /// A failed upstream request: a TLS handshake failure names the route and the verified name.
-fn classify(error: hyper_util::client::legacy::Error, route: &Route) -> UpstreamError {
+fn classify(error: PoolError, route: &Route) -> UpstreamError {
     match &route.tls {
         Some(tls) if crate::proxy::tls::handshake_error(&error).is_some() => {
             UpstreamError::Tls(Box::new(TlsFailure {

@@ -5,5 +5,6 @@ pub mod forward;
 pub mod headers;
 pub mod names;
 pub mod path;
+pub mod pool;
 pub mod tls;
 pub mod uri;
