@@ -2052,7 +2052,11 @@ session:
         );
         assert!(routes[2].tls.is_none());
         let pools: Vec<usize> = routes.iter().map(|r| r.pool).collect();
-        assert_eq!(pools, [0, 1, 2, 0, 3, 2], "same origin and TLS settings, same pool");
+        assert_eq!(
+            pools,
+            [0, 1, 2, 0, 3, 2],
+            "same origin and TLS settings, same pool"
+        );
         assert_eq!(cfg.routes.pools().len(), 4);
         assert_eq!(cfg.routes.pools()[3].path_prefix, "/e");
         assert_eq!(cfg.routes.insecure().count(), 4);

@@ -70,12 +70,13 @@ impl Upstream {
         for _ in 0..config.server.workers.max(1) {
             let mut worker = Vec::new();
             for route in config.routes.pools() {
-                let origin = Origin::new(&route.upstream, route.tls.as_ref()).map_err(|source| {
-                    UpstreamBuildError::Origin {
-                        route: route.name.clone(),
-                        source,
-                    }
-                })?;
+                let origin =
+                    Origin::new(&route.upstream, route.tls.as_ref()).map_err(|source| {
+                        UpstreamBuildError::Origin {
+                            route: route.name.clone(),
+                            source,
+                        }
+                    })?;
                 worker.push(Arc::new(Pool::new(
                     origin,
                     config.upstream.max_idle_per_host,

@@ -157,10 +157,7 @@ impl Pool {
             }
         }
         let mut sender = self.connect().await?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(PoolError::Request)?;
+        let resp = sender.send_request(req).await.map_err(PoolError::Request)?;
         Ok(self.attach(resp, sender))
     }
 
@@ -283,7 +280,9 @@ pub struct PooledBody {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("origin", &self.origin).finish()
+        f.debug_struct("Pool")
+            .field("origin", &self.origin)
+            .finish()
     }
 }
 

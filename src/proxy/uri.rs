@@ -84,10 +84,7 @@ mod tests {
         );
         assert_eq!(uri("http://app.internal", "/", "/"), "app.internal/");
         assert_eq!(uri("https://app.internal:443", "/", "/"), "app.internal/");
-        assert_eq!(
-            uri("https://[::1]:8443", "/x", "/x?q"),
-            "[::1]:8443/x?q"
-        );
+        assert_eq!(uri("https://[::1]:8443", "/x", "/x?q"), "[::1]:8443/x?q");
     }
 
     #[test]
