@@ -126,8 +126,11 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Forward the client's `Host` header (true) or use the upstream's authority (false).
     pub pass_host_header: bool,
-    /// Most idle keep-alive connections kept per upstream host (the pool); more are closed.
+    /// Most idle keep-alive connections kept per upstream origin and worker; more are closed.
     pub max_idle_per_host: usize,
+    /// How long an idle upstream connection may be reused; older ones are closed.
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
 }
 
 /// DingTalk application credentials and endpoints.
@@ -777,6 +780,8 @@ struct RawConfig {
     pass_host_header: Option<String>,
     #[serde(deserialize_with = "lenient")]
     upstream_max_idle_per_host: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    upstream_idle_timeout: Option<String>,
     #[serde(deserialize_with = "string_list")]
     redirect_allowlist: Option<Vec<String>>,
     #[serde(deserialize_with = "lenient")]
@@ -1374,6 +1379,12 @@ impl RawConfig {
             1024,
             (0, 65_536),
         );
+        let idle_timeout = c.duration_within(
+            "upstream_idle_timeout",
+            self.upstream_idle_timeout,
+            Duration::from_secs(90),
+            (Duration::from_millis(1), Duration::from_secs(3600)),
+        );
 
         let mut allowlist = Vec::new();
         let allowlist_raw = self.redirect_allowlist.unwrap_or_default();
@@ -1568,6 +1579,7 @@ impl RawConfig {
                         connect_timeout,
                         pass_host_header,
                         max_idle_per_host,
+                        idle_timeout,
                     },
                     routes: RouteTable::new(routes),
                     redirect_allowlist_raw: allowlist_raw,
@@ -2266,6 +2278,7 @@ log:
         assert_eq!(c.session.cache_entries, 10_000);
         assert_eq!(c.server.listen_backlog, 1024);
         assert_eq!(c.upstream.max_idle_per_host, 1024);
+        assert_eq!(c.upstream.idle_timeout, Duration::from_secs(90));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(
             c.server.workers, cpus,
@@ -2273,7 +2286,7 @@ log:
         );
 
         let set = format!(
-            "{MINIMAL}upstream_max_idle_per_host: 0\nserver:\n  workers: 3\n  listen_backlog: 511\n"
+            "{MINIMAL}upstream_max_idle_per_host: 0\nupstream_idle_timeout: 2s\nserver:\n  workers: 3\n  listen_backlog: 511\n"
         )
         .replace("signing_key:", "cache_entries: 0\n  signing_key:");
         let c = Config::from_yaml_str(&set).unwrap();
@@ -2282,15 +2295,16 @@ log:
                 c.session.cache_entries,
                 c.server.workers,
                 c.server.listen_backlog,
-                c.upstream.max_idle_per_host
+                c.upstream.max_idle_per_host,
+                c.upstream.idle_timeout.as_secs()
             ),
-            (0, 3, 511, 0)
+            (0, 3, 511, 0, 2)
         );
         let c = Config::from_yaml_str(&format!("{MINIMAL}server:\n  workers: auto\n")).unwrap();
         assert_eq!(c.server.workers, cpus);
 
         let bad = format!(
-            "{MINIMAL}upstream_max_idle_per_host: lots\nserver:\n  workers: 0\n  listen_backlog: 0\n"
+            "{MINIMAL}upstream_max_idle_per_host: lots\nupstream_idle_timeout: 2h\nserver:\n  workers: 0\n  listen_backlog: 0\n"
         )
         .replace("signing_key:", "cache_entries: -1\n  signing_key:");
         let found = issues(&bad);
@@ -2299,6 +2313,7 @@ log:
             "server.workers: must be `auto` or a whole number from 1 to 1024",
             "server.listen_backlog: must be a whole number from 1 to 65535",
             "upstream_max_idle_per_host: must be a whole number from 0 to 65536",
+            "upstream_idle_timeout: must be from 1ms to 1h",
         ] {
             assert!(
                 found.iter().any(|i| i.starts_with(want)),

@@ -14,12 +14,14 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Default, Debug)]
 struct Seen {
     connections: usize,
+    /// Connections the gateway closed (the upstream read end-of-stream).
+    closed_by_gateway: usize,
     /// Request paths, in order.
     requests: Vec<String>,
 }
 
 /// A raw HTTP/1.1 upstream; what it does depends on the request path:
-/// `/chunked` answers chunked, `/close` answers and then closes the connection without saying
+/// `/chunked` answers chunked, `/wait` answers after 200 ms, `/close` answers and then closes the connection without saying
 /// so, `/swallow` reads the request and closes without answering, `/big` sends a 4 MB body,
 /// anything else answers `ok` with a length and keeps the connection.
 async fn upstream() -> (u16, Arc<Mutex<Seen>>) {
@@ -46,6 +48,10 @@ async fn serve(mut conn: TcpStream, seen: Arc<Mutex<Seen>>) {
             }
             let mut chunk = [0; 4096];
             match conn.read(&mut chunk).await {
+                Ok(0) if buf.is_empty() => {
+                    seen.lock().unwrap().closed_by_gateway += 1;
+                    return;
+                }
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
@@ -69,6 +75,9 @@ async fn serve(mut conn: TcpStream, seen: Arc<Mutex<Seen>>) {
         buf.drain(..head_end + length);
         let path = head.split(' ').nth(1).unwrap().to_owned();
         seen.lock().unwrap().requests.push(path.clone());
+        if path == "/wait" {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let answer: Vec<u8> = match path.as_str() {
             "/swallow" => return,
             "/chunked" => {
@@ -132,6 +141,71 @@ async fn max_idle_zero_closes_every_upstream_connection_after_its_request() {
         );
     }
     assert_eq!(seen.lock().unwrap().connections, 5);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn connections_idle_longer_than_upstream_idle_timeout_are_closed_not_reused() {
+    let (port, seen) = upstream().await;
+    let stack = stack(&format!(
+        "upstream: \"http://127.0.0.1:{port}\"\nupstream_idle_timeout: 300ms\n"
+    ))
+    .await;
+    let client = logged_in(&stack, "lisi").await;
+    assert_eq!(
+        get(&client, format!("{}/", stack.url())).await.0,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get(&client, format!("{}/", stack.url())).await.0,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (connections, closed) = {
+        let seen = seen.lock().unwrap();
+        (seen.connections, seen.closed_by_gateway)
+    };
+    assert_eq!(
+        (connections, closed),
+        (2, 1),
+        "the expired connection is closed by the gateway and a new one opened"
+    );
+    // Within the timeout the connection is reused.
+    assert_eq!(
+        get(&client, format!("{}/", stack.url())).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(seen.lock().unwrap().connections, 2);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_left_at_the_bottom_of_a_busy_pool_still_ages_out() {
+    let (port, seen) = upstream().await;
+    let stack = stack(&format!(
+        "upstream: \"http://127.0.0.1:{port}\"\nupstream_idle_timeout: 300ms\n"
+    ))
+    .await;
+    let client = logged_in(&stack, "lisi").await;
+    // Two at once: two connections, both pooled.
+    let url = format!("{}/wait", stack.url());
+    let (a, b) = tokio::join!(get(&client, url.clone()), get(&client, url));
+    assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(seen.lock().unwrap().connections, 2);
+    // One at a time: the top connection is reused and stays fresh; the other only ages.
+    for _ in 0..8 {
+        assert_eq!(
+            get(&client, format!("{}/", stack.url())).await.0,
+            StatusCode::OK
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (connections, closed) = {
+        let seen = seen.lock().unwrap();
+        (seen.connections, seen.closed_by_gateway)
+    };
+    assert_eq!((connections, closed), (2, 1));
     stack.stop().await;
 }
 

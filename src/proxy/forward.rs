@@ -80,6 +80,7 @@ impl Upstream {
                 worker.push(Arc::new(Pool::new(
                     origin,
                     config.upstream.max_idle_per_host,
+                    config.upstream.idle_timeout,
                     config.upstream.connect_timeout,
                 )));
             }

@@ -24,9 +24,6 @@ use tokio_rustls::TlsConnector;
 
 use crate::proxy::tls::UpstreamTls;
 
-/// How long an idle connection is reused; older ones are closed when next seen.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// Why no connection to the upstream could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -120,6 +117,7 @@ pub struct Pool {
     /// Most recently used on top: the bottom ones age out first.
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
+    idle_timeout: Duration,
     connect_timeout: Duration,
 }
 
@@ -129,12 +127,19 @@ struct Idle {
 }
 
 impl Pool {
-    /// An empty pool for `origin`, keeping at most `max_idle` idle connections.
-    pub fn new(origin: Origin, max_idle: usize, connect_timeout: Duration) -> Self {
+    /// An empty pool for `origin`, keeping at most `max_idle` idle connections, each for at
+    /// most `idle_timeout`.
+    pub fn new(
+        origin: Origin,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
         Self {
             origin,
             idle: Mutex::new(Vec::new()),
             max_idle,
+            idle_timeout,
             connect_timeout,
         }
     }
@@ -165,7 +170,7 @@ impl Pool {
     fn checkout(&self) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(top) = idle.pop() {
-            if top.since.elapsed() > IDLE_TIMEOUT {
+            if top.since.elapsed() > self.idle_timeout {
                 // Everything below is older still.
                 idle.clear();
                 return None;
@@ -177,13 +182,16 @@ impl Pool {
         None
     }
 
+    /// Puts a ready connection on top, and closes the ones at the bottom that have been idle
+    /// too long (under steady traffic the top ones are reused and the bottom ones only age).
     fn checkin(&self, sender: SendRequest<Incoming>) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Pushed in time order and taken from the top: `since` rises from bottom to top.
+        let expired = idle.partition_point(|i| now.duration_since(i.since) > self.idle_timeout);
+        idle.drain(..expired);
         if idle.len() < self.max_idle {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            idle.push(Idle { sender, since: now });
         }
     }
 
