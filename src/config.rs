@@ -1745,7 +1745,11 @@ impl RawDingTalk {
         let jsapi_url = c.asset_url(
             "dingtalk.jsapi_url",
             self.jsapi_url,
-            "https://g.alicdn.com/dingding/dingtalk-jsapi/3.0.25/dingtalk.open.js",
+            // 3.2.9, the current npm release (2026-05): the first builds with
+            // `dd.requestAuthCode` (V2, the code bound to our client id) are 3.0.31+, so the
+            // 3.0.25 that most pages load never offers it; 3.2.9 is served on this CDN path too
+            // (dingtalk-api.md §7.1). The page still falls back to V1 for older clients.
+            "https://g.alicdn.com/dingding/dingtalk-jsapi/3.2.9/dingtalk.open.js",
         );
         let qr_script_url = c.asset_url(
             "dingtalk.qr_script_url",

@@ -69,7 +69,7 @@ impl Stack {
     pub async fn start_with(
         gateway_port: u16,
         extra_yaml: &str,
-        settings: MockSettings,
+        mut settings: MockSettings,
     ) -> Result<Stack, StackError> {
         let mock_listener = bind(0).await?;
         let upstream_listener = bind(0).await?;
@@ -119,6 +119,16 @@ rate_limit:
         }
         let config = Config::from_figment(figment).map_err(StackError::Config)?;
         let state = Arc::new(AppState::build(config)?);
+        if settings.homepage_domains.is_empty() {
+            // As an operator registers it: the gateway's own host is the app's login-free address.
+            settings.homepage_domains = state
+                .config
+                .public_url
+                .host_str()
+                .map(str::to_owned)
+                .into_iter()
+                .collect();
+        }
         let mock = MockDingTalk::new(settings);
 
         let (shutdown, rx) = watch::channel(false);

@@ -45,6 +45,10 @@ enum Command {
         /// App secret the mock accepts.
         #[arg(long)]
         client_secret: Option<String>,
+        /// Host registered as the app's login-free address (端内免登地址); repeatable. In-client
+        /// code requests from pages on other hosts fail with errorCode 3. None: any page.
+        #[arg(long = "homepage-domain")]
+        homepage_domains: Vec<String>,
     },
     /// Run only the demo upstream (shows/echoes the headers it receives; for trials and benchmarks).
     DemoUpstream {
@@ -73,7 +77,14 @@ fn main() -> ExitCode {
             org,
             client_id,
             client_secret,
-        } => block_on(mock_dingtalk(listen, org, client_id, client_secret)),
+            homepage_domains,
+        } => block_on(mock_dingtalk(
+            listen,
+            org,
+            client_id,
+            client_secret,
+            homepage_domains,
+        )),
     };
     match result {
         Ok(code) => code,
@@ -263,6 +274,7 @@ async fn mock_dingtalk(
     org: Option<PathBuf>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    homepage_domains: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
     dinggate::telemetry::init(&default_log());
     catch_reload_signal()?;
@@ -277,6 +289,7 @@ async fn mock_dingtalk(
     if let Some(secret) = client_secret {
         settings.client_secret = secret;
     }
+    settings.homepage_domains = homepage_domains;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

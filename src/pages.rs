@@ -617,7 +617,7 @@ pub fn in_app(p: &InAppPage<'_>) -> Response<GatewayBody> {
         r#"<main class="narrow center">
 <div class="brand"><h1>{app}</h1></div>
 <div id="dg-working"><span class="spinner"></span><p>{working}</p><p class="muted">{working_more}</p></div>
-<div id="dg-fallback" hidden><p>{fallback}</p><a class="btn" href="{fallback_url}">{fallback_button}</a></div>
+<div id="dg-fallback" hidden><p>{fallback}</p><p id="dg-fallback-domain" class="muted" hidden>{fallback_domain}</p><a class="btn" href="{fallback_url}">{fallback_button}</a></div>
 <noscript><p>{noscript}</p><a class="btn" href="{fallback_url}">{fallback_button}</a></noscript>
 {footer}
 </main>"#,
@@ -630,6 +630,10 @@ pub fn in_app(p: &InAppPage<'_>) -> Response<GatewayBody> {
         fallback = lang.pick(
             "Automatic sign-in inside DingTalk did not work. Opening the QR code sign-in…",
             "无法在钉钉内自动登录，正在转到扫码登录…"
+        ),
+        fallback_domain = lang.pick(
+            "DingTalk does not allow signing in to this app from this address. An administrator must add this site to the app's login-free address (端内免登地址) in the DingTalk developer console.",
+            "钉钉不允许在此地址免登此应用。请管理员在钉钉开发者后台将本站点添加为应用的端内免登地址。"
         ),
         fallback_button = lang.pick("Continue", "继续"),
         noscript = lang.pick(
@@ -1043,7 +1047,7 @@ const HIDE_AMD_JS: &str = r#"try { if (typeof window.define === "function") { wi
 
 /// In-client login script: code from the JSAPI → POST to the callback → follow the answer, with
 /// one retry and a fallback to the QR login. Reads `DINGGATE_INAPP`.
-const IN_APP_JS: &str = r#"(function () {
+const IN_APP_JS: &str = r##"(function () {
   "use strict";
   var c = DINGGATE_INAPP;
   try {
@@ -1052,12 +1056,25 @@ const IN_APP_JS: &str = r#"(function () {
   var state = c.state;
   var retried = false;
   var finished = false;
-  function fallback() {
+  // `errorCode` of the client's refusal, if any: passed on to the QR login so the gateway can log
+  // it for the operator (only a short token; the gateway shows nothing of it to anyone).
+  function fallback(errorCode) {
     if (finished) return;
     finished = true;
+    var target = c.fallback;
+    var delay = c.fallbackDelayMs;
+    var code = errorCode === undefined || errorCode === null ? "" : String(errorCode);
+    if (/^[A-Za-z0-9_-]{1,16}$/.test(code)) {
+      target += (target.indexOf("?") < 0 ? "?" : "&") + "inapp_error=" + code;
+      if (code === "3") {
+        // DingTalk found no app of this organization registered for this page's domain.
+        document.getElementById("dg-fallback-domain").hidden = false;
+        delay = c.fallbackDelayMs * 3;
+      }
+    }
     document.getElementById("dg-working").hidden = true;
     document.getElementById("dg-fallback").hidden = false;
-    setTimeout(function () { window.location.replace(c.fallback); }, c.fallbackDelayMs);
+    setTimeout(function () { window.location.replace(target); }, delay);
   }
   function go(url) {
     var target;
@@ -1066,16 +1083,47 @@ const IN_APP_JS: &str = r#"(function () {
     finished = true;
     window.location.replace(target.href);
   }
+  // Oldest clients that have `runtime.permission.requestAuthCodeV2`, which `dd.requestAuthCode`
+  // calls (dingtalk-jsapi >= 3.0.31, api/union/requestAuthCode.js); older clients only have V1.
+  var V2_SINCE = { ios: "7.0.45", android: "7.0.45", pc: "7.0.50", harmony: "7.0.0" };
+  function atLeast(version, min) {
+    var a = String(version).split(/[.-]/), b = min.split(".");
+    for (var i = 0; i < b.length; i++) {
+      var x = parseInt(a[i], 10) || 0, y = parseInt(b[i], 10);
+      if (x !== y) return x > y;
+    }
+    return true;
+  }
+  // The ways to ask this client for a code, best first. V2 (`dd.requestAuthCode`) binds the
+  // code to our clientId; V1 (`dd.runtime.permission.requestAuthCode`) picks the app by the
+  // page's URL, which DingTalk's PC client needs as `url`.
+  function codeApis(dd) {
+    var apis = [];
+    var env = dd.env || {};
+    var since = V2_SINCE[env.platform];
+    // An unknown platform or version (PC detection is unreliable) still tries V2 first.
+    if (typeof dd.requestAuthCode === "function" && (!since || !env.version || atLeast(env.version, since))) {
+      apis.push(function (opts) { return dd.requestAuthCode(opts); });
+    }
+    var v1 = dd.runtime && dd.runtime.permission && dd.runtime.permission.requestAuthCode;
+    if (typeof v1 === "function") {
+      apis.push(function (opts) {
+        opts.url = window.location.href.split("#")[0];
+        return v1.call(dd.runtime.permission, opts);
+      });
+    }
+    return apis;
+  }
   function requestCode(then) {
     var dd = window.dd;
     if (!dd || typeof dd.ready !== "function") return fallback();
     var settled = false;
     var timer = setTimeout(function () { fail(); }, c.timeoutMs);
-    function fail() {
+    function fail(err) {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      fallback();
+      fallback(err && err.errorCode);
     }
     function ok(res) {
       if (settled) return;
@@ -1086,22 +1134,23 @@ const IN_APP_JS: &str = r#"(function () {
     }
     if (typeof dd.error === "function") dd.error(fail);
     dd.ready(function () {
-      var opts = { corpId: c.corpId, clientId: c.clientId, onSuccess: ok, onFail: fail };
-      try {
-        var p;
-        // dd.requestAuthCode is the current API and binds the code to our clientId; the older
-        // runtime.permission.requestAuthCode picks the app by the page's domain.
-        if (typeof dd.requestAuthCode === "function") {
-          p = dd.requestAuthCode(opts);
-        } else if (dd.runtime && dd.runtime.permission && typeof dd.runtime.permission.requestAuthCode === "function") {
-          p = dd.runtime.permission.requestAuthCode(opts);
-        } else {
-          return fail();
+      var apis = codeApis(dd);
+      var next = 0;
+      function attempt(lastError) {
+        if (settled) return;
+        if (next >= apis.length) return fail(lastError);
+        var api = apis[next++];
+        var done = false;
+        function good(res) { if (!done) { done = true; ok(res); } }
+        function bad(err) { if (!done) { done = true; attempt(err); } }
+        try {
+          var p = api({ corpId: c.corpId, clientId: c.clientId, onSuccess: good, onFail: bad });
+          if (p && typeof p.then === "function") p.then(good, bad);
+        } catch (e) {
+          bad(e);
         }
-        if (p && typeof p.then === "function") p.then(ok, fail);
-      } catch (e) {
-        fail();
       }
+      attempt();
     });
   }
   function post(code) {
@@ -1134,7 +1183,7 @@ const IN_APP_JS: &str = r#"(function () {
   if (typeof window.fetch !== "function") return fallback();
   requestCode(post);
 })();
-"#;
+"##;
 
 #[cfg(test)]
 mod tests {

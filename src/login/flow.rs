@@ -163,6 +163,10 @@ pub fn start(
     headers: &HeaderMap,
 ) -> Result<Response<GatewayBody>, LoginFailure> {
     let return_to = return_url(app, query)?.unwrap_or_else(|| "/".to_owned());
+    let [inapp_error] = query_params(query, ["inapp_error"])?;
+    if let Some(code) = inapp_error {
+        log_inapp_failure(app, &code);
+    }
     let flow = app
         .login_states
         .begin(headers, &return_to, app.clock.now_micros());
@@ -174,6 +178,33 @@ pub fn start(
     let mut resp = pages::redirect(url.as_str());
     attach_flow(&mut resp, &flow);
     Ok(resp)
+}
+
+/// The in-client page fell back to the QR login because the client refused a code: tell the
+/// operator what DingTalk's `errorCode` means. The code is only logged, and only when it is a
+/// short token (the parameter is not trusted for anything; login rate limits bound the lines).
+fn log_inapp_failure(app: &AppState, code: &str) {
+    let token = !code.is_empty()
+        && code.len() <= 16
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !token {
+        return;
+    }
+    let host = app.config.public_url.host_str().unwrap_or_default();
+    let hint = match code {
+        "3" => format!(
+            "DingTalk found no app of organization {} for this page's address: in the DingTalk developer console add `{host}` to the app's login-free address (安全设置 → 端内免登地址) and set the app's homepage (应用首页地址) on this gateway, and check dingtalk.corp_id",
+            app.config.dingtalk.corp_id.as_deref().unwrap_or("(none)")
+        ),
+        _ => "check dingtalk.client_id and dingtalk.corp_id against the app in the DingTalk developer console; clients older than 7.0.45 (mobile) / 7.0.50 (PC) use the older API, which matches the app by the page's address".to_owned(),
+    };
+    tracing::warn!(
+        error_code = code,
+        hint = %hint,
+        "in-client login (免登) failed: the DingTalk client refused a login-free code, the user was sent to the QR login"
+    );
 }
 
 /// `GET {prefix}/callback`: the state is checked before the code is looked at, so a forged or

@@ -110,30 +110,78 @@ fn calls(mock: &MockDingTalk) -> Resp {
     reply(StatusCode::OK, Value::Array(list))
 }
 
-/// `GET /__mock/jsapi_code?userid=[&corpId=][&clientId=]`: what `dd.requestAuthCode` returns in the client.
+/// `GET /__mock/jsapi_code?userid=&url=[&api=][&corpId=][&clientId=]`: what the client answers
+/// a code request from the page at `url` with (`api`: `v2` for `dd.requestAuthCode`, else `v1`).
 fn jsapi_code(mock: &MockDingTalk, req: &MockRequest) -> Resp {
+    let resp = jsapi_answer(mock, req);
+    let outcome = match resp.status() {
+        StatusCode::OK => "code".to_owned(),
+        _ => jsapi_error_code(&resp),
+    };
+    mock.state().jsapi_requests.push(super::JsapiRequest {
+        api: req.query_non_empty("api").unwrap_or("v1").to_owned(),
+        page_url: req.query_non_empty("url").unwrap_or_default().to_owned(),
+        outcome,
+    });
+    resp
+}
+
+/// The `errorCode` an error answer of [`jsapi_answer`] carries.
+fn jsapi_error_code(resp: &Resp) -> String {
+    resp.extensions()
+        .get::<JsapiErrorCode>()
+        .map_or_else(|| resp.status().as_u16().to_string(), |c| c.0.to_owned())
+}
+
+/// Marks a stand-in answer with the client's `errorCode`, for [`super::JsapiRequest`].
+#[derive(Clone, Copy)]
+struct JsapiErrorCode(&'static str);
+
+fn jsapi_refusal(error: &str, code: &'static str) -> Resp {
+    let mut resp = reply(
+        StatusCode::BAD_REQUEST,
+        json!({"error": error, "errorCode": code}),
+    );
+    resp.extensions_mut().insert(JsapiErrorCode(code));
+    resp
+}
+
+fn jsapi_answer(mock: &MockDingTalk, req: &MockRequest) -> Resp {
     let Some(userid) = req.query_non_empty("userid") else {
         return fail(StatusCode::BAD_REQUEST, "userid is required");
     };
     let settings = mock.settings();
+    if !settings.homepage_domains.is_empty() {
+        let host = req
+            .query_non_empty("url")
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        let registered = host.is_some_and(|h| {
+            settings
+                .homepage_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&h))
+        });
+        if !registered {
+            // What DingTalk reports when no app of the corp is registered for the page.
+            return jsapi_refusal(
+                "the page's domain is not the app's registered login-free address",
+                "3",
+            );
+        }
+    }
     if req
         .query_non_empty("corpId")
         .is_some_and(|c| c != settings.org.corp().corp_id)
     {
         // errorCode 3: no micro-app for this page in that corp (what the real client reports).
-        return reply(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "corpId does not match the mock's corp", "errorCode": "3"}),
-        );
+        return jsapi_refusal("corpId does not match the mock's corp", "3");
     }
     if req
         .query_non_empty("clientId")
         .is_some_and(|c| c != settings.client_id)
     {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "clientId does not match the mock's app", "errorCode": "3"}),
-        );
+        return jsapi_refusal("clientId does not match the mock's app", "3");
     }
     match mock.issue_jsapi_code(userid) {
         Some(code) => reply(StatusCode::OK, json!({"code": code})),
@@ -201,8 +249,11 @@ fn avatar(mock: &MockDingTalk, file: &str) -> Resp {
     }
 }
 
-/// The JSAPI stand-in; its default user is the first active member of the corp.
-pub(super) fn jsapi_script(mock: &MockDingTalk) -> Resp {
+/// The JSAPI stand-in at `path`; its default user is the first active member of the corp. A
+/// versioned CDN path (`/dingding/dingtalk-jsapi/<version>/dingtalk.open.js`) older than 3.0.31
+/// serves the variant without `dd.requestAuthCode`, as those builds are; any other path serves
+/// the current one with both APIs.
+pub(super) fn jsapi_script(mock: &MockDingTalk, path: &str) -> Resp {
     let org = mock.org();
     let default_user = org
         .users()
@@ -212,9 +263,44 @@ pub(super) fn jsapi_script(mock: &MockDingTalk) -> Resp {
     let mut resp = wire::raw(
         StatusCode::OK,
         "application/javascript; charset=utf-8",
-        pages::jsapi_script(default_user),
+        pages::jsapi_script(default_user, has_request_auth_code(path)),
     );
     resp.headers_mut()
         .insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     resp
+}
+
+/// Whether the dingtalk-jsapi build at `path` has `dd.requestAuthCode`: the npm releases have it
+/// from 3.0.31 on (`api/union/requestAuthCode.js`; 3.0.28 and older do not).
+fn has_request_auth_code(path: &str) -> bool {
+    let version = path
+        .strip_suffix(JSAPI_SCRIPT_SUFFIX)
+        .and_then(|p| p.rsplit('/').next())
+        .map(|v| {
+            v.split('.')
+                .map(|n| n.parse::<u32>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        });
+    match version {
+        Some(v) if v.len() == 3 => v >= vec![3, 0, 31],
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod jsapi_variant_tests {
+    use super::has_request_auth_code;
+
+    #[test]
+    fn builds_before_3_0_31_lack_dd_request_auth_code() {
+        for (path, has) in [
+            ("/dingding/dingtalk-jsapi/3.0.25/dingtalk.open.js", false),
+            ("/dingding/dingtalk-jsapi/2.10.3/dingtalk.open.js", false),
+            ("/dingding/dingtalk-jsapi/3.0.31/dingtalk.open.js", true),
+            ("/dingding/dingtalk-jsapi/3.2.9/dingtalk.open.js", true),
+            ("/dingtalk.open.js", true),
+        ] {
+            assert_eq!(has_request_auth_code(path), has, "{path}");
+        }
+    }
 }

@@ -56,6 +56,10 @@ pub struct MockSettings {
     pub code_ttl: Duration,
     /// Lifetime of user and app access tokens (`expireIn`).
     pub token_ttl: Duration,
+    /// Host names registered as the app's login-free address (端内免登地址 / homepage): an
+    /// in-client code request from a page on any other host fails with `errorCode` 3, as in
+    /// DingTalk. Empty: every page is accepted ([`crate::demo::Stack`] registers the gateway's).
+    pub homepage_domains: Vec<String>,
 }
 
 impl Default for MockSettings {
@@ -66,6 +70,7 @@ impl Default for MockSettings {
             org: Org::default_org(),
             code_ttl: Duration::from_secs(5 * 60),
             token_ttl: Duration::from_secs(7200),
+            homepage_domains: Vec::new(),
         }
     }
 }
@@ -116,6 +121,17 @@ pub struct RecordedCall {
     pub path: String,
     /// When it arrived: wall-clock time plus any [`MockDingTalk::advance_clock`] offset.
     pub at: SystemTime,
+}
+
+/// One in-client code request of the JSAPI stand-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsapiRequest {
+    /// `v2` (`dd.requestAuthCode`) or `v1` (`dd.runtime.permission.requestAuthCode`).
+    pub api: String,
+    /// The page the code was requested from.
+    pub page_url: String,
+    /// `code`, or the `errorCode` the client reported.
+    pub outcome: String,
 }
 
 /// The fake DingTalk. Cheap to clone; clones share all state.
@@ -212,7 +228,7 @@ impl MockDingTalk {
             (&Method::POST, "/topapi/v2/user/getuserinfo") => oapi::get_user_info(self, req),
             (&Method::POST, "/topapi/v2/department/get") => oapi::department_get(self, req),
             (&Method::GET, _) if path.ends_with(admin::JSAPI_SCRIPT_SUFFIX) => {
-                admin::jsapi_script(self)
+                admin::jsapi_script(self, path)
             }
             _ if path.starts_with(ADMIN_PREFIX) => admin::route(self, req),
             _ => match Family::of(path) {
@@ -268,6 +284,11 @@ impl MockDingTalk {
         let mut state = self.state();
         let eligible = state.org.member(userid).is_some_and(|u| u.active);
         eligible.then(|| state.mint_jsapi_code(userid))
+    }
+
+    /// Every in-client code request the JSAPI stand-in made, oldest first.
+    pub fn jsapi_requests(&self) -> Vec<JsapiRequest> {
+        self.state().jsapi_requests.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

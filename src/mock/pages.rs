@@ -142,52 +142,80 @@ pub(super) fn avatar_svg(name: &str) -> String {
     )
 }
 
-/// Stand-in for `dingtalk.open.js`: defines `window.dd` with `ready`, `env.platform`, `requestAuthCode`
-/// and `runtime.permission.requestAuthCode`; codes come from the mock's `/__mock/jsapi_code` on the
-/// script's own origin, for the userid in the script URL's `?userid=` (default: `default_userid`).
-pub(super) fn jsapi_script(default_userid: &str) -> String {
+/// Stand-in for `dingtalk.open.js`: defines `window.dd` with `ready`, `error`, `env` (platform and
+/// client version read from the User-Agent with the SDK's own patterns, `lib/env.js`) and
+/// `runtime.permission.requestAuthCode` (V1); with `v2`, also `dd.requestAuthCode`, which — like
+/// the real build's `runtime.permission.requestAuthCodeV2` — fails on clients older than 7.0.45
+/// (mobile) / 7.0.50 (PC). Codes come from the mock's `/__mock/jsapi_code` on the script's own
+/// origin, for the page's URL and the userid in the script URL's `?userid=` (default:
+/// `default_userid`).
+pub(super) fn jsapi_script(default_userid: &str, v2: bool) -> String {
     // serde_json string escaping is valid JavaScript string syntax; `<` is escaped so the text is inert in HTML too.
     let default_userid = serde_json::Value::from(default_userid)
         .to_string()
         .replace('<', "\\u003c");
     format!(
-        r#"/* dinggate mock DingTalk: stand-in for dingtalk.open.js (not the real JSAPI). */
+        r##"/* dinggate mock DingTalk: stand-in for dingtalk.open.js (not the real JSAPI). */
 (function () {{
   "use strict";
   var script = document.currentScript;
   var src = script && script.src ? new URL(script.src, window.location.href) : null;
   var base = src ? src.origin : "";
   var userid = (src && src.searchParams.get("userid")) || {default_userid};
-  function requestAuthCode(opts) {{
+  var ua = navigator.userAgent;
+  var inDingTalk = /DingTalk/i.test(ua);
+  var platform = !inDingTalk ? "notInDingTalk" : /Android/i.test(ua) ? "android" : /iPhone|iPad|iPod/i.test(ua) ? "ios" : "pc";
+  var m = /AliApp\(\w+\/([a-zA-Z0-9.-]+)\)/.exec(ua) || /DingTalk\/([a-zA-Z0-9.-]+)/.exec(ua) || /DingTalk\(([a-zA-Z0-9.-]+)\)/.exec(ua);
+  var version = m ? m[1] : "";
+  function atLeast(v, min) {{
+    var a = v.split(/[.-]/), b = min.split(".");
+    for (var i = 0; i < b.length; i++) {{
+      var x = parseInt(a[i], 10) || 0, y = parseInt(b[i], 10);
+      if (x !== y) return x > y;
+    }}
+    return true;
+  }}
+  function settle(p, opts) {{
+    p.then(function (res) {{ if (opts.onSuccess) opts.onSuccess(res); }},
+           function (err) {{ if (opts.onFail) opts.onFail(err); }});
+    return p;
+  }}
+  function ask(api, opts) {{
     opts = opts || {{}};
-    var url = base + "/__mock/jsapi_code?userid=" + encodeURIComponent(userid) +
+    var url = base + "/__mock/jsapi_code?api=" + api + "&userid=" + encodeURIComponent(userid) +
+      "&url=" + encodeURIComponent(window.location.href.split("#")[0]) +
       "&corpId=" + encodeURIComponent(opts.corpId || "") +
-      (opts.clientId ? "&clientId=" + encodeURIComponent(opts.clientId) : "");
-    var p = fetch(url, {{ credentials: "omit" }}).then(function (r) {{
+      (api === "v2" ? "&clientId=" + encodeURIComponent(opts.clientId || "") : "");
+    return settle(fetch(url, {{ credentials: "omit" }}).then(function (r) {{
       return r.json().then(function (b) {{
         if (!r.ok || !b.code) {{
           throw {{ errorCode: String(b.errorCode || r.status), errorMessage: b.error || "requestAuthCode failed" }};
         }}
         return {{ code: b.code }};
       }});
-    }});
-    p.then(function (res) {{ if (opts.onSuccess) opts.onSuccess(res); }},
-           function (err) {{ if (opts.onFail) opts.onFail(err); }});
-    return p;
+    }}), opts);
   }}
-  var errorCallbacks = [];
   var dd = {{
     version: "mock",
-    env: {{ platform: /DingTalk/i.test(navigator.userAgent) ? "pc" : "notInDingTalk" }},
+    env: {{ platform: platform, version: version }},
     ready: function (fn) {{ setTimeout(fn, 0); }},
-    error: function (fn) {{ errorCallbacks.push(fn); }},
+    error: function () {{}},
     config: function () {{}},
-    requestAuthCode: requestAuthCode,
-    runtime: {{ permission: {{ requestAuthCode: requestAuthCode }} }}
+    runtime: {{ permission: {{ requestAuthCode: function (opts) {{ return ask("v1", opts); }} }} }}
   }};
+  if ({v2}) {{
+    dd.requestAuthCode = function (opts) {{
+      var since = {{ ios: "7.0.45", android: "7.0.45", pc: "7.0.50" }}[platform];
+      if (since && !atLeast(version, since)) {{
+        // This client has no runtime.permission.requestAuthCodeV2.
+        return settle(Promise.reject({{ errorCode: "-1", errorMessage: "jsapi not supported by this client version" }}), opts || {{}});
+      }}
+      return ask("v2", opts);
+    }};
+  }}
   window.dd = dd;
 }})();
-"#
+"##
     )
 }
 
@@ -236,7 +264,7 @@ mod tests {
 
     #[test]
     fn jsapi_script_embeds_the_default_user_as_a_js_string() {
-        let js = jsapi_script("a\"</script>");
+        let js = jsapi_script("a\"</script>", true);
         assert!(js.contains(r#""a\"\u003c/script>""#), "{js}");
         assert!(js.contains("window.dd = dd"));
     }

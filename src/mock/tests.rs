@@ -20,9 +20,13 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(MockSettings::default()).await
+}
+
+async fn start_with(settings: MockSettings) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let mock = MockDingTalk::new(MockSettings::default());
+    let mock = MockDingTalk::new(settings);
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, mock.clone(), async {
         let _ = rx.await;
@@ -949,6 +953,40 @@ async fn calls_are_recorded_without_query() {
 }
 
 #[tokio::test]
+async fn jsapi_codes_are_refused_with_error_code_3_to_pages_outside_the_registered_domain() {
+    let r = start_with(MockSettings {
+        homepage_domains: vec!["gw.example.com".to_owned()],
+        ..MockSettings::default()
+    })
+    .await;
+    let ask = |page: &str| {
+        r.url(&format!(
+            "/__mock/jsapi_code?api=v2&userid=lisi&clientId=dingmockclientid0001&url={}",
+            urlencoding(page)
+        ))
+    };
+    let ok = r.get(&ask("https://GW.example.com/_dinggate/inapp?rd=%2F")).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    for page in ["https://evil.example.com/_dinggate/inapp", "not a url", ""] {
+        let refused: Value = r.get(&ask(page)).await.json().await.unwrap();
+        assert_eq!(refused["errorCode"], "3", "{page}");
+    }
+    let seen: Vec<(String, String)> = r
+        .mock
+        .jsapi_requests()
+        .into_iter()
+        .map(|j| (j.api, j.outcome))
+        .collect();
+    assert_eq!(seen[0], ("v2".to_owned(), "code".to_owned()));
+    assert_eq!(seen[1], ("v2".to_owned(), "3".to_owned()));
+    assert_eq!(seen.len(), 4);
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
 async fn jsapi_stand_in_script_is_served_on_the_cdn_path() {
     let r = start().await;
     let resp = r
@@ -960,11 +998,16 @@ async fn jsapi_stand_in_script_is_served_on_the_cdn_path() {
         "application/javascript; charset=utf-8"
     );
     let js = resp.text().await.unwrap();
-    assert!(js.contains("requestAuthCode"));
+    assert!(js.contains("runtime: { permission: { requestAuthCode"));
+    assert!(js.contains("if (false)"), "3.0.x builds have no dd.requestAuthCode");
     assert!(
         js.contains("\"zhangsan\""),
         "default user is the first active member"
     );
+    let current = r
+        .get(&r.url("/dingding/dingtalk-jsapi/3.2.9/dingtalk.open.js"))
+        .await;
+    assert!(current.text().await.unwrap().contains("if (true)"));
 }
 
 #[tokio::test]
