@@ -23,10 +23,54 @@ fn mock_login_page(stack: &Stack) -> String {
     format!("http://{}/oauth2/auth?", stack.mock_addr)
 }
 
-/// Extra YAML pointing the gateway's JSAPI script at the mock's stand-in for `userid`.
-/// `{mock}` is replaced by the mock's host:port when the stack starts.
+/// A DingTalk client too old for `requestAuthCodeV2` (needs 7.0.45 on Android).
+const OLD_DINGTALK_UA: &str = "Mozilla/5.0 (Linux; Android 9) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/80 Mobile Safari/537.36 AliApp(DingTalk/6.5.10) DingTalk(6.5.10)";
+
+/// Extra YAML pointing the gateway's JSAPI script at the mock's stand-in for `userid` (the
+/// current build, with `dd.requestAuthCode`). `{mock}` is replaced by the mock's host:port when
+/// the stack starts.
 fn jsapi_yaml(userid: &str) -> String {
     format!("dingtalk:\n  jsapi_url: \"http://{{mock}}/dingtalk.open.js?userid={userid}\"\n")
+}
+
+/// Like [`jsapi_yaml`], with the stand-in of the CDN build `version` (3.0.x: no `dd.requestAuthCode`).
+fn jsapi_yaml_version(userid: &str, version: &str) -> String {
+    format!(
+        "dingtalk:\n  jsapi_url: \"http://{{mock}}/dingding/dingtalk-jsapi/{version}/dingtalk.open.js?userid={userid}\"\n"
+    )
+}
+
+/// The API and outcome of each code request the JSAPI stand-in made.
+fn jsapi_requests(stack: &Stack) -> Vec<(String, String)> {
+    stack
+        .mock
+        .jsapi_requests()
+        .into_iter()
+        .map(|r| (r.api, r.outcome))
+        .collect()
+}
+
+fn pair(api: &str, outcome: &str) -> (String, String) {
+    (api.to_owned(), outcome.to_owned())
+}
+
+/// Opens `target` with `user_agent` and waits for the upstream page as 李四.
+async fn in_client_login_as_lisi(stack: &Stack, user_agent: &str) {
+    let browser = Browser::start(Options {
+        user_agent: Some(user_agent.to_owned()),
+        ..Options::default()
+    })
+    .await;
+    let target = format!("{}/inapp-target", stack.url());
+    browser.goto(&target).await;
+    browser
+        .wait_for("the upstream page as 李四", STEP, |url, source| {
+            url == target && source.contains("你好，李四")
+        })
+        .await;
+    assert_session_cookies(&browser).await;
+    assert_eq!(stack.mock.call_count("/oauth2/auth"), 0, "no QR login");
+    browser.quit().await;
 }
 
 fn cookie<'a>(cookies: &'a [Value], name: &str) -> Option<&'a Value> {
@@ -177,8 +221,72 @@ async fn inside_dingtalk_the_login_needs_no_click() {
         0,
         "the QR login was never shown"
     );
+    assert_eq!(
+        jsapi_requests(&stack),
+        [pair("v2", "code")],
+        "a current script on a current client: dd.requestAuthCode"
+    );
     browser.screenshot("inapp-upstream-page").await;
 
+    browser.quit().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3_0_x_script_logs_in_with_the_older_api() {
+    let stack = common::stack(&jsapi_yaml_version("lisi", "3.0.25")).await;
+    in_client_login_as_lisi(&stack, DINGTALK_UA).await;
+    assert_eq!(jsapi_requests(&stack), [pair("v1", "code")]);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_old_for_v2_logs_in_with_the_older_api() {
+    let stack = common::stack(&jsapi_yaml("lisi")).await;
+    in_client_login_as_lisi(&stack, OLD_DINGTALK_UA).await;
+    assert_eq!(
+        jsapi_requests(&stack),
+        [pair("v1", "code")],
+        "the client's version rules V2 out before it is tried"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_outside_the_registered_login_free_address_says_so_and_falls_back_to_the_qr() {
+    let settings = dinggate::mock::MockSettings {
+        homepage_domains: vec!["app.example.com".to_owned()],
+        ..Default::default()
+    };
+    let stack = Stack::start_with(0, &jsapi_yaml("lisi"), settings)
+        .await
+        .unwrap();
+    let browser = Browser::start(Options {
+        user_agent: Some(DINGTALK_UA.to_owned()),
+        ..Options::default()
+    })
+    .await;
+    let target = format!("{}/inapp-target", stack.url());
+    browser.goto(&target).await;
+    browser
+        .wait_for("the login-free address message", STEP, |_, source| {
+            source.contains("端内免登地址")
+                && !source.contains(r#"id="dg-fallback-domain" class="muted" hidden"#)
+        })
+        .await;
+    browser.screenshot("inapp-page-unregistered-domain").await;
+    let login = mock_login_page(&stack);
+    browser
+        .wait_for("the fallback to the QR login", STEP, |url, _| {
+            url.starts_with(&login)
+        })
+        .await;
+    assert_eq!(
+        jsapi_requests(&stack),
+        [pair("v2", "3"), pair("v1", "3")],
+        "both APIs asked, both refused with errorCode 3"
+    );
+    assert_eq!(stack.mock.call_count("/topapi/v2/user/getuserinfo"), 0);
     browser.quit().await;
     stack.stop().await;
 }

@@ -422,3 +422,47 @@ async fn json_logs_are_flat_complete_and_free_of_debug_text() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_in_client_refusal_is_logged_for_the_operator_and_nothing_else_is_trusted() {
+    let running = run_binary(MockSettings::default(), "inapp-error", "").await;
+    let client = browser();
+    // What the in-client page sends when the client refused the code with errorCode 3.
+    let r = get_html(
+        &client,
+        &format!("{}/_dinggate/start?rd=%2Fx&inapp_error=3", running.base),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FOUND, "still the QR login");
+    assert!(location(&r).contains("/oauth2/auth?"));
+    // Not a short token: ignored, never logged.
+    let r = get_html(
+        &client,
+        &format!(
+            "{}/_dinggate/start?rd=%2F&inapp_error=%0Aforged%20line",
+            running.base
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let text = running.log_text();
+    let warned: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("in-client login (免登) failed"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{text}");
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+    assert!(
+        warned[0].contains("error_code=\"3\"") || warned[0].contains("error_code=3"),
+        "{}",
+        warned[0]
+    );
+    assert!(
+        warned[0].contains("端内免登地址") && warned[0].contains("127.0.0.1"),
+        "says what to register, and the host: {}",
+        warned[0]
+    );
+    assert!(!text.contains("forged"), "{text}");
+}

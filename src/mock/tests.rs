@@ -965,7 +965,9 @@ async fn jsapi_codes_are_refused_with_error_code_3_to_pages_outside_the_register
             urlencoding(page)
         ))
     };
-    let ok = r.get(&ask("https://GW.example.com/_dinggate/inapp?rd=%2F")).await;
+    let ok = r
+        .get(&ask("https://GW.example.com/_dinggate/inapp?rd=%2F"))
+        .await;
     assert_eq!(ok.status(), StatusCode::OK);
     for page in ["https://evil.example.com/_dinggate/inapp", "not a url", ""] {
         let refused: Value = r.get(&ask(page)).await.json().await.unwrap();
@@ -999,7 +1001,10 @@ async fn jsapi_stand_in_script_is_served_on_the_cdn_path() {
     );
     let js = resp.text().await.unwrap();
     assert!(js.contains("runtime: { permission: { requestAuthCode"));
-    assert!(js.contains("if (false)"), "3.0.x builds have no dd.requestAuthCode");
+    assert!(
+        js.contains("if (false)"),
+        "3.0.x builds have no dd.requestAuthCode"
+    );
     assert!(
         js.contains("\"zhangsan\""),
         "default user is the first active member"
