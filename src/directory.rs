@@ -31,6 +31,8 @@ pub struct Member {
     pub avatar: Option<String>,
     /// E-mail (the enterprise mailbox when there is one), when set.
     pub email: Option<String>,
+    /// The unionId DingTalk reports for this userid, when it does.
+    pub union_id: Option<String>,
 }
 
 /// Directory look-ups with a short TTL cache keyed by unionId or userid, so bursts of logins
@@ -234,6 +236,7 @@ impl Directory {
             avatar: bounded(detail.avatar.clone(), limits::AVATAR),
             email: bounded(detail.org_email.clone(), limits::EMAIL)
                 .or_else(|| bounded(detail.email.clone(), limits::EMAIL)),
+            union_id: non_empty(detail.unionid.clone()),
         }))
     }
 

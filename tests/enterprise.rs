@@ -105,6 +105,27 @@ async fn a_removed_member_is_refused_at_the_next_revalidation() {
 }
 
 #[tokio::test]
+async fn a_userid_given_to_someone_else_does_not_revalidate_the_old_session() {
+    let stack = stack("").await;
+    let client = logged_in(&stack, "lisi").await;
+    let url = format!("{}/echo", stack.url());
+    assert_eq!(get_json(&client, &url).await.status(), StatusCode::OK);
+    // 李四 left; their userid now belongs to another account.
+    stack
+        .mock
+        .reassign_user_id("lisi", "union-someone-else-0001");
+    stack.state.clock.advance(16 * 60);
+    let r = get_json(&client, &url).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "the unionId under that userid is not the session's: asked by unionId, not a member"
+    );
+    assert_eq!(stack.mock.call_count("/topapi/user/getbyunionid"), 2);
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn revalidation_refreshes_the_cookie_and_keeps_the_session() {
     let stack = stack("").await;
     let client = logged_in(&stack, "lisi").await;
@@ -118,6 +139,11 @@ async fn revalidation_refreshes_the_cookie_and_keeps_the_session() {
         "re-minted cookie is set"
     );
     assert_eq!(stack.mock.call_count("/topapi/v2/user/get"), lookups + 1);
+    assert_eq!(
+        stack.mock.call_count("/topapi/user/getbyunionid"),
+        1,
+        "re-validation looks the person up by the userid in the session, not by unionId again"
+    );
     // Fresh again: no further look-ups for the next requests.
     assert_eq!(get_json(&client, &url).await.status(), StatusCode::OK);
     assert_eq!(stack.mock.call_count("/topapi/v2/user/get"), lookups + 1);
@@ -132,7 +158,7 @@ async fn a_dingtalk_outage_during_revalidation_fails_closed_unless_within_grace(
     stack.state.clock.advance(16 * 60);
     stack
         .mock
-        .inject_fault("/topapi/user/getbyunionid", Fault::ServerError, 5);
+        .inject_fault("/topapi/v2/user/get", Fault::ServerError, 5);
     let r = get_json(&client, &url).await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -144,7 +170,7 @@ async fn a_dingtalk_outage_during_revalidation_fails_closed_unless_within_grace(
     stack.state.clock.advance(16 * 60);
     stack
         .mock
-        .inject_fault("/topapi/user/getbyunionid", Fault::ServerError, 5);
+        .inject_fault("/topapi/v2/user/get", Fault::ServerError, 5);
     assert_eq!(
         get_json(&client, &url_of(&stack)).await.status(),
         StatusCode::OK
@@ -153,7 +179,7 @@ async fn a_dingtalk_outage_during_revalidation_fails_closed_unless_within_grace(
     stack.state.clock.advance(60 * 60);
     stack
         .mock
-        .inject_fault("/topapi/user/getbyunionid", Fault::ServerError, 5);
+        .inject_fault("/topapi/v2/user/get", Fault::ServerError, 5);
     assert_eq!(
         get_json(&client, &url_of(&stack)).await.status(),
         StatusCode::BAD_GATEWAY
@@ -279,7 +305,7 @@ async fn qps_limit_errors_are_retried_and_directory_answers_are_cached() {
 async fn a_burst_of_requests_due_for_revalidation_makes_one_set_of_lookups() {
     let stack = stack("").await;
     let client = logged_in(&stack, "lisi").await;
-    let before = stack.mock.call_count("/topapi/user/getbyunionid");
+    let before = stack.mock.call_count("/topapi/v2/user/get");
     stack.state.clock.advance(16 * 60);
     let url = url_of(&stack);
     let burst = (0..30).map(|_| get_json(&client, &url));
@@ -287,9 +313,10 @@ async fn a_burst_of_requests_due_for_revalidation_makes_one_set_of_lookups() {
         assert_eq!(r.status(), StatusCode::OK);
     }
     assert_eq!(
-        stack.mock.call_count("/topapi/user/getbyunionid"),
+        stack.mock.call_count("/topapi/v2/user/get"),
         before + 1,
         "30 concurrent re-validations share one directory look-up"
     );
+    assert_eq!(stack.mock.call_count("/topapi/user/getbyunionid"), 1);
     stack.stop().await;
 }

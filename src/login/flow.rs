@@ -557,9 +557,12 @@ fn fits(cookie: &Cookie<'_>) -> Result<(), LoginError> {
 /// Which key the directory is asked with.
 #[derive(Debug, Clone, Copy)]
 pub enum Lookup {
-    /// By the identity's unionId (scan login, re-validation).
+    /// By the identity's unionId (scan login).
     UnionId,
-    /// By a known enterprise userid (in-client login).
+    /// By the enterprise userid the identity carries (in-client login, re-validation): one
+    /// DingTalk call fewer than by unionId. Trusted only when DingTalk reports the same unionId
+    /// for that userid; otherwise (the userid was changed or given to someone else, or the
+    /// person is not an active member under it) the answer comes from the unionId look-up.
     UserId,
 }
 
@@ -578,7 +581,15 @@ pub async fn with_membership(
     };
     let now = app.clock.now();
     let answer = match (by, identity.enterprise.as_ref()) {
-        (Lookup::UserId, Some(e)) => directory.by_user_id(&e.user_id, now).await,
+        (Lookup::UserId, Some(e)) => match directory.by_user_id(&e.user_id, now).await {
+            Ok(Membership::Member(m))
+                if m.union_id.as_deref() == Some(identity.union_id.as_str()) =>
+            {
+                Ok(Membership::Member(m))
+            }
+            Ok(_) => directory.by_union_id(&identity.union_id, now).await,
+            Err(e) => Err(e),
+        },
         _ => directory.by_union_id(&identity.union_id, now).await,
     };
     match answer.map_err(|e| LoginError::DingTalk(Box::new(e)))? {

@@ -278,6 +278,12 @@ impl MockDingTalk {
         self.state().org.remove_from_corp(userid);
     }
 
+    /// Gives `userid` to another DingTalk account (`union_id`): the person who had it is no
+    /// longer in the organization under any userid.
+    pub fn reassign_user_id(&self, userid: &str, union_id: &str) {
+        self.state().org.set_union_id(userid, union_id);
+    }
+
     /// An in-client (免登) code for `topapi/v2/user/getuserinfo`, as `dd.requestAuthCode` would return it
     /// (5 minutes, single use). `None` unless the user is an active member of the org's corp.
     pub fn issue_jsapi_code(&self, userid: &str) -> Option<String> {

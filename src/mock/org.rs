@@ -414,6 +414,18 @@ impl Org {
         }
     }
 
+    /// The userid now belongs to another DingTalk account (`union_id`), as when an administrator
+    /// reuses a userid after someone left.
+    pub(crate) fn set_union_id(&mut self, userid: &str, union_id: &str) -> bool {
+        match self.users.iter_mut().find(|u| u.userid == userid) {
+            Some(user) => {
+                user.union_id = union_id.to_owned();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The person leaves the org's corp: no departments, roles or corp any more.
     pub(crate) fn remove_from_corp(&mut self, userid: &str) -> bool {
         let corp_id = self.corp.corp_id.clone();

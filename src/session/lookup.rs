@@ -219,7 +219,7 @@ pub async fn session_of(
     let identity = current.identity.clone();
     // Boxed: the directory look-up future (DingTalk calls) is large, and inline it would size
     // every request's future, not only the rare re-validating one.
-    match Box::pin(flow::with_membership(app, identity, Lookup::UnionId)).await {
+    match Box::pin(flow::with_membership(app, identity, Lookup::UserId)).await {
         Ok(fresh) => {
             let (token, fresh_claims) = app.sessions.remint_with_claims(claims, &fresh, now);
             let max_age = i64::try_from(s.max_lifetime.as_secs()).unwrap_or(i64::MAX);
