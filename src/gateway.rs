@@ -902,6 +902,7 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
             LoginError::SessionTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             LoginError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             LoginError::DingTalk(d) if d.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            LoginError::DingTalk(d) if d.is_throttled() => StatusCode::SERVICE_UNAVAILABLE,
             LoginError::DingTalk(_) => StatusCode::BAD_GATEWAY,
         },
         GatewayError::CrossSite(_) => StatusCode::FORBIDDEN,
@@ -911,6 +912,7 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
         },
         GatewayError::Revocation(_) => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::Revalidation(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+        GatewayError::Revalidation(e) if e.is_throttled() => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::Revalidation(_) => StatusCode::BAD_GATEWAY,
         GatewayError::Upstream(e) => match e {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -933,8 +935,27 @@ pub fn error_response(
             header::RETRY_AFTER,
             HeaderValue::from(t.retry_after.as_secs()),
         );
+    } else if dingtalk_busy(error) {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(DINGTALK_BUSY_RETRY_AFTER_SECS),
+        );
     }
     resp
+}
+
+/// What a browser is told to wait when DingTalk throttles the gateway: DingTalk's limits are
+/// per second, so a few seconds later the same request usually goes through.
+const DINGTALK_BUSY_RETRY_AFTER_SECS: u64 = 5;
+
+/// DingTalk refused the gateway's calls for rate (beyond the retries) or blocked it.
+fn dingtalk_busy(error: &GatewayError) -> bool {
+    match error {
+        GatewayError::Login(LoginError::DingTalk(d)) | GatewayError::Revalidation(d) => {
+            d.is_throttled()
+        }
+        _ => false,
+    }
 }
 
 /// The rate limit that refused a request, if one did.
@@ -1130,6 +1151,7 @@ fn describe(
             LoginError::SessionTooLarge { .. } => ("session_too_large", "Session cannot be stored", "无法保存会话", "Sign-in with DingTalk worked, but the session cookie would be larger than browsers keep. The administrator of this gateway should shorten session.cookie_domain, session.cookie_name, public_url or session.audience (quote the request id).", "钉钉登录成功，但会话 Cookie 超出浏览器允许的大小。请网关管理员缩短 session.cookie_domain、session.cookie_name、public_url 或 session.audience（请提供请求编号）。"),
             LoginError::Busy(_) => ("login_busy", "Too many sign-ins right now", "当前登录人数过多", "Many people are signing in at this moment. Wait a few seconds, then sign in again.", "此刻登录的人数过多，请稍等几秒后重新登录。"),
             LoginError::DingTalk(d) if d.is_timeout() => ("dingtalk_timeout", "DingTalk did not respond", "钉钉未响应", "DingTalk did not answer in time. Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "钉钉未能及时响应，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
+            LoginError::DingTalk(d) if d.is_throttled() => ("dingtalk_busy", "DingTalk is busy", "钉钉繁忙", "DingTalk is limiting how fast this gateway may call it. Wait a few seconds, then try again.", "钉钉正在限制本网关的调用频率，请稍等几秒后重试。"),
             LoginError::DingTalk(d) if d.is_unreachable() => ("dingtalk_unreachable", "DingTalk could not be reached", "无法连接钉钉", "The gateway could not connect to DingTalk (the network or DingTalk is down). Please try again in a moment; if it keeps happening, tell the administrator (quote the request id).", "网关无法连接到钉钉（网络或钉钉服务故障），请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
             LoginError::DingTalk(_) => ("dingtalk_error", "Sign-in with DingTalk failed", "钉钉登录失败", "DingTalk answered, but refused the gateway's request. Please try again; if it keeps happening, tell the administrator (quote the request id) — the gateway log says what to fix.", "钉钉有响应，但拒绝了网关的请求，请重试；如持续出现，请联系管理员并提供请求编号，网关日志中有处理建议。"),
         },
@@ -1141,6 +1163,7 @@ fn describe(
         },
         GatewayError::Revocation(_) => ("session_store_unavailable", "Your session could not be checked", "无法检查您的会话", "The gateway could not check your session just now. Try again shortly.", "网关暂时无法检查您的会话，请稍后重试。"),
         GatewayError::Revalidation(d) if d.is_timeout() => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and DingTalk did not answer in time just now. Try again shortly.", "网关会定期向钉钉确认您的成员身份，但钉钉暂时未能及时响应，请稍后重试。"),
+        GatewayError::Revalidation(d) if d.is_throttled() => ("dingtalk_busy", "DingTalk is busy", "钉钉繁忙", "The gateway re-checks your membership with DingTalk regularly, and DingTalk is limiting how fast it may call just now. Wait a few seconds, then try again.", "网关会定期向钉钉确认您的成员身份，但钉钉此刻正在限制调用频率，请稍等几秒后重试。"),
         GatewayError::Revalidation(d) if d.is_unreachable() => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and could not connect to DingTalk just now. Try again shortly.", "网关会定期向钉钉确认您的成员身份，但暂时无法连接钉钉，请稍后重试。"),
         GatewayError::Revalidation(_) => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and DingTalk answered with an error just now. Try again shortly; if it keeps happening, tell the administrator (quote the request id).", "网关会定期向钉钉确认您的成员身份，但钉钉刚才返回了错误，请稍后重试；如持续出现，请联系管理员并提供请求编号。"),
         GatewayError::Upstream(e) => match e {

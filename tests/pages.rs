@@ -262,6 +262,37 @@ async fn dingtalk_failures_say_which_kind() {
     let page = r.text().await.unwrap();
     assert!(page.contains("DingTalk answered, but refused"), "{page}");
     assert!(!page.contains("could not connect"), "{page}");
+
+    // Throttled beyond the retries (the first try and two retries): busy, come back shortly.
+    stack
+        .mock
+        .inject_fault("/topapi/v2/user/get", Fault::QpsLimit, 3);
+    let r = login(&stack, &browser(), "/", "zhangsan").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("DingTalk is busy"), "{page}");
+    assert!(page.contains("Wait a few seconds"), "{page}");
+    assert!(!page.contains("DingTalk answered, but refused"), "{page}");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_revalidation_dingtalk_throttles_asks_to_wait_a_few_seconds() {
+    let stack = stack("").await;
+    let client = logged_in(&stack, "lisi").await;
+    stack.state.clock.advance(16 * 60);
+    stack
+        .mock
+        .inject_fault("/topapi/v2/user/get", Fault::QpsLimit, 3);
+    let r = get_json(&client, &format!("{}/echo", stack.url())).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "dingtalk_busy");
+    // A few seconds later DingTalk answers again and the same session goes on.
+    let r = get_json(&client, &format!("{}/echo", stack.url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
     stack.stop().await;
 }
 

@@ -121,6 +121,12 @@ impl DingTalkError {
         matches!(self, Self::Timeout { .. })
     }
 
+    /// True when DingTalk is rate-limiting the app beyond the retries (or blocking this
+    /// gateway): the user should wait a few seconds, not report a fault.
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, Self::Throttled { .. })
+    }
+
     /// True when no answer arrived at all: the connection, TLS or HTTP exchange failed (DingTalk,
     /// or the network to it, is unreachable), as opposed to an answer that says no.
     pub fn is_unreachable(&self) -> bool {
