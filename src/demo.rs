@@ -119,7 +119,10 @@ rate_limit:
         }
         let config = Config::from_figment(figment).map_err(StackError::Config)?;
         let state = Arc::new(AppState::build(config)?);
-        if settings.homepage_domains.is_empty() {
+        if settings.redirect_urls.is_empty() && settings.org.app().redirect_urls.is_empty() {
+            settings.redirect_urls = vec![state.config.callback_url()];
+        }
+        if settings.homepage_domains.is_empty() && settings.org.app().homepage_domains.is_empty() {
             // As an operator registers it: the gateway's own host is the app's login-free address.
             settings.homepage_domains = state
                 .config

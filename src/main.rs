@@ -49,6 +49,11 @@ enum Command {
         /// code requests from pages on other hosts fail with errorCode 3. None: any page.
         #[arg(long = "homepage-domain")]
         homepage_domains: Vec<String>,
+        /// Redirect URL registered for the app (安全设置 → 重定向URL); repeatable. Authorize
+        /// requests with another redirect_uri get an error page. None: any (or the org YAML's
+        /// `app.redirect_urls`).
+        #[arg(long = "redirect-url")]
+        redirect_urls: Vec<String>,
     },
     /// Run only the demo upstream (shows/echoes the headers it receives; for trials and benchmarks).
     DemoUpstream {
@@ -78,12 +83,16 @@ fn main() -> ExitCode {
             client_id,
             client_secret,
             homepage_domains,
+            redirect_urls,
         } => block_on(mock_dingtalk(
             listen,
             org,
             client_id,
             client_secret,
-            homepage_domains,
+            MockApp {
+                homepage_domains,
+                redirect_urls,
+            },
         )),
     };
     match result {
@@ -268,13 +277,19 @@ async fn demo_upstream(listen: String) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The mock's app registrations given on the command line.
+struct MockApp {
+    homepage_domains: Vec<String>,
+    redirect_urls: Vec<String>,
+}
+
 /// `dinggate mock-dingtalk`: the mock DingTalk alone.
 async fn mock_dingtalk(
     listen: String,
     org: Option<PathBuf>,
     client_id: Option<String>,
     client_secret: Option<String>,
-    homepage_domains: Vec<String>,
+    app: MockApp,
 ) -> anyhow::Result<ExitCode> {
     dinggate::telemetry::init(&default_log());
     catch_reload_signal()?;
@@ -289,18 +304,26 @@ async fn mock_dingtalk(
     if let Some(secret) = client_secret {
         settings.client_secret = secret;
     }
-    settings.homepage_domains = homepage_domains;
+    settings.homepage_domains = app.homepage_domains;
+    settings.redirect_urls = app.redirect_urls;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    println!(
-            "mock DingTalk on http://{listen}\n  client_id:     {}\n  client_secret: {}\n  corp_id:       {}\nusers:\n{}",
-            settings.client_id,
-            settings.client_secret,
-            settings.org.corp_id(),
-            settings.org.describe_users()
-        );
     let mock = MockDingTalk::new(settings);
+    let settings = mock.settings();
+    let any = |list: &[String]| match list {
+        [] => "(any)".to_owned(),
+        _ => list.join(", "),
+    };
+    println!(
+        "mock DingTalk on http://{listen}\n  client_id:     {}\n  client_secret: {}\n  corp_id:       {}\n  redirect URLs: {}\n  login-free hosts: {}\nusers:\n{}",
+        settings.client_id,
+        settings.client_secret,
+        settings.org.corp_id(),
+        any(&settings.redirect_urls),
+        any(&settings.homepage_domains),
+        settings.org.describe_users()
+    );
     dinggate::mock::serve(listener, mock, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }

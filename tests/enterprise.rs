@@ -152,13 +152,15 @@ async fn revalidation_refreshes_the_cookie_and_keeps_the_session() {
 
 #[tokio::test]
 async fn a_dingtalk_outage_during_revalidation_fails_closed_unless_within_grace() {
+    // An outage: a proxy's HTML error page instead of DingTalk's JSON (a "system busy" answer
+    // is DingTalk throttling instead: 503, see tests/pages.rs).
     let stack = stack("").await;
     let client = logged_in(&stack, "lisi").await;
     let url = format!("{}/echo", stack.url());
     stack.state.clock.advance(16 * 60);
     stack
         .mock
-        .inject_fault("/topapi/v2/user/get", Fault::ServerError, 5);
+        .inject_fault("/topapi/v2/user/get", Fault::NonJson, 5);
     let r = get_json(&client, &url).await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -170,7 +172,7 @@ async fn a_dingtalk_outage_during_revalidation_fails_closed_unless_within_grace(
     stack.state.clock.advance(16 * 60);
     stack
         .mock
-        .inject_fault("/topapi/v2/user/get", Fault::ServerError, 5);
+        .inject_fault("/topapi/v2/user/get", Fault::NonJson, 5);
     assert_eq!(
         get_json(&client, &url_of(&stack)).await.status(),
         StatusCode::OK
@@ -179,7 +181,7 @@ async fn a_dingtalk_outage_during_revalidation_fails_closed_unless_within_grace(
     stack.state.clock.advance(60 * 60);
     stack
         .mock
-        .inject_fault("/topapi/v2/user/get", Fault::ServerError, 5);
+        .inject_fault("/topapi/v2/user/get", Fault::NonJson, 5);
     assert_eq!(
         get_json(&client, &url_of(&stack)).await.status(),
         StatusCode::BAD_GATEWAY

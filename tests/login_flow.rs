@@ -586,3 +586,34 @@ async fn dingtalk_failures_give_an_actionable_page_not_a_hang() {
     logged_in(&stack, ZHANGSAN).await;
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_callback_url_dingtalk_does_not_know_stops_at_dingtalk_with_both_urls_shown() {
+    // Registered as users see it behind a TLS-terminating load balancer, while the gateway's
+    // public_url still says http: DingTalk refuses the authorize request and never comes back.
+    let port = free_port();
+    let registered = format!("https://127.0.0.1:{port}/_dinggate/callback");
+    let settings = dinggate::mock::MockSettings {
+        redirect_urls: vec![registered.clone()],
+        ..Default::default()
+    };
+    let stack = dinggate::demo::Stack::start_with(port, "", settings)
+        .await
+        .unwrap();
+    assert_eq!(stack.url(), format!("http://127.0.0.1:{port}"));
+    let client = browser();
+    let r = get_html(&client, &format!("{}/_dinggate/start?rd=%2F", stack.url())).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = get_html(&client, &location(&r)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get("location").is_none(), "never sent back");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("重定向URL"), "{page}");
+    assert!(
+        page.contains(&format!("http://127.0.0.1:{port}/_dinggate/callback"))
+            && page.contains(&registered),
+        "the operator sees what was sent and what is registered: {page}"
+    );
+    assert_eq!(stack.mock.call_count("/v1.0/oauth2/userAccessToken"), 0);
+    stack.stop().await;
+}

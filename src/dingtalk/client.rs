@@ -495,7 +495,7 @@ impl DingTalkClient {
             match self.attempt(call, retries).await {
                 Err(err) if err.is_rate_limited() => {
                     if retries >= policy.max_retries {
-                        return Err(DingTalkError::Throttled {
+                        return Err(DingTalkError::RateLimited {
                             api: call.api,
                             detail: format!(
                                 "still rate limited after {retries} retries; last answer: {err}"
@@ -1409,13 +1409,13 @@ mod tests {
         let client = mock.client();
         let err = client.department_chains("zhangsan").await.unwrap_err();
         assert!(
-            matches!(&err, DingTalkError::Throttled { detail, .. } if detail.contains("90018")),
+            matches!(&err, DingTalkError::RateLimited { detail, .. } if detail.contains("90018")),
             "{err:?}"
         );
         assert_eq!(mock.calls(api::DEPARTMENT_CHAINS), 3);
 
         let err = client.exchange_code("code-1").await.unwrap_err();
-        assert!(matches!(err, DingTalkError::Throttled { .. }), "{err:?}");
+        assert!(matches!(err, DingTalkError::RateLimited { .. }), "{err:?}");
         assert!(!err.is_bad_code());
         assert_eq!(mock.calls(api::USER_ACCESS_TOKEN), 3);
     }

@@ -52,7 +52,11 @@ pub enum DingTalkError {
         request_id: Option<String>,
     },
 
-    /// Rate limited after all retries, IP-banned (`punish: deny`), or a non-JSON body.
+    /// Still rate limited (QPS/QPM codes) after all retries: a few seconds later it usually works.
+    #[error("DingTalk {api}: rate limited: {detail}")]
+    RateLimited { api: &'static str, detail: String },
+
+    /// IP-banned (`punish: deny`), or a non-JSON body (a ban page, a proxy, an outage).
     #[error("DingTalk {api}: throttled or blocked: {detail}")]
     Throttled { api: &'static str, detail: String },
 
@@ -111,6 +115,7 @@ impl DingTalkError {
             | Self::Transport { api, .. }
             | Self::Api { api, .. }
             | Self::Legacy { api, .. }
+            | Self::RateLimited { api, .. }
             | Self::Throttled { api, .. }
             | Self::Decode { api, .. } => api,
         }
@@ -121,10 +126,10 @@ impl DingTalkError {
         matches!(self, Self::Timeout { .. })
     }
 
-    /// True when DingTalk is rate-limiting the app beyond the retries (or blocking this
-    /// gateway): the user should wait a few seconds, not report a fault.
+    /// True when DingTalk is rate-limiting the app beyond the retries: the user should wait a
+    /// few seconds, not report a fault. (A ban or a non-JSON answer is not this: it lasts.)
     pub fn is_throttled(&self) -> bool {
-        matches!(self, Self::Throttled { .. })
+        matches!(self, Self::RateLimited { .. })
     }
 
     /// True when no answer arrived at all: the connection, TLS or HTTP exchange failed (DingTalk,
@@ -207,6 +212,10 @@ impl DingTalkError {
                 "could not talk to DingTalk: check egress from the gateway to the host in {url_key} \
                  (DNS, firewall, proxy, TLS trust store)"
             ),
+            Self::RateLimited { .. } => "DingTalk's per-app limit (20 requests/s per API) was exceeded beyond \
+                 the retries: spread logins out (rate_limit.code_exchange), raise dingtalk.directory_cache_ttl, \
+                 and check for other clients or replicas sharing the app"
+                .to_owned(),
             Self::Throttled { .. } => "DingTalk is rate-limiting or blocking this gateway (20 requests/s per app \
                  and API; an IP that sends 10,000 requests in 20 s is banned for 5 minutes): spread logins out, \
                  check for other clients sharing the app or egress IP, and retry later"

@@ -22,7 +22,11 @@ struct AuthorizeRequest {
 }
 
 impl AuthorizeRequest {
-    fn parse(req: &MockRequest, client_id: &str) -> Result<AuthorizeRequest, String> {
+    fn parse(
+        req: &MockRequest,
+        client_id: &str,
+        registered: &[String],
+    ) -> Result<AuthorizeRequest, String> {
         if req.query("client_id") != Some(client_id) {
             return Err("无效的应用：client_id 不存在或未开通钉钉登录。".into());
         }
@@ -33,6 +37,14 @@ impl AuthorizeRequest {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or("redirect_uri 不是有效的 http(s) 地址。")?;
+        if !registered.is_empty() && !is_registered(&redirect_uri, registered) {
+            // DingTalk's page shows the mismatch and goes nowhere: nothing is sent back.
+            return Err(format!(
+                "redirect_uri 与应用登记的重定向URL(回调域名)不一致 / redirect_uri does not match the app's registered redirect URL: sent {}, registered {}。",
+                without_query(&redirect_uri),
+                registered.join(", ")
+            ));
+        }
         if req.query("response_type") != Some("code") {
             return Err("response_type 必须为 code。".into());
         }
@@ -70,7 +82,8 @@ impl AuthorizeRequest {
 }
 
 pub(super) fn authorize(mock: &MockDingTalk, req: &MockRequest) -> Resp {
-    let request = match AuthorizeRequest::parse(req, &mock.settings().client_id) {
+    let settings = mock.settings();
+    let request = match AuthorizeRequest::parse(req, &settings.client_id, &settings.redirect_urls) {
         Ok(request) => request,
         Err(message) => return error_page(StatusCode::BAD_REQUEST, &message),
     };
@@ -81,6 +94,24 @@ pub(super) fn authorize(mock: &MockDingTalk, req: &MockRequest) -> Resp {
         Some(userid) => approve(mock, &request, userid),
         None => account_picker(mock, &request, req),
     }
+}
+
+/// `url` without query or fragment.
+fn without_query(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.into()
+}
+
+/// Whether `redirect_uri` (without its query) is one of the registered URLs (scheme, host, port
+/// and path as registered; `url` normalizes case and default ports on both sides).
+fn is_registered(redirect_uri: &Url, registered: &[String]) -> bool {
+    let sent = without_query(redirect_uri);
+    registered
+        .iter()
+        .filter_map(|r| Url::parse(r).ok())
+        .any(|r| without_query(&r) == sent)
 }
 
 fn approve(mock: &MockDingTalk, request: &AuthorizeRequest, userid: &str) -> Resp {

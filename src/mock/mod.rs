@@ -56,6 +56,11 @@ pub struct MockSettings {
     pub code_ttl: Duration,
     /// Lifetime of user and app access tokens (`expireIn`).
     pub token_ttl: Duration,
+    /// The app's registered redirect URLs (安全设置 → 重定向URL): an authorize request with any
+    /// other `redirect_uri` (compared without its query) gets DingTalk's error page and is never
+    /// sent back. Empty: every `redirect_uri` is accepted ([`crate::demo::Stack`] registers
+    /// the gateway's callback). The org YAML's `app.redirect_urls` fills it when empty.
+    pub redirect_urls: Vec<String>,
     /// Host names registered as the app's login-free address (端内免登地址 / homepage): an
     /// in-client code request from a page on any other host fails with `errorCode` 3, as in
     /// DingTalk. Empty: every page is accepted ([`crate::demo::Stack`] registers the gateway's).
@@ -71,6 +76,7 @@ impl Default for MockSettings {
             code_ttl: Duration::from_secs(5 * 60),
             token_ttl: Duration::from_secs(7200),
             homepage_domains: Vec::new(),
+            redirect_urls: Vec::new(),
         }
     }
 }
@@ -155,7 +161,13 @@ impl fmt::Debug for MockDingTalk {
 
 impl MockDingTalk {
     /// A mock with fresh state (no codes, tokens, faults or recorded calls).
-    pub fn new(settings: MockSettings) -> Self {
+    pub fn new(mut settings: MockSettings) -> Self {
+        if settings.redirect_urls.is_empty() {
+            settings.redirect_urls = settings.org.app().redirect_urls.clone();
+        }
+        if settings.homepage_domains.is_empty() {
+            settings.homepage_domains = settings.org.app().homepage_domains.clone();
+        }
         let state = State::new(settings.org.clone());
         MockDingTalk {
             inner: Arc::new(Inner {

@@ -156,6 +156,8 @@ pub struct User {
 struct RawOrg {
     corp: Corp,
     #[serde(default)]
+    app: AppRegistration,
+    #[serde(default)]
     other_corps: Vec<Corp>,
     departments: Vec<Department>,
     users: Vec<RawUser>,
@@ -206,9 +208,22 @@ fn default_true() -> bool {
 #[derive(Debug, Clone)]
 pub struct Org {
     corp: Corp,
+    app: AppRegistration,
     other_corps: Vec<Corp>,
     departments: BTreeMap<u64, Department>,
     users: Vec<User>,
+}
+
+/// The app's registrations in the developer console (`app:` in the org YAML).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRegistration {
+    /// 安全设置 → 重定向URL(回调域名): the only `redirect_uri`s the authorize page accepts.
+    #[serde(default)]
+    pub redirect_urls: Vec<String>,
+    /// 端内免登地址 / homepage: hosts whose pages may request in-client codes.
+    #[serde(default)]
+    pub homepage_domains: Vec<String>,
 }
 
 /// Rows as indented text columns, each padded to the widest cell's display width (the last
@@ -297,10 +312,16 @@ impl Org {
         }
         Ok(Org {
             corp: raw.corp,
+            app: raw.app,
             other_corps: raw.other_corps,
             departments,
             users,
         })
+    }
+
+    /// What the developer console registers for the app (the org YAML's `app:`).
+    pub fn app(&self) -> &AppRegistration {
+        &self.app
     }
 
     /// The org's own corp.

@@ -989,6 +989,60 @@ fn urlencoding(s: &str) -> String {
 }
 
 #[tokio::test]
+async fn only_a_registered_redirect_url_is_sent_back_to() {
+    let r = start_with(MockSettings {
+        redirect_urls: vec![CALLBACK.to_owned()],
+        ..MockSettings::default()
+    })
+    .await;
+    let ok = r
+        .get(&r.authorize_url("openid", &[("mock_user", "zhangsan")]))
+        .await;
+    assert_eq!(ok.status(), StatusCode::FOUND);
+    assert!(ok.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with(CALLBACK));
+
+    let registered = Url::parse(CALLBACK).unwrap();
+    let mut other_port = registered.clone();
+    other_port.set_port(Some(8443)).unwrap();
+    let mut http = registered.clone();
+    http.set_scheme(if registered.scheme() == "https" {
+        "http"
+    } else {
+        "https"
+    })
+    .unwrap();
+    let mut other_path = registered.clone();
+    other_path.set_path("/elsewhere");
+    for wrong in [other_port, http, other_path] {
+        let mut url = Url::parse(&r.authorize_url("openid", &[("mock_user", "zhangsan")])).unwrap();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "redirect_uri" {
+                    wrong.to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        let resp = r.get(url.as_str()).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{wrong}");
+        assert!(resp.headers().get(header::LOCATION).is_none(), "{wrong}");
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("重定向URL"), "{page}");
+        assert!(
+            page.contains(wrong.as_str()),
+            "the page shows what was sent: {page}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn jsapi_stand_in_script_is_served_on_the_cdn_path() {
     let r = start().await;
     let resp = r
