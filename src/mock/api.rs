@@ -54,6 +54,52 @@ fn body_error(err: BodyError) -> Resp {
     }
 }
 
+/// Whether `path` is `/v1.0/oauth2/{corpId}/token`.
+pub(super) fn is_corp_token_path(path: &str) -> bool {
+    path.strip_prefix("/v1.0/oauth2/")
+        .and_then(|rest| rest.strip_suffix("/token"))
+        .is_some_and(|corp| !corp.is_empty() && !corp.contains('/'))
+}
+
+#[derive(Deserialize)]
+struct CorpTokenRequest {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    grant_type: Option<String>,
+}
+
+/// `POST /v1.0/oauth2/{corpId}/token` (snake_case): an internal app's token for its own corp.
+/// Wrong credentials → 400 `invalid.client`; a corp the app does not belong to → 500
+/// `unknownError` (what DingTalk answered a bogus corpId, dingtalk-api.md §5).
+pub(super) fn corp_token(mock: &MockDingTalk, req: &MockRequest) -> Resp {
+    let corp = req
+        .path
+        .trim_start_matches("/v1.0/oauth2/")
+        .trim_end_matches("/token");
+    let body: CorpTokenRequest = match req.json() {
+        Ok(body) => body,
+        Err(err) => return body_error(err),
+    };
+    if body.grant_type.as_deref() != Some("client_credentials") {
+        return bad_request("unsupported.grant.type", "grant_type 必须为 client_credentials");
+    }
+    let settings = mock.settings();
+    if body.client_id.as_deref() != Some(settings.client_id.as_str())
+        || body.client_secret.as_deref() != Some(settings.client_secret.as_str())
+    {
+        return bad_request("invalid.client", "无效的client_id或client_secret");
+    }
+    if corp != settings.org.corp_id() {
+        return wire::api_error(StatusCode::INTERNAL_SERVER_ERROR, "unknownError", "unknownError");
+    }
+    let token = mock.state().fetch_app_token(settings.token_ttl);
+    wire::json(
+        StatusCode::OK,
+        &json!({"access_token": token, "expires_in": settings.token_ttl.as_secs()}),
+        &wire::new_api_request_id(),
+    )
+}
+
 fn invalid_client() -> Resp {
     bad_request("invalidClientIdOrSecret", "无效的clientId或者clientSecret")
 }

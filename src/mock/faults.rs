@@ -23,6 +23,22 @@ pub(super) async fn respond(fault: Fault, family: Family) -> Resp {
         Fault::QpsLimit => qps_limit(family),
         Fault::ServerError => server_error(family),
         Fault::InvalidToken => invalid_token(family),
+        Fault::IpNotWhitelisted => ip_not_whitelisted(family),
+    }
+}
+
+fn ip_not_whitelisted(family: Family) -> Resp {
+    let ip = super::IP_NOT_WHITELISTED_ADDRESS;
+    match family {
+        Family::Legacy => wire::oapi_error(
+            60020,
+            &format!("访问ip不在白名单之中,请参考FAQ:https://open.dingtalk.com/document/orgapp/faq-kq01k,request ip={ip} appKey(dingmockclientid0001)"),
+        ),
+        Family::NewApi | Family::LoginPage => wire::api_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden.AccessDenied.IpNotInWhiteList",
+            &format!("访问IP不在白名单中 request ip={ip}"),
+        ),
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::de::DeserializeOwned;
@@ -116,7 +116,14 @@ pub enum Fault {
     Hang,
     /// New API: 400 `InvalidAuthentication`; oapi: errcode 88 with `sub_code` `"40014"`.
     InvalidToken,
+    /// The caller's address is not on the app's IP allow-list: new API 403
+    /// `Forbidden.AccessDenied.IpNotInWhiteList`; oapi errcode 60020. Both name the address
+    /// DingTalk saw ([`IP_NOT_WHITELISTED_ADDRESS`]).
+    IpNotWhitelisted,
 }
+
+/// The egress address the [`Fault::IpNotWhitelisted`] answers report.
+pub const IP_NOT_WHITELISTED_ADDRESS: &str = "203.0.113.7";
 
 /// One request the mock received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +235,7 @@ impl MockDingTalk {
             (&Method::GET, "/oauth2/auth") => login::authorize(self, req),
             (&Method::POST, "/v1.0/oauth2/userAccessToken") => api::user_access_token(self, req),
             (&Method::POST, "/v1.0/oauth2/accessToken") => api::app_access_token(self, req),
+            (&Method::POST, _) if api::is_corp_token_path(path) => api::corp_token(self, req),
             (&Method::GET, _) if path.starts_with(api::CONTACT_USERS_PREFIX) => {
                 api::contact_user(self, req)
             }
@@ -327,7 +335,16 @@ pub async fn serve(listener: TcpListener, mock: MockDingTalk, shutdown: impl Fut
     };
     let handler = move |req: Request<hyper::body::Incoming>, _peer| {
         let mock = mock.clone();
-        async move { Ok::<_, Infallible>(mock.handle(req).await) }
+        async move {
+            let mut resp = mock.handle(req).await;
+            // DingTalk's servers keep good time; the mock's clock is the one tests move
+            // (`advance_clock`), and `dinggate doctor` reads it from here.
+            let now = SystemTime::now() + mock.state().clock_offset;
+            if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+                resp.headers_mut().insert(http::header::DATE, date);
+            }
+            Ok::<_, Infallible>(resp)
+        }
     };
     serve_http(listener, limits, handler, shutdown).await;
 }
