@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod dingtalk;
 pub mod directory;
+pub mod doctor;
 pub mod gateway;
 pub mod host;
 pub mod identity;

@@ -29,6 +29,14 @@ enum Command {
         #[arg(long, short, default_value = "gateway.yaml")]
         config: PathBuf,
     },
+    /// Check a configuration online, before anyone logs in: credentials, IP allow-list,
+    /// permissions, corp_id, the redirect URL to register, public_url and the clock.
+    /// Exit 0 when everything needed is in place.
+    Doctor {
+        /// Configuration file (YAML); DINGGATE_* env vars override it.
+        #[arg(long, short, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
     /// Run mock DingTalk + demo upstream + gateway on loopback.
     Demo,
     /// Run the mock DingTalk server.
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
         // The gateway builds its own runtimes: one per worker thread.
         Command::Run { config } => run_gateway(&config),
         Command::Check { config } => block_on(check(&config)),
+        Command::Doctor { config } => block_on(doctor(&config)),
         Command::Demo => block_on(demo()),
         Command::DemoUpstream { listen } => block_on(demo_upstream(listen)),
         Command::MockDingtalk {
@@ -249,6 +258,24 @@ async fn check(config: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `dinggate doctor`: the online preflight; one line per check, exit 0 when nothing failed.
+async fn doctor(config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = match Config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{}: {e}", config.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let report = dinggate::doctor::run(&cfg).await;
+    print!("{}", report.render());
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `dinggate demo`: mock DingTalk + demo upstream + gateway on loopback.

@@ -791,7 +791,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
 }
 
 /// `base` with `path` appended to its path (so a base with a prefix keeps it).
-fn join(base: &Url, path: &str) -> Url {
+pub(crate) fn join(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
     let joined = format!("{}/{}", base.path().trim_end_matches('/'), path);
     url.set_path(&joined);

@@ -1,6 +1,6 @@
 //! DingTalk open-platform client: scan-login URL, token exchange, profile and enterprise look-ups.
 
-mod client;
+pub(crate) mod client;
 mod error;
 mod types;
 

@@ -81,7 +81,10 @@ pub(super) fn corp_token(mock: &MockDingTalk, req: &MockRequest) -> Resp {
         Err(err) => return body_error(err),
     };
     if body.grant_type.as_deref() != Some("client_credentials") {
-        return bad_request("unsupported.grant.type", "grant_type 必须为 client_credentials");
+        return bad_request(
+            "unsupported.grant.type",
+            "grant_type 必须为 client_credentials",
+        );
     }
     let settings = mock.settings();
     if body.client_id.as_deref() != Some(settings.client_id.as_str())
@@ -90,7 +93,11 @@ pub(super) fn corp_token(mock: &MockDingTalk, req: &MockRequest) -> Resp {
         return bad_request("invalid.client", "无效的client_id或client_secret");
     }
     if corp != settings.org.corp_id() {
-        return wire::api_error(StatusCode::INTERNAL_SERVER_ERROR, "unknownError", "unknownError");
+        return wire::api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unknownError",
+            "unknownError",
+        );
     }
     let token = mock.state().fetch_app_token(settings.token_ttl);
     wire::json(
