@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::dingtalk::client::join;
+use crate::dingtalk::reported_address;
 
 /// A userid / unionId no organization has: the directory probes must answer "not found".
 const PROBE_ID: &str = "dinggate-doctor-probe-0000";
@@ -126,15 +127,8 @@ impl Answer {
     fn refused_ip(&self) -> Option<Option<String>> {
         let code = self.code();
         (code == "60020" || code == "Forbidden.AccessDenied.IpNotInWhiteList")
-            .then(|| address_in(&self.message()))
+            .then(|| reported_address(&self.message()))
     }
-}
-
-/// The first IPv4 or IPv6 address in `text` (DingTalk writes `request ip=…` in its message).
-fn address_in(text: &str) -> Option<String> {
-    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
-        .find(|t| t.parse::<std::net::IpAddr>().is_ok())
-        .map(str::to_owned)
 }
 
 /// Runs every check for `config` and reports them; never panics, every failure is a line.
@@ -478,22 +472,4 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_refused_address_is_found_in_either_message_form() {
-        assert_eq!(
-            address_in("访问ip不在白名单之中,请参考FAQ:https://x/faq,request ip=203.0.113.7 appKey(dingabc)").as_deref(),
-            Some("203.0.113.7")
-        );
-        assert_eq!(
-            address_in("ip 2001:db8::1 is not in white list").as_deref(),
-            Some("2001:db8::1")
-        );
-        assert_eq!(address_in("no address here: 12"), None);
-    }
 }

@@ -282,6 +282,27 @@ async fn concurrent_logins_share_one_app_token_and_an_invalid_token_is_refetched
 }
 
 #[tokio::test]
+async fn an_app_token_without_expire_in_is_kept_for_the_documented_two_hours() {
+    let settings = dinggate::mock::MockSettings {
+        omit_app_token_expiry: true,
+        ..Default::default()
+    };
+    let stack = dinggate::demo::Stack::start_with(0, "", settings)
+        .await
+        .unwrap();
+    for user in ["zhangsan", "lisi", "wangwu"] {
+        let r = login(&stack, &browser(), "/", user).await;
+        assert_eq!(r.status(), StatusCode::FOUND, "{user}");
+    }
+    assert_eq!(
+        stack.mock.call_count("/v1.0/oauth2/accessToken"),
+        1,
+        "a token without expireIn is reused, not fetched for every call"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn qps_limit_errors_are_retried_and_directory_answers_are_cached() {
     let stack = stack("").await;
     stack

@@ -466,3 +466,59 @@ async fn an_in_client_refusal_is_logged_for_the_operator_and_nothing_else_is_tru
     );
     assert!(!text.contains("forged"), "{text}");
 }
+
+#[tokio::test]
+async fn an_ip_allow_list_refusal_names_the_address_dingtalk_saw_and_a_person_outside_the_visible_range_is_not_a_member(
+) {
+    let running = run_binary(MockSettings::default(), "operator-faults", "").await;
+    // Legacy form (60020) on the directory look-up, new-API form on the profile call.
+    for path in ["/topapi/user/getbyunionid", "/v1.0/contact/users/me"] {
+        running
+            .mock
+            .inject_fault(path, dinggate::mock::Fault::IpNotWhitelisted, 1);
+        let client = browser();
+        let r = get_html(&client, &format!("{}/_dinggate/start?rd=%2F", running.base)).await;
+        let callback = approve(&client, &location(&r), "zhangsan").await;
+        let r = get_html(&client, &callback).await;
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "{path}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("DingTalk answered, but refused"), "{page}");
+        assert!(
+            !page.contains(dinggate::mock::IP_NOT_WHITELISTED_ADDRESS),
+            "the page shows no infrastructure detail"
+        );
+    }
+    // 50002: outside the app's visible range is "not in the organization", not a DingTalk fault.
+    running.mock.inject_fault(
+        "/topapi/user/getbyunionid",
+        dinggate::mock::Fault::OutsideVisibleRange,
+        1,
+    );
+    let client = browser();
+    let r = get_html(&client, &format!("{}/_dinggate/start?rd=%2F", running.base)).await;
+    let callback = approve(&client, &location(&r), "lisi").await;
+    let r = get_html(&client, &callback).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("not a member of the organization"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let text = running.log_text();
+    let hints: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("服务器出口IP"))
+        .collect();
+    assert_eq!(hints.len(), 2, "{text}");
+    for l in hints {
+        assert!(
+            l.contains(&format!(
+                "DingTalk refuses calls from {}",
+                dinggate::mock::IP_NOT_WHITELISTED_ADDRESS
+            )),
+            "{l}"
+        );
+    }
+}

@@ -182,6 +182,9 @@ impl TokenCache {
     }
 }
 
+/// The app token's lifetime DingTalk documents (`expireIn` 7200).
+const DOCUMENTED_APP_TOKEN_SECS: u64 = 7200;
+
 fn fresh(token: &Option<AppToken>, now: Instant) -> Option<AppToken> {
     token.as_ref().filter(|t| now < expires_at(t)).cloned()
 }
@@ -364,12 +367,19 @@ impl DingTalkClient {
             })
             .await?;
         let raw: RawAppToken = decode(api::APP_TOKEN, answer.status, answer.body)?;
-        tracing::debug!(expire_in = raw.expire_in, "fetched a DingTalk app token");
-        Ok(AppToken::new(
-            raw.access_token,
-            raw.expire_in,
-            Instant::now(),
-        ))
+        // A missing or zero `expireIn` would make every call fetch a new token: DingTalk
+        // documents 7200 s for app tokens, so that is what such a token is kept for.
+        let expire_in = match raw.expire_in {
+            0 => {
+                tracing::debug!(
+                    "the app token came without expireIn; keeping it for DingTalk's documented 7200 s"
+                );
+                DOCUMENTED_APP_TOKEN_SECS
+            }
+            n => n,
+        };
+        tracing::debug!(expire_in, "fetched a DingTalk app token");
+        Ok(AppToken::new(raw.access_token, expire_in, Instant::now()))
     }
 
     /// Drops `stale` from the cache unless a newer token already replaced it.
@@ -389,9 +399,10 @@ impl DingTalkClient {
         let body = json!({ "unionid": union_id });
         let answer = match self.oapi(api::USER_ID_BY_UNION_ID, &body).await {
             Ok(answer) => answer,
-            Err(DingTalkError::Legacy {
-                errcode, sub_code, ..
-            }) if effective_legacy_code(errcode, sub_code.as_deref()) == 60121 => return Ok(None),
+            // 60121: no such employee; 50002: outside the app's visible range (可使用范围).
+            // Either way this person is not a member the app may see: "not in the organization",
+            // never a DingTalk fault.
+            Err(err) if err.is_not_member() => return Ok(None),
             Err(err) => return Err(err),
         };
         let found: RawUnionIdLookup = result(api::USER_ID_BY_UNION_ID, answer)?;

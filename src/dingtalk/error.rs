@@ -229,16 +229,46 @@ impl DingTalkError {
                 status,
                 code,
                 required_scopes,
+                message,
                 ..
-            } => api_hint(api, *status, code, required_scopes, url_key),
+            } => {
+                if code == "Forbidden.AccessDenied.IpNotInWhiteList" {
+                    return ip_hint(message);
+                }
+                api_hint(api, *status, code, required_scopes, url_key)
+            }
             Self::Legacy {
                 api,
                 errcode,
                 sub_code,
+                message,
                 ..
-            } => legacy_hint(api, effective_legacy_code(*errcode, sub_code.as_deref())),
+            } => match effective_legacy_code(*errcode, sub_code.as_deref()) {
+                60020 => ip_hint(message),
+                code => legacy_hint(api, code),
+            },
         }
     }
+}
+
+/// What to do about DingTalk's IP allow-list refusal, naming the address it saw when it says.
+fn ip_hint(message: &str) -> String {
+    match reported_address(message) {
+        Some(ip) => format!(
+            "DingTalk refuses calls from {ip}: add {ip} to the app's server egress IPs in the developer \
+             console (安全设置 → 服务器出口IP)"
+        ),
+        None => "add the gateway's egress IP to the app's server IP whitelist in the developer console \
+                 (安全设置 → 服务器出口IP)"
+            .to_owned(),
+    }
+}
+
+/// The first IPv4 or IPv6 address in a DingTalk message (it writes `request ip=…`).
+pub fn reported_address(text: &str) -> Option<String> {
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
+        .find(|t| t.parse::<std::net::IpAddr>().is_ok())
+        .map(str::to_owned)
 }
 
 fn url_key(api: &str) -> &'static str {
@@ -263,11 +293,6 @@ fn api_hint(api: &str, status: u16, code: &str, scopes: &[String], url_key: &str
                 scopes.join(", ")
             )
         };
-    }
-    if code == "Forbidden.AccessDenied.IpNotInWhiteList" {
-        return "add the gateway's egress IP to the app's server IP whitelist in the developer console \
-                (安全设置)"
-            .to_owned();
     }
     if code == "Forbidden.AccessDenied.ApiCountLimitForOrg" {
         return "the organization's monthly DingTalk API quota is used up; upgrade the edition or wait for \
@@ -321,9 +346,6 @@ fn legacy_hint(api: &str, code: i64) -> String {
             "grant the permission {} to the app in the developer console (权限管理)",
             legacy_permission(api)
         ),
-        60020 => "add the gateway's egress IP to the app's server IP whitelist in the developer console \
-                  (安全设置)"
-            .to_owned(),
         60121 => "the user is not a member of the organization (or not visible to the app)".to_owned(),
         50002 => "the user is outside the app's visible range (可使用范围); widen it in the developer console \
                   if they should get in"
@@ -350,6 +372,19 @@ fn legacy_permission(api: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_refused_address_is_found_in_either_message_form() {
+        assert_eq!(
+            reported_address("访问ip不在白名单之中,请参考FAQ:https://x/faq,request ip=203.0.113.7 appKey(dingabc)").as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(
+            reported_address("ip 2001:db8::1 is not in white list").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(reported_address("no address here: 12"), None);
+    }
+
     use super::*;
 
     fn legacy(errcode: i64, sub_code: Option<&str>) -> DingTalkError {

@@ -5,5 +5,5 @@ mod error;
 mod types;
 
 pub use client::{api, ClientSettings, DingTalkClient, Endpoints, RetryPolicy};
-pub use error::DingTalkError;
+pub use error::{reported_address, DingTalkError};
 pub use types::{AppToken, ContactUser, DeptLeader, InAppUser, Role, UserDetail, UserToken};

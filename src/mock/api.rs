@@ -185,6 +185,9 @@ pub(super) fn app_access_token(mock: &MockDingTalk, req: &MockRequest) -> Resp {
         return invalid_client();
     }
     let token = mock.state().fetch_app_token(settings.token_ttl);
+    if settings.omit_app_token_expiry {
+        return wire::api_ok(json!({ "accessToken": token }));
+    }
     wire::api_ok(json!({"accessToken": token, "expireIn": settings.token_ttl.as_secs()}))
 }
 

@@ -24,6 +24,10 @@ pub(super) async fn respond(fault: Fault, family: Family) -> Resp {
         Fault::ServerError => server_error(family),
         Fault::InvalidToken => invalid_token(family),
         Fault::IpNotWhitelisted => ip_not_whitelisted(family),
+        Fault::OutsideVisibleRange => match family {
+            Family::Legacy => wire::oapi_error(50002, "员工不在授权范围内"),
+            Family::NewApi | Family::LoginPage => permission_denied(family),
+        },
     }
 }
 

@@ -56,6 +56,8 @@ pub struct MockSettings {
     pub code_ttl: Duration,
     /// Lifetime of user and app access tokens (`expireIn`).
     pub token_ttl: Duration,
+    /// Answer app-token requests without `expireIn` (a shape some DingTalk answers have).
+    pub omit_app_token_expiry: bool,
     /// The app's registered redirect URLs (安全设置 → 重定向URL): an authorize request with any
     /// other `redirect_uri` (compared without its query) gets DingTalk's error page and is never
     /// sent back. Empty: every `redirect_uri` is accepted ([`crate::demo::Stack`] registers
@@ -77,6 +79,7 @@ impl Default for MockSettings {
             token_ttl: Duration::from_secs(7200),
             homepage_domains: Vec::new(),
             redirect_urls: Vec::new(),
+            omit_app_token_expiry: false,
         }
     }
 }
@@ -120,6 +123,9 @@ pub enum Fault {
     /// `Forbidden.AccessDenied.IpNotInWhiteList`; oapi errcode 60020. Both name the address
     /// DingTalk saw ([`IP_NOT_WHITELISTED_ADDRESS`]).
     IpNotWhitelisted,
+    /// oapi errcode 50002: the person is outside the app's visible range (可使用范围); the new
+    /// API has no such answer, so there it is a 403 `Forbidden.AccessDenied.AccessTokenPermissionDenied`.
+    OutsideVisibleRange,
 }
 
 /// The egress address the [`Fault::IpNotWhitelisted`] answers report.
