@@ -142,6 +142,9 @@ pub struct DingTalkConfig {
     pub client_secret: Secret<String>,
     /// The organization whose members may log in; `None` only with `allow_any_corp`.
     pub corp_id: Option<String>,
+    /// An organization with exclusive accounts (专属钉钉): the scan login goes straight to its
+    /// login page (`exclusiveLogin=true&exclusiveCorpId=…`).
+    pub exclusive_corp_id: Option<String>,
     /// Explicitly opened to every DingTalk account (no corp restriction).
     pub allow_any_corp: bool,
     /// Base URL of the login (authorize) host.
@@ -822,6 +825,8 @@ struct RawDingTalk {
     client_secret_file: Option<String>,
     #[serde(deserialize_with = "lenient")]
     corp_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    exclusive_corp_id: Option<String>,
     #[serde(deserialize_with = "lenient")]
     allow_any_corp: Option<String>,
     #[serde(deserialize_with = "lenient")]
@@ -1697,6 +1702,18 @@ impl RawDingTalk {
             .corp_id
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
+        let exclusive_corp_id = self
+            .exclusive_corp_id
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if let Some(corp) = &exclusive_corp_id {
+            if corp.contains(|ch: char| ch.is_whitespace() || ch.is_control()) {
+                c.issue(
+                    "dingtalk.exclusive_corp_id",
+                    "must be one corpId (no spaces)",
+                );
+            }
+        }
         if let Some(corp) = &corp_id {
             c.id_placeholder("dingtalk.corp_id", corp, "the organization's corpId");
         }
@@ -1765,6 +1782,7 @@ impl RawDingTalk {
                 client_id: client_id?,
                 client_secret: Secret::new(client_secret?),
                 corp_id,
+                exclusive_corp_id,
                 allow_any_corp,
                 login_url: login_url?,
                 api_url: api_url?,

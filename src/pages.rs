@@ -343,6 +343,8 @@ pub struct QrLogin<'a> {
     pub state: &'a str,
     /// The organization to pre-select; sent only when `scope` contains `corpid`.
     pub corp_id: Option<&'a str>,
+    /// `dingtalk.exclusive_corp_id`: the exclusive-account (专属钉钉) organization to log in to.
+    pub exclusive_corp_id: Option<&'a str>,
 }
 
 /// Everything the sign-in page shows.
@@ -421,6 +423,10 @@ pub fn sign_in(p: &SignInPage<'_>) -> Response<GatewayBody> {
             if let Some(corp) = qr.corp_id {
                 login["corpId"] = corp.into();
             }
+        }
+        if let Some(exclusive) = qr.exclusive_corp_id {
+            login["exclusiveLogin"] = "true".into();
+            login["exclusiveCorpId"] = exclusive.into();
         }
         let config = json!({
             "script": qr.script_url,
@@ -1349,6 +1355,7 @@ mod tests {
             scope,
             state: HOSTILE,
             corp_id: corp,
+            exclusive_corp_id: None,
         }
     }
 

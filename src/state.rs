@@ -182,6 +182,7 @@ impl AppState {
                     max_retries: 2,
                     base_delay: std::time::Duration::from_secs(1),
                 },
+                exclusive_corp_id: config.dingtalk.exclusive_corp_id.clone(),
             },
             http,
         );

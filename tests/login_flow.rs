@@ -617,3 +617,41 @@ async fn a_callback_url_dingtalk_does_not_know_stops_at_dingtalk_with_both_urls_
     assert_eq!(stack.mock.call_count("/v1.0/oauth2/userAccessToken"), 0);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn exclusive_accounts_log_in_through_their_organizations_page() {
+    let stack = stack("dingtalk:\n  exclusive_corp_id: dingcorp00000001\n").await;
+    let client = browser();
+    let r = get_html(&client, &format!("{}/_dinggate/start?rd=%2F", stack.url())).await;
+    let authorize = location(&r);
+    assert!(
+        authorize.contains("exclusiveLogin=true&exclusiveCorpId=dingcorp00000001"),
+        "{authorize}"
+    );
+    // An account of another organization cannot log in on that page.
+    let r = get_html(&client, &format!("{authorize}&mock_user=alice.partner")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get("location").is_none());
+    assert!(r.text().await.unwrap().contains("专属账号"));
+    // The organization's own account can.
+    let callback = approve(&client, &authorize, ZHANGSAN).await;
+    let r = get_html(&client, &callback).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(cookie_value(&r, "_dinggate").is_some());
+
+    // The sign-in page's embedded QR code asks for the same page.
+    let page = get_html(
+        &browser(),
+        &format!("{}/_dinggate/sign_in?rd=%2F", stack.url()),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        page.contains(r#""exclusiveLogin":"true","exclusiveCorpId":"dingcorp00000001""#)
+            || page.contains(r#""exclusiveCorpId":"dingcorp00000001","exclusiveLogin":"true""#),
+        "{page}"
+    );
+    stack.stop().await;
+}

@@ -111,6 +111,8 @@ pub struct ClientSettings {
     pub timeout: Duration,
     /// Back-off for QPS-limited answers.
     pub retry: RetryPolicy,
+    /// With exclusive accounts (专属钉钉): the organization whose login page the scan login opens.
+    pub exclusive_corp_id: Option<String>,
 }
 
 impl fmt::Debug for ClientSettings {
@@ -260,6 +262,12 @@ impl DingTalkClient {
         ];
         if let Some(corp) = corp_id {
             pairs.push(("corpId", corp));
+        }
+        // dingtalk-api.md §2: with exclusiveLogin=true, exclusiveCorpId jumps straight to that
+        // organization's exclusive-account login page.
+        if let Some(exclusive) = &settings.exclusive_corp_id {
+            pairs.push(("exclusiveLogin", "true"));
+            pairs.push(("exclusiveCorpId", exclusive));
         }
         let mut query = url.query().unwrap_or_default().to_owned();
         for (key, value) in pairs {
@@ -970,6 +978,7 @@ mod tests {
                     max_retries: 2,
                     base_delay: Duration::from_millis(5),
                 },
+                exclusive_corp_id: None,
             }
         }
 
@@ -1041,6 +1050,7 @@ mod tests {
             client_secret: SECRET.into(),
             timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            exclusive_corp_id: None,
         };
         let client = DingTalkClient::new(settings.clone(), http_client());
         let redirect = "https://gw.example.com/_dinggate/callback?x=1&y=a b";
@@ -1670,6 +1680,7 @@ mod tests {
             client_secret: SECRET.into(),
             timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            exclusive_corp_id: None,
         };
         let client = DingTalkClient::new(settings.clone(), http_client());
         let text = format!("{settings:?} {client:?}");

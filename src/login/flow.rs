@@ -395,6 +395,7 @@ pub fn sign_in(
             scope,
             state: &flow.state,
             corp_id: corp,
+            exclusive_corp_id: app.config.dingtalk.exclusive_corp_id.as_deref(),
         }),
         signed_in: None,
         request_id,

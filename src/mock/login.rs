@@ -19,6 +19,8 @@ struct AuthorizeRequest {
     scope: String,
     with_corp: bool,
     state: Option<String>,
+    /// `exclusiveLogin=true&exclusiveCorpId=…`: only that organization's accounts may log in.
+    exclusive_corp: Option<String>,
 }
 
 impl AuthorizeRequest {
@@ -57,11 +59,16 @@ impl AuthorizeRequest {
         if req.query("prompt").is_some_and(|p| p != "consent") {
             return Err("prompt 只支持 consent。".into());
         }
+        // dingtalk-api.md §2: exclusiveCorpId counts only with exclusiveLogin=true.
+        let exclusive_corp = (req.query("exclusiveLogin") == Some("true"))
+            .then(|| req.query_non_empty("exclusiveCorpId").map(str::to_owned))
+            .flatten();
         Ok(AuthorizeRequest {
             redirect_uri,
             scope: tokens.join(" "),
             with_corp: tokens.contains(&"corpid"),
             state: req.query("state").map(str::to_owned),
+            exclusive_corp,
         })
     }
 
@@ -128,6 +135,17 @@ fn approve(mock: &MockDingTalk, request: &AuthorizeRequest, userid: &str) -> Res
                 StatusCode::FORBIDDEN,
                 &format!("账号「{}」尚未激活，无法扫码登录。", user.name),
             );
+        }
+        if let Some(exclusive) = &request.exclusive_corp {
+            if user.corp_id.as_deref() != Some(exclusive.as_str()) {
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "账号「{}」不是组织 {exclusive} 的专属账号，无法在此登录。",
+                        user.name
+                    ),
+                );
+            }
         }
         let grant = UserGrant {
             userid: user.userid.clone(),
