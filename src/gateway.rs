@@ -1060,6 +1060,25 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
     };
     let personal;
     let (message, message_zh) = match error {
+        // Somebody in several organizations picked another one on DingTalk's page.
+        GatewayError::Login(LoginError::NotInOrganization {
+            name,
+            corp: Some(picked),
+        }) if !name.is_empty()
+            && app
+                .config
+                .dingtalk
+                .corp_id
+                .as_deref()
+                .is_some_and(|expected| expected != picked) =>
+        {
+            let expected = app.config.dingtalk.corp_id.as_deref().unwrap_or_default();
+            personal = (
+                format!("You signed in as “{name}” through organization {picked}, but {app_name} belongs to organization {expected}. If you are a member of it too, sign in again and choose that organization on DingTalk's page.", app_name = app.config.ui.app_name),
+                format!("您以“{name}”通过组织 {picked} 登录，但 {app_name} 属于组织 {expected}。如果您也是该组织成员，请重新登录，并在钉钉页面上选择该组织。", app_name = app.config.ui.app_name),
+            );
+            (personal.0.as_str(), personal.1.as_str())
+        }
         GatewayError::Login(LoginError::NotInOrganization { name, .. }) if !name.is_empty() => {
             personal = (
                 format!("You signed in as “{name}”, but this account is not a member of the organization this application belongs to. Sign in with your company account."),

@@ -655,3 +655,41 @@ async fn exclusive_accounts_log_in_through_their_organizations_page() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_person_in_two_organizations_is_preselected_and_the_wrong_pick_is_explained() {
+    let stack = stack("").await;
+    let client = browser();
+    let r = get_html(&client, &format!("{}/_dinggate/start?rd=%2F", stack.url())).await;
+    let authorize = location(&r);
+    assert!(authorize.contains("corpId=dingcorp00000001"), "{authorize}");
+    // 王五 works for two organizations; the picker offers both.
+    let picker = get_html(&client, &authorize).await.text().await.unwrap();
+    assert_eq!(picker.matches("mock_user=wangwu").count(), 2, "{picker}");
+    assert!(picker.contains("mock_corp=dingcorp00000002"));
+
+    // Picking the other one: refused, with both organizations named.
+    let r = get_html(
+        &client,
+        &format!("{authorize}&mock_user=wangwu&mock_corp=dingcorp00000002"),
+    )
+    .await;
+    let r = get_html(&client, &location(&r)).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("through organization dingcorp00000002")
+            && page.contains("belongs to organization dingcorp00000001")
+            && page.contains("choose that organization"),
+        "{page}"
+    );
+
+    // Without an explicit pick, the corpId the gateway sends preselects its organization.
+    let client = browser();
+    let r = get_html(&client, &format!("{}/_dinggate/start?rd=%2F", stack.url())).await;
+    let callback = approve(&client, &location(&r), "wangwu").await;
+    let r = get_html(&client, &callback).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(cookie_value(&r, "_dinggate").is_some());
+    stack.stop().await;
+}

@@ -149,10 +149,10 @@ pub(super) fn user_access_token(mock: &MockDingTalk, req: &MockRequest) -> Resp 
     let corp_id = grant
         .with_corp
         .then(|| {
-            state
-                .org
-                .user(&grant.userid)
-                .and_then(|u| u.corp_id.clone())
+            let user = state.org.user(&grant.userid)?;
+            // Someone who left every org has none, whatever they picked before.
+            user.corp_id.as_ref()?;
+            grant.picked_corp.clone().or_else(|| user.corp_id.clone())
         })
         .flatten();
     let (access_token, refresh_token) = state.mint_user_tokens(grant, settings.token_ttl);

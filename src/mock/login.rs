@@ -12,6 +12,8 @@ use super::{MockDingTalk, MockRequest};
 /// Query parameters that steer the mock itself; they are never part of a real authorize URL.
 const MOCK_USER: &str = "mock_user";
 const MOCK_REFUSE: &str = "mock_refuse";
+/// With `mock_user`: the organization the person picks (for people in several).
+const MOCK_CORP: &str = "mock_corp";
 
 /// An authorize request that passed validation.
 struct AuthorizeRequest {
@@ -98,7 +100,13 @@ pub(super) fn authorize(mock: &MockDingTalk, req: &MockRequest) -> Resp {
         return wire::redirect(&request.callback(&[("error", "access_denied")]));
     }
     match req.query(MOCK_USER) {
-        Some(userid) => approve(mock, &request, userid),
+        Some(userid) => approve(
+            mock,
+            &request,
+            userid,
+            req.query_non_empty(MOCK_CORP),
+            req.query_non_empty("corpId"),
+        ),
         None => account_picker(mock, &request, req),
     }
 }
@@ -121,7 +129,16 @@ fn is_registered(redirect_uri: &Url, registered: &[String]) -> bool {
         .any(|r| without_query(&r) == sent)
 }
 
-fn approve(mock: &MockDingTalk, request: &AuthorizeRequest, userid: &str) -> Resp {
+/// Approves the login of `userid`; someone in several organizations logs in through `picked`,
+/// else the one `preselect` (the authorize request's `corpId`) names if they belong to it, else
+/// their own.
+fn approve(
+    mock: &MockDingTalk,
+    request: &AuthorizeRequest,
+    userid: &str,
+    picked: Option<&str>,
+    preselect: Option<&str>,
+) -> Resp {
     let code = {
         let mut state = mock.state();
         let Some(user) = state.org.user(userid) else {
@@ -147,9 +164,23 @@ fn approve(mock: &MockDingTalk, request: &AuthorizeRequest, userid: &str) -> Res
                 );
             }
         }
+        let belongs =
+            |c: &str| user.corp_id.as_deref() == Some(c) || user.also_in.iter().any(|a| a == c);
+        let picked_corp = match (picked, preselect) {
+            (Some(c), _) if !belongs(c) => {
+                return error_page(
+                    StatusCode::BAD_REQUEST,
+                    &format!("账号「{}」不属于组织 {c}。", user.name),
+                );
+            }
+            (Some(c), _) => Some(c.to_owned()),
+            (None, Some(c)) if belongs(c) => Some(c.to_owned()),
+            (None, _) => None,
+        };
         let grant = UserGrant {
             userid: user.userid.clone(),
             with_corp: request.with_corp,
+            picked_corp: picked_corp.filter(|_| request.with_corp),
         };
         state.mint_auth_code(grant, mock.settings().code_ttl)
     };
@@ -159,40 +190,57 @@ fn approve(mock: &MockDingTalk, request: &AuthorizeRequest, userid: &str) -> Res
 
 fn account_picker(mock: &MockDingTalk, request: &AuthorizeRequest, req: &MockRequest) -> Resp {
     let org = mock.org();
-    let rows = org
-        .users()
-        .iter()
-        .map(|user| LoginRow {
+    let mut rows = Vec::new();
+    for user in org.users() {
+        let standing = if user.active {
+            Standing::Active
+        } else {
+            Standing::Inactive
+        };
+        rows.push(LoginRow {
             name: user.name.clone(),
             userid: user.userid.clone(),
             departments: department_text(&org, user),
             corp: corp_text(&org, user),
-            standing: if user.active {
-                Standing::Active
-            } else {
-                Standing::Inactive
-            },
-            approve_href: self_link(req, MOCK_USER, &user.userid),
-        })
-        .collect();
+            standing,
+            approve_href: self_link(req, &[(MOCK_USER, &user.userid)]),
+        });
+        // Someone in several organizations picks one (only asked for with the `corpid` scope).
+        if request.with_corp {
+            for other in &user.also_in {
+                rows.push(LoginRow {
+                    name: user.name.clone(),
+                    userid: user.userid.clone(),
+                    departments: String::new(),
+                    corp: org
+                        .corp_by_id(other)
+                        .map_or_else(|| other.clone(), |c| c.name.clone()),
+                    standing,
+                    approve_href: self_link(req, &[(MOCK_USER, &user.userid), (MOCK_CORP, other)]),
+                });
+            }
+        }
+    }
     let page = LoginPage {
         client_id: mock.settings().client_id.clone(),
         scope: request.scope.clone(),
         rows,
-        refuse_href: self_link(req, MOCK_REFUSE, "1"),
+        refuse_href: self_link(req, &[(MOCK_REFUSE, "1")]),
     };
     wire::html(StatusCode::OK, pages::login_page(&page))
 }
 
-/// This same authorize URL (relative), with the mock's own parameters replaced by `key=value`.
-fn self_link(req: &MockRequest, key: &str, value: &str) -> String {
+/// This same authorize URL (relative), with the mock's own parameters replaced by `pairs`.
+fn self_link(req: &MockRequest, pairs: &[(&str, &str)]) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in &req.query {
-        if k != MOCK_USER && k != MOCK_REFUSE {
+        if k != MOCK_USER && k != MOCK_REFUSE && k != MOCK_CORP {
             query.append_pair(k, v);
         }
     }
-    query.append_pair(key, value);
+    for (k, v) in pairs {
+        query.append_pair(k, v);
+    }
     format!("/oauth2/auth?{}", query.finish())
 }
 

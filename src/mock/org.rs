@@ -127,6 +127,9 @@ pub struct User {
     pub open_id: String,
     /// The corp the person belongs to; `None` once they have left every org (see `MockDingTalk::remove_user`).
     pub corp_id: Option<String>,
+    /// Other organizations the same account belongs to (picked on the authorize page when the
+    /// scope has `corpid`); never the org's own corp unless it is `corp_id`.
+    pub also_in: Vec<String>,
     /// Departments the user is a member of (empty outside the org's corp).
     pub departments: Vec<u64>,
     /// Departments (a subset of `departments`) the user leads.
@@ -172,6 +175,8 @@ struct RawUser {
     open_id: String,
     #[serde(default)]
     corp_id: Option<String>,
+    #[serde(default)]
+    also_in: Vec<String>,
     #[serde(default)]
     departments: Vec<u64>,
     #[serde(default)]
@@ -582,6 +587,12 @@ fn validate_user(
             corp_id,
         });
     }
+    if let Some(unknown) = raw.also_in.iter().find(|c| !corp_ids.contains(*c)) {
+        return Err(OrgError::UnknownCorp {
+            userid: raw.userid,
+            corp_id: unknown.clone(),
+        });
+    }
     let mut dept_ids = raw.departments;
     dedup_keep_order(&mut dept_ids);
     let mut leader_in = raw.leader_in;
@@ -591,6 +602,7 @@ fn validate_user(
         name: raw.name,
         union_id: raw.union_id,
         open_id: raw.open_id,
+        also_in: raw.also_in.into_iter().filter(|c| *c != corp_id).collect(),
         corp_id: Some(corp_id),
         departments: dept_ids,
         leader_in,

@@ -38,6 +38,7 @@ fn document(title: &str, body: &str) -> String {
 }
 
 /// Whether a listed person can approve the login.
+#[derive(Clone, Copy)]
 pub(super) enum Standing {
     /// Can log in.
     Active,

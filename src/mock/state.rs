@@ -22,6 +22,9 @@ pub(super) struct UserGrant {
     pub userid: String,
     /// The authorize `scope` contained `corpid`, so token responses carry `corpId`.
     pub with_corp: bool,
+    /// The organization picked on the authorize page (for people in several); `None`: the
+    /// person's own `corp_id`.
+    pub picked_corp: Option<String>,
 }
 
 #[derive(Debug)]
@@ -194,6 +197,7 @@ mod tests {
         UserGrant {
             userid: "zhangsan".into(),
             with_corp: true,
+            picked_corp: None,
         }
     }
 
