@@ -1074,8 +1074,8 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
         {
             let expected = app.config.dingtalk.corp_id.as_deref().unwrap_or_default();
             personal = (
-                format!("You signed in as “{name}” through organization {picked}, but {app_name} belongs to organization {expected}. If you are a member of it too, sign in again and choose that organization on DingTalk's page.", app_name = app.config.ui.app_name),
-                format!("您以“{name}”通过组织 {picked} 登录，但 {app_name} 属于组织 {expected}。如果您也是该组织成员，请重新登录，并在钉钉页面上选择该组织。", app_name = app.config.ui.app_name),
+                format!("You signed in as “{name}” through organization {picked}: that account is not a member of the organization {app_name} belongs to ({expected}). If you are a member of {expected} too, sign in again and choose that organization on DingTalk's page.", app_name = app.config.ui.app_name),
+                format!("您以“{name}”通过组织 {picked} 登录：该账号不是 {app_name} 所属组织（{expected}）的成员。如果您也是 {expected} 的成员，请重新登录，并在钉钉页面上选择该组织。", app_name = app.config.ui.app_name),
             );
             (personal.0.as_str(), personal.1.as_str())
         }

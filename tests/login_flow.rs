@@ -318,6 +318,10 @@ async fn an_account_of_another_organization_is_refused() {
     assert!(set_cookies(&r).iter().all(|c| !c.starts_with("_dinggate=")));
     let page = r.text().await.unwrap();
     assert!(page.contains("not a member of the organization"), "{page}");
+    assert!(
+        page.contains("dingcorp00000001"),
+        "names the expected organization: {page}"
+    );
     // And no session came out of it.
     let r = get_html(&client, &format!("{}/", stack.url())).await;
     assert_eq!(r.status(), StatusCode::FOUND);
@@ -679,7 +683,7 @@ async fn a_person_in_two_organizations_is_preselected_and_the_wrong_pick_is_expl
     let page = r.text().await.unwrap();
     assert!(
         page.contains("through organization dingcorp00000002")
-            && page.contains("belongs to organization dingcorp00000001")
+            && page.contains("belongs to (dingcorp00000001)")
             && page.contains("choose that organization"),
         "{page}"
     );

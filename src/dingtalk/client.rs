@@ -1,47 +1,24 @@
-//! The DingTalk HTTP client: request building, timeouts, response classification, retries and the app-token cache.
+//! The DingTalk client's public calls (scan login, profile, directory, in-client login) and its settings.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use rand::Rng;
-use reqwest::header::{HeaderValue, ACCEPT};
 use reqwest::Method;
-use serde::de::DeserializeOwned;
-use serde_json::{json, Map, Value};
-use tokio::time::Instant;
+use serde_json::json;
 use url::Url;
 
-use crate::proxy::names::{X_ACS_DINGTALK_ACCESS_TOKEN, X_ACS_REQUEST_ID};
-use crate::telemetry::ErrorChain;
-
-use super::error::{effective_legacy_code, DingTalkError};
+use super::api;
+use super::error::{code, effective_legacy_code, DingTalkError};
+use super::token::TokenCache;
+use super::transport::{decode, result, Call, Family};
 use super::types::{
-    describe_decode_error, AppToken, ContactUser, InAppUser, RawAppToken, RawDepartment,
-    RawParentList, RawUnionIdLookup, RawUserToken, UserDetail, UserToken,
+    ContactUser, InAppUser, RawDepartment, RawParentList, RawUnionIdLookup, RawUserToken,
+    UserDetail, UserToken,
 };
 
-/// Names of the DingTalk calls, as carried in [`DingTalkError`]'s `api` field.
-/// Each is also the call's path relative to its base URL.
-pub mod api {
-    /// `POST {api}/v1.0/oauth2/userAccessToken`: scan-login code → user token.
-    pub const USER_ACCESS_TOKEN: &str = "v1.0/oauth2/userAccessToken";
-    /// `GET {api}/v1.0/contact/users/me`: the token owner's profile.
-    pub const CURRENT_USER: &str = "v1.0/contact/users/me";
-    /// `POST {api}/v1.0/oauth2/accessToken`: the app token.
-    pub const APP_TOKEN: &str = "v1.0/oauth2/accessToken";
-    /// `POST {oapi}/topapi/user/getbyunionid`: unionId → userid.
-    pub const USER_ID_BY_UNION_ID: &str = "topapi/user/getbyunionid";
-    /// `POST {oapi}/topapi/v2/user/get`: userid → details.
-    pub const USER_DETAIL: &str = "topapi/v2/user/get";
-    /// `POST {oapi}/topapi/v2/department/listparentbyuser`: userid → department chains.
-    pub const DEPARTMENT_CHAINS: &str = "topapi/v2/department/listparentbyuser";
-    /// `POST {oapi}/topapi/v2/user/getuserinfo`: in-client (免登) code → user.
-    pub const IN_APP_USER: &str = "topapi/v2/user/getuserinfo";
-    /// `POST {oapi}/topapi/v2/department/get`: department id → name (and more).
-    pub const DEPARTMENT: &str = "topapi/v2/department/get";
-}
+pub(crate) use super::transport::join;
 
 /// Base URLs of the three DingTalk hosts. A base may carry a path prefix (useful behind a proxy).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,13 +104,6 @@ impl fmt::Debug for ClientSettings {
     }
 }
 
-/// Largest response body accepted; DingTalk's answers are a few kilobytes.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Longest DingTalk message kept in an error.
-const MAX_MESSAGE_CHARS: usize = 300;
-/// How long before DingTalk's stated expiry the cached app token is replaced.
-const APP_TOKEN_MARGIN: Duration = Duration::from_secs(300);
-
 /// Scan-login query values: everything but RFC 3986 unreserved characters is percent-encoded,
 /// so a space is `%20` (which both form and non-form decoders read as a space).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -143,15 +113,16 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// The DingTalk API client. Cheap to clone (shares one HTTP client and one app-token cache).
+
 #[derive(Clone)]
 pub struct DingTalkClient {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    settings: ClientSettings,
-    http: reqwest::Client,
-    token: TokenCache,
+pub(super) struct Inner {
+    pub(super) settings: ClientSettings,
+    pub(super) http: reqwest::Client,
+    pub(super) token: TokenCache,
 }
 
 impl fmt::Debug for DingTalkClient {
@@ -160,67 +131,6 @@ impl fmt::Debug for DingTalkClient {
             .field("settings", &self.inner.settings)
             .finish_non_exhaustive()
     }
-}
-
-/// The app-token cache. `state` is only locked briefly (never across an await); `refresh`
-/// is held while one caller fetches, which makes concurrent refreshes single-flight.
-#[derive(Default)]
-struct TokenCache {
-    state: Mutex<TokenState>,
-    refresh: tokio::sync::Mutex<()>,
-}
-
-#[derive(Default)]
-struct TokenState {
-    token: Option<AppToken>,
-    /// Bumped after every fetch attempt, so waiters can tell a fetch finished while they queued.
-    generation: u64,
-    last_error: Option<DingTalkError>,
-}
-
-impl TokenCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, TokenState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The app token's lifetime DingTalk documents (`expireIn` 7200).
-const DOCUMENTED_APP_TOKEN_SECS: u64 = 7200;
-
-fn fresh(token: &Option<AppToken>, now: Instant) -> Option<AppToken> {
-    token.as_ref().filter(|t| now < expires_at(t)).cloned()
-}
-
-fn expires_at(token: &AppToken) -> Instant {
-    let life = Duration::from_secs(token.expire_in);
-    // Short-lived tokens (tests, odd tenants) keep half their life rather than none.
-    let margin = APP_TOKEN_MARGIN.min(life / 2);
-    token.fetched_at() + (life - margin)
-}
-
-/// Which wire conventions a call follows.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
-    /// `api.dingtalk.com`: HTTP status + `{code, message, requestid}`.
-    New,
-    /// `oapi.dingtalk.com`: HTTP 200 + `errcode`.
-    Legacy,
-}
-
-/// One DingTalk call, rebuilt for every attempt.
-struct Call<'a> {
-    api: &'static str,
-    family: Family,
-    method: Method,
-    url: Url,
-    body: Option<&'a Value>,
-    user_token: Option<&'a str>,
-}
-
-/// A JSON object answer and the HTTP status it came with.
-struct Answer {
-    status: u16,
-    body: Map<String, Value>,
 }
 
 impl DingTalkClient {
@@ -321,83 +231,6 @@ impl DingTalkClient {
         decode(api::CURRENT_USER, answer.status, answer.body)
     }
 
-    /// The app token, from the cache while it has more than a margin (5 min, or half its life
-    /// when shorter) left. Concurrent callers share one fetch; callers that queued behind a
-    /// failed fetch get its error instead of each trying again.
-    pub async fn app_token(&self) -> Result<AppToken, DingTalkError> {
-        let cache = &self.inner.token;
-        let seen = {
-            let state = cache.lock();
-            if let Some(token) = fresh(&state.token, Instant::now()) {
-                return Ok(token);
-            }
-            state.generation
-        };
-        let _flight = cache.refresh.lock().await;
-        {
-            let state = cache.lock();
-            if let Some(token) = fresh(&state.token, Instant::now()) {
-                return Ok(token);
-            }
-            if state.generation != seen {
-                if let Some(err) = &state.last_error {
-                    return Err(err.clone());
-                }
-            }
-        }
-        let result = self.fetch_app_token().await;
-        let mut state = cache.lock();
-        state.generation = state.generation.wrapping_add(1);
-        match &result {
-            Ok(token) => {
-                state.token = Some(token.clone());
-                state.last_error = None;
-            }
-            Err(err) => state.last_error = Some(err.clone()),
-        }
-        result
-    }
-
-    async fn fetch_app_token(&self) -> Result<AppToken, DingTalkError> {
-        let settings = &self.inner.settings;
-        let body = json!({
-            "appKey": settings.client_id,
-            "appSecret": settings.client_secret,
-        });
-        let answer = self
-            .execute(&Call {
-                api: api::APP_TOKEN,
-                family: Family::New,
-                method: Method::POST,
-                url: join(&settings.endpoints.api, api::APP_TOKEN),
-                body: Some(&body),
-                user_token: None,
-            })
-            .await?;
-        let raw: RawAppToken = decode(api::APP_TOKEN, answer.status, answer.body)?;
-        // A missing or zero `expireIn` would make every call fetch a new token: DingTalk
-        // documents 7200 s for app tokens, so that is what such a token is kept for.
-        let expire_in = match raw.expire_in {
-            0 => {
-                tracing::debug!(
-                    "the app token came without expireIn; keeping it for DingTalk's documented 7200 s"
-                );
-                DOCUMENTED_APP_TOKEN_SECS
-            }
-            n => n,
-        };
-        tracing::debug!(expire_in, "fetched a DingTalk app token");
-        Ok(AppToken::new(raw.access_token, expire_in, Instant::now()))
-    }
-
-    /// Drops `stale` from the cache unless a newer token already replaced it.
-    fn invalidate_app_token(&self, stale: &AppToken) {
-        let mut state = self.inner.token.lock();
-        if state.token.as_ref().is_some_and(|t| t.same_token(stale)) {
-            state.token = None;
-        }
-    }
-
     /// The enterprise userid for a unionId; `Ok(None)` when the person is not an employee of the
     /// organization (errcode 60121, or an external contact).
     pub async fn user_id_by_union_id(
@@ -451,7 +284,11 @@ impl DingTalkClient {
             Ok(answer) => answer,
             Err(DingTalkError::Legacy {
                 errcode, sub_code, ..
-            }) if effective_legacy_code(errcode, sub_code.as_deref()) == 60003 => return Ok(None),
+            }) if effective_legacy_code(errcode, sub_code.as_deref())
+                == code::NO_SUCH_DEPARTMENT =>
+            {
+                return Ok(None)
+            }
             Err(err) => return Err(err),
         };
         let dept: RawDepartment = result(api::DEPARTMENT, answer)?;
@@ -464,386 +301,6 @@ impl DingTalkClient {
         let body = json!({ "code": jsapi_code });
         let answer = self.oapi(api::IN_APP_USER, &body).await?;
         result(api::IN_APP_USER, answer)
-    }
-
-    /// A POST to the legacy API with the cached app token. If DingTalk rejects the token, the
-    /// cache is dropped and the call is repeated once with a freshly fetched token.
-    async fn oapi(&self, api: &'static str, body: &Value) -> Result<Answer, DingTalkError> {
-        let token = self.app_token().await?;
-        match self.oapi_with(api, body, &token).await {
-            Err(err) if err.is_app_token_rejected() => {
-                tracing::info!(
-                    api,
-                    error = %err,
-                    "DingTalk rejected the cached app token; fetching a new one"
-                );
-                self.invalidate_app_token(&token);
-                let token = self.app_token().await?;
-                self.oapi_with(api, body, &token).await
-            }
-            other => other,
-        }
-    }
-
-    async fn oapi_with(
-        &self,
-        api: &'static str,
-        body: &Value,
-        token: &AppToken,
-    ) -> Result<Answer, DingTalkError> {
-        let mut url = join(&self.inner.settings.endpoints.oapi, api);
-        url.query_pairs_mut()
-            .append_pair("access_token", token.secret());
-        self.execute(&Call {
-            api,
-            family: Family::Legacy,
-            method: Method::POST,
-            url,
-            body: Some(body),
-            user_token: None,
-        })
-        .await
-    }
-
-    /// Runs `call`, retrying QPS-limit answers with exponential back-off and jitter.
-    /// Nothing else is retried: timeouts could have consumed a single-use code.
-    async fn execute(&self, call: &Call<'_>) -> Result<Answer, DingTalkError> {
-        let policy = self.inner.settings.retry;
-        let mut retries = 0;
-        loop {
-            match self.attempt(call, retries).await {
-                Err(err) if err.is_rate_limited() => {
-                    if retries >= policy.max_retries {
-                        return Err(DingTalkError::RateLimited {
-                            api: call.api,
-                            detail: format!(
-                                "still rate limited after {retries} retries; last answer: {err}"
-                            ),
-                        });
-                    }
-                    let delay = backoff(policy, retries);
-                    tracing::debug!(
-                        api = call.api,
-                        retries,
-                        delay_ms = delay.as_millis() as u64,
-                        "rate limited; backing off"
-                    );
-                    tokio::time::sleep(delay).await;
-                    retries += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn attempt(&self, call: &Call<'_>, retry: u32) -> Result<Answer, DingTalkError> {
-        let api = call.api;
-        let timeout = self.inner.settings.timeout;
-        let mut request = self
-            .inner
-            .http
-            .request(call.method.clone(), call.url.clone())
-            .timeout(timeout)
-            .header(ACCEPT, "application/json");
-        if let Some(body) = call.body {
-            request = request.json(body);
-        }
-        if let Some(token) = call.user_token {
-            let mut value = HeaderValue::from_str(token).map_err(|_| DingTalkError::Decode {
-                api,
-                status: 0,
-                detail: "the user token contains characters that cannot be sent in a header"
-                    .to_owned(),
-            })?;
-            value.set_sensitive(true);
-            request = request.header(X_ACS_DINGTALK_ACCESS_TOKEN, value);
-        }
-
-        let started = Instant::now();
-        let exchange = async {
-            let response = request.send().await?;
-            let status = response.status().as_u16();
-            let header_request_id = response
-                .headers()
-                .get(X_ACS_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let content_type = response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = read_body(response).await?;
-            Ok::<_, reqwest::Error>((status, header_request_id, content_type, body))
-        };
-        let outcome = tokio::time::timeout(timeout, exchange).await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        let (status, header_request_id, content_type, body) = match outcome {
-            Err(_) => {
-                tracing::debug!(api, elapsed_ms, retry, "DingTalk call timed out");
-                return Err(DingTalkError::Timeout { api });
-            }
-            Ok(Err(err)) => {
-                let err = transport_error(api, err);
-                tracing::debug!(api, elapsed_ms, retry, error = %ErrorChain(&err), "DingTalk call failed");
-                return Err(err);
-            }
-            Ok(Ok(parts)) => parts,
-        };
-        let Some(body) = body else {
-            return Err(DingTalkError::Decode {
-                api,
-                status,
-                detail: format!("response body larger than {MAX_BODY_BYTES} bytes"),
-            });
-        };
-        let parsed = serde_json::from_slice::<Value>(&body).ok();
-        let request_id = parsed
-            .as_ref()
-            .and_then(|v| v.as_object())
-            .and_then(body_request_id)
-            .or(header_request_id);
-        tracing::debug!(
-            api,
-            status,
-            elapsed_ms,
-            retry,
-            request_id = request_id.as_deref().unwrap_or("-"),
-            "DingTalk call"
-        );
-        let object = match parsed {
-            Some(Value::Object(object)) => object,
-            Some(_) => {
-                return Err(DingTalkError::Decode {
-                    api,
-                    status,
-                    detail: "the body is JSON but not an object".to_owned(),
-                })
-            }
-            None => {
-                return Err(DingTalkError::Throttled {
-                    api,
-                    detail: format!(
-                        "non-JSON response (HTTP {status}, content-type {}, {} bytes): \
-                         an IP ban page, a proxy or an outage",
-                        content_type.as_deref().unwrap_or("none"),
-                        body.len()
-                    ),
-                })
-            }
-        };
-        if object.get("punish").and_then(Value::as_str) == Some("deny") {
-            let wait = object.get("wait").map(Value::to_string);
-            return Err(DingTalkError::Throttled {
-                api,
-                detail: format!(
-                    "the gateway's IP is banned by DingTalk (punish: deny, wait {} s)",
-                    wait.as_deref().unwrap_or("?")
-                ),
-            });
-        }
-        match call.family {
-            Family::New => classify_new(api, status, object, request_id),
-            Family::Legacy => classify_legacy(api, status, object, request_id),
-        }
-    }
-}
-
-/// A new-API answer: the object itself on 2xx, `{code, message, requestid}` otherwise.
-fn classify_new(
-    api: &'static str,
-    status: u16,
-    object: Map<String, Value>,
-    request_id: Option<String>,
-) -> Result<Answer, DingTalkError> {
-    if (200..300).contains(&status) {
-        return Ok(Answer {
-            status,
-            body: object,
-        });
-    }
-    api_error(api, status, &object, request_id)
-}
-
-fn api_error(
-    api: &'static str,
-    status: u16,
-    object: &Map<String, Value>,
-    request_id: Option<String>,
-) -> Result<Answer, DingTalkError> {
-    let Some(code) = first_str(object, &["code", "Code"]) else {
-        return Err(DingTalkError::Decode {
-            api,
-            status,
-            detail: "error response without a code".to_owned(),
-        });
-    };
-    let message = first_str(object, &["message", "Message", "description"]).unwrap_or_default();
-    let required_scopes = [
-        "accessdenieddetail",
-        "accessDeniedDetail",
-        "AccessDeniedDetail",
-    ]
-    .iter()
-    .find_map(|key| object.get(*key))
-    .and_then(|detail| detail.get("requiredScopes"))
-    .and_then(Value::as_array)
-    .map(|scopes| {
-        scopes
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|s| truncate(s, 100))
-            .collect()
-    })
-    .unwrap_or_default();
-    Err(DingTalkError::Api {
-        api,
-        status,
-        code: truncate(&code, 100),
-        message: truncate(&message, MAX_MESSAGE_CHARS),
-        request_id,
-        required_scopes,
-    })
-}
-
-/// A legacy answer: success only when `errcode` is 0 and there is no `sub_code`.
-fn classify_legacy(
-    api: &'static str,
-    status: u16,
-    object: Map<String, Value>,
-    request_id: Option<String>,
-) -> Result<Answer, DingTalkError> {
-    let Some(errcode) = object.get("errcode") else {
-        if !(200..300).contains(&status) {
-            return api_error(api, status, &object, request_id);
-        }
-        return Err(DingTalkError::Decode {
-            api,
-            status,
-            detail: "no errcode in the response".to_owned(),
-        });
-    };
-    let errcode = match errcode {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    let Some(errcode) = errcode else {
-        return Err(DingTalkError::Decode {
-            api,
-            status,
-            detail: "errcode is not an integer".to_owned(),
-        });
-    };
-    let sub_code = match object.get("sub_code") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.trim() != "0" => {
-            Some(truncate(s.trim(), 100))
-        }
-        Some(Value::Number(n)) if n.as_i64() != Some(0) => Some(n.to_string()),
-        _ => None,
-    };
-    if errcode == 0 && sub_code.is_none() && (200..300).contains(&status) {
-        return Ok(Answer {
-            status,
-            body: object,
-        });
-    }
-    let sub_msg = first_str(&object, &["sub_msg"]).filter(|s| !s.is_empty());
-    let message = if sub_code.is_some() && sub_msg.is_some() {
-        sub_msg
-    } else {
-        first_str(&object, &["errmsg"])
-    }
-    .unwrap_or_default();
-    Err(DingTalkError::Legacy {
-        api,
-        errcode,
-        sub_code,
-        message: truncate(&message, MAX_MESSAGE_CHARS),
-        request_id,
-    })
-}
-
-/// The `result` object of a successful legacy answer, decoded as `T`.
-fn result<T: DeserializeOwned>(api: &'static str, mut answer: Answer) -> Result<T, DingTalkError> {
-    match answer.body.remove("result") {
-        Some(Value::Object(object)) => decode(api, answer.status, object),
-        _ => Err(DingTalkError::Decode {
-            api,
-            status: answer.status,
-            detail: "no result object in the response".to_owned(),
-        }),
-    }
-}
-
-fn decode<T: DeserializeOwned>(
-    api: &'static str,
-    status: u16,
-    object: Map<String, Value>,
-) -> Result<T, DingTalkError> {
-    serde_json::from_value(Value::Object(object)).map_err(|err| DingTalkError::Decode {
-        api,
-        status,
-        detail: describe_decode_error(&err),
-    })
-}
-
-fn body_request_id(object: &Map<String, Value>) -> Option<String> {
-    first_str(
-        object,
-        &["requestid", "requestId", "RequestId", "request_id"],
-    )
-    .map(|id| truncate(&id, 100))
-}
-
-fn first_str(object: &Map<String, Value>, keys: &[&str]) -> Option<String> {
-    keys.iter()
-        .find_map(|key| object.get(*key).and_then(Value::as_str))
-        .map(str::to_owned)
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
-/// `base` with `path` appended to its path (so a base with a prefix keeps it).
-pub(crate) fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let joined = format!("{}/{}", base.path().trim_end_matches('/'), path);
-    url.set_path(&joined);
-    url
-}
-
-fn backoff(policy: RetryPolicy, retry: u32) -> Duration {
-    let base = policy.base_delay.saturating_mul(1u32 << retry.min(10));
-    let jitter_ms = (base.as_millis() / 2).min(u128::from(u64::MAX)) as u64;
-    let jitter = rand::rng().random_range(0..=jitter_ms);
-    base.saturating_add(Duration::from_millis(jitter))
-}
-
-/// Reads at most `MAX_BODY_BYTES`; `None` when the body is larger.
-async fn read_body(mut response: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
-}
-
-fn transport_error(api: &'static str, err: reqwest::Error) -> DingTalkError {
-    if err.is_timeout() {
-        return DingTalkError::Timeout { api };
-    }
-    // The URL of an oapi call carries the app token in its query: never keep it.
-    DingTalkError::Transport {
-        api,
-        source: Arc::new(err.without_url()),
     }
 }
 
@@ -858,8 +315,12 @@ mod tests {
     use hyper::body::Incoming;
     use tokio::net::TcpListener;
 
+    use std::sync::Mutex;
+
+    use super::super::transport::backoff;
     use super::*;
     use crate::server::{serve_http, ServerLimits};
+    use serde_json::Value;
 
     const SECRET: &str = "client-secret-value";
 
@@ -1567,16 +1028,6 @@ mod tests {
         // A caller arriving after the failure tries again.
         assert_eq!(client.app_token().await.unwrap().secret(), "app-token-1");
         assert_eq!(mock.calls(api::APP_TOKEN), 2);
-    }
-
-    #[test]
-    fn app_token_is_replaced_before_it_expires() {
-        let now = Instant::now();
-        let long = AppToken::new("a".into(), 7200, now);
-        assert_eq!(expires_at(&long), now + Duration::from_secs(6900));
-        let short = AppToken::new("a".into(), 10, now);
-        assert_eq!(expires_at(&short), now + Duration::from_secs(5));
-        assert!(fresh(&Some(AppToken::new("a".into(), 0, now)), now).is_none());
     }
 
     #[tokio::test]

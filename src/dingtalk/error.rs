@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::client::api;
+use super::api::{self, url_key};
 
 /// Why a DingTalk call failed. Every variant names the call (`api`, one of [`api`]'s constants).
 ///
@@ -67,6 +67,46 @@ pub enum DingTalkError {
         status: u16,
         detail: String,
     },
+}
+
+/// The legacy (`oapi`) error codes the gateway acts on (dingtalk-api.md §8), by name.
+pub mod code {
+    /// DingTalk is busy; retried like a rate limit.
+    pub const BUSY: i64 = -1;
+    /// Unknown API path.
+    pub const NO_SUCH_API: i64 = 22;
+    /// The access token is not valid.
+    pub const INVALID_TOKEN: i64 = 40014;
+    /// The access token has expired.
+    pub const TOKEN_EXPIRED: i64 = 42001;
+    /// The credential is not valid.
+    pub const INVALID_CREDENTIAL: i64 = 40001;
+    /// Wrong appKey or appSecret at `gettoken`.
+    pub const BAD_APP_CREDENTIALS: i64 = 40096;
+    /// Wrong corpid or corpsecret.
+    pub const BAD_CORP_CREDENTIALS: i64 = 40089;
+    /// The in-client (免登) code does not exist (invalid, expired or used).
+    pub const NO_SUCH_AUTH_CODE: i64 = 40078;
+    /// The app lacks the permission for this API.
+    pub const NO_PERMISSION: i64 = 60011;
+    /// The caller's IP is not on the app's allow-list.
+    pub const IP_NOT_ALLOWED: i64 = 60020;
+    /// No such department.
+    pub const NO_SUCH_DEPARTMENT: i64 = 60003;
+    /// No such employee.
+    pub const NO_SUCH_USER: i64 = 60121;
+    /// The person is outside the app's visible range (可使用范围).
+    pub const OUTSIDE_VISIBLE_RANGE: i64 = 50002;
+    /// Per-app QPS limit.
+    pub const QPS_LIMIT: i64 = 90018;
+    /// Per-app QPS limit (older code).
+    pub const QPS_LIMIT_OLD: i64 = 90002;
+    /// Per-minute, per-day and per-API call limits.
+    pub const CALL_LIMITS: [i64; 3] = [90005, 90006, 90019];
+    /// The organization's monthly call quota is used up.
+    pub const MONTHLY_QUOTA: i64 = 90020;
+    /// Malformed requests (missing or invalid parameters).
+    pub const MALFORMED: [i64; 5] = [40000, 41001, 40035, 400002, 33012];
 }
 
 fn show(request_id: &Option<String>) -> &str {
@@ -153,7 +193,7 @@ impl DingTalkError {
             }
             Self::Legacy {
                 errcode, sub_code, ..
-            } => effective_legacy_code(*errcode, sub_code.as_deref()) == 40078,
+            } => effective_legacy_code(*errcode, sub_code.as_deref()) == code::NO_SUCH_AUTH_CODE,
             _ => false,
         }
     }
@@ -166,7 +206,7 @@ impl DingTalkError {
                 errcode, sub_code, ..
             } => matches!(
                 effective_legacy_code(*errcode, sub_code.as_deref()),
-                60121 | 50002
+                code::NO_SUCH_USER | code::OUTSIDE_VISIBLE_RANGE
             ),
             _ => false,
         }
@@ -180,7 +220,7 @@ impl DingTalkError {
                 errcode, sub_code, ..
             } => matches!(
                 effective_legacy_code(*errcode, sub_code.as_deref()),
-                90018 | 90002 | -1
+                code::QPS_LIMIT | code::QPS_LIMIT_OLD | code::BUSY
             ),
             _ => false,
         }
@@ -194,7 +234,7 @@ impl DingTalkError {
                 errcode, sub_code, ..
             } => matches!(
                 effective_legacy_code(*errcode, sub_code.as_deref()),
-                40014 | 42001
+                code::INVALID_TOKEN | code::TOKEN_EXPIRED
             ),
             _ => false,
         }
@@ -244,7 +284,7 @@ impl DingTalkError {
                 message,
                 ..
             } => match effective_legacy_code(*errcode, sub_code.as_deref()) {
-                60020 => ip_hint(message),
+                code::IP_NOT_ALLOWED => ip_hint(message),
                 code => legacy_hint(api, code),
             },
         }
@@ -269,14 +309,6 @@ pub fn reported_address(text: &str) -> Option<String> {
     text.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
         .find(|t| t.parse::<std::net::IpAddr>().is_ok())
         .map(str::to_owned)
-}
-
-fn url_key(api: &str) -> &'static str {
-    if api.starts_with("topapi/") {
-        "dingtalk.oapi_url"
-    } else {
-        "dingtalk.api_url"
-    }
 }
 
 const CREDENTIALS: &str =
@@ -335,30 +367,32 @@ fn api_hint(api: &str, status: u16, code: &str, scopes: &[String], url_key: &str
     format!("DingTalk refused {api} with code {code}; see the DingTalk error-code documentation")
 }
 
-fn legacy_hint(api: &str, code: i64) -> String {
-    match code {
-        40014 | 42001 | 40001 => format!("DingTalk rejected the app token even after a refetch; {CREDENTIALS}"),
-        40096 | 40089 => CREDENTIALS.to_owned(),
-        40078 => "the in-app login code is invalid, expired or already used (or a scan-login code was sent \
+fn legacy_hint(api: &str, errcode: i64) -> String {
+    match errcode {
+        code::INVALID_TOKEN | code::TOKEN_EXPIRED | code::INVALID_CREDENTIAL => format!("DingTalk rejected the app token even after a refetch; {CREDENTIALS}"),
+        code::BAD_APP_CREDENTIALS | code::BAD_CORP_CREDENTIALS => CREDENTIALS.to_owned(),
+        code::NO_SUCH_AUTH_CODE => "the in-app login code is invalid, expired or already used (or a scan-login code was sent \
                   to the in-app endpoint): the user must retry"
             .to_owned(),
-        60011 => format!(
+        code::NO_PERMISSION => format!(
             "grant the permission {} to the app in the developer console (权限管理)",
             legacy_permission(api)
         ),
-        60121 => "the user is not a member of the organization (or not visible to the app)".to_owned(),
-        50002 => "the user is outside the app's visible range (可使用范围); widen it in the developer console \
+        code::NO_SUCH_USER => "the user is not a member of the organization (or not visible to the app)".to_owned(),
+        code::OUTSIDE_VISIBLE_RANGE => "the user is outside the app's visible range (可使用范围); widen it in the developer console \
                   if they should get in"
             .to_owned(),
-        90018 | 90002 | -1 | 90005 | 90006 | 90019 => {
+        c if [code::QPS_LIMIT, code::QPS_LIMIT_OLD, code::BUSY].contains(&c)
+            || code::CALL_LIMITS.contains(&c) =>
+        {
             "DingTalk rate limit hit: spread logins out and check for other clients sharing the app".to_owned()
         }
-        90020 => "the organization's monthly DingTalk API quota is used up".to_owned(),
-        22 => "DingTalk does not know this API path: check that dingtalk.oapi_url is the oapi host".to_owned(),
-        40000 | 41001 | 40035 | 400002 | 33012 => {
+        code::MONTHLY_QUOTA => "the organization's monthly DingTalk API quota is used up".to_owned(),
+        code::NO_SUCH_API => "DingTalk does not know this API path: check that dingtalk.oapi_url is the oapi host".to_owned(),
+        c if code::MALFORMED.contains(&c) => {
             format!("DingTalk rejected the {api} request as malformed; this is a gateway bug, please report it")
         }
-        _ => format!("DingTalk refused {api} with errcode {code}; see the DingTalk error-code documentation"),
+        _ => format!("DingTalk refused {api} with errcode {errcode}; see the DingTalk error-code documentation"),
     }
 }
 

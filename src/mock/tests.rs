@@ -209,7 +209,10 @@ async fn authorize_page_lists_the_seeded_users() {
     }
     // Seven people can log in, 王五 through either of two organizations; the inactive one cannot.
     assert_eq!(html.matches("以此身份登录").count(), 8);
-    assert!(html.contains("mock_user=wangwu&amp;mock_corp=dingcorp00000002") || html.contains("mock_user=wangwu&mock_corp=dingcorp00000002"));
+    assert!(
+        html.contains("mock_user=wangwu&amp;mock_corp=dingcorp00000002")
+            || html.contains("mock_user=wangwu&mock_corp=dingcorp00000002")
+    );
     assert!(html.contains("mock_user=zhangsan"));
     assert!(!html.contains("mock_user=sunqi"));
     assert!(!html.contains("<script"));

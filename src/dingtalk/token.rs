@@ -1,0 +1,147 @@
+//! The app-token cache: one token per client, refreshed single-flight before it expires.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::api;
+use super::client::DingTalkClient;
+use super::error::DingTalkError;
+use super::transport::{decode, join, Call, Family};
+use super::types::{AppToken, RawAppToken};
+
+/// How long before DingTalk's stated expiry the cached app token is replaced.
+const APP_TOKEN_MARGIN: Duration = Duration::from_secs(300);
+
+/// The app-token cache. `state` is only locked briefly (never across an await); `refresh`
+/// is held while one caller fetches, which makes concurrent refreshes single-flight.
+#[derive(Default)]
+pub(super) struct TokenCache {
+    state: Mutex<TokenState>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct TokenState {
+    token: Option<AppToken>,
+    /// Bumped after every fetch attempt, so waiters can tell a fetch finished while they queued.
+    generation: u64,
+    last_error: Option<DingTalkError>,
+}
+
+impl TokenCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The app token's lifetime DingTalk documents (`expireIn` 7200).
+const DOCUMENTED_APP_TOKEN_SECS: u64 = 7200;
+
+pub(super) fn fresh(token: &Option<AppToken>, now: Instant) -> Option<AppToken> {
+    token.as_ref().filter(|t| now < expires_at(t)).cloned()
+}
+
+fn expires_at(token: &AppToken) -> Instant {
+    let life = Duration::from_secs(token.expire_in);
+    // Short-lived tokens (tests, odd tenants) keep half their life rather than none.
+    let margin = APP_TOKEN_MARGIN.min(life / 2);
+    token.fetched_at() + (life - margin)
+}
+
+impl DingTalkClient {
+    /// The app token, from the cache while it has more than a margin (5 min, or half its life
+    /// when shorter) left. Concurrent callers share one fetch; callers that queued behind a
+    /// failed fetch get its error instead of each trying again.
+    pub async fn app_token(&self) -> Result<AppToken, DingTalkError> {
+        let cache = &self.inner.token;
+        let seen = {
+            let state = cache.lock();
+            if let Some(token) = fresh(&state.token, Instant::now()) {
+                return Ok(token);
+            }
+            state.generation
+        };
+        let _flight = cache.refresh.lock().await;
+        {
+            let state = cache.lock();
+            if let Some(token) = fresh(&state.token, Instant::now()) {
+                return Ok(token);
+            }
+            if state.generation != seen {
+                if let Some(err) = &state.last_error {
+                    return Err(err.clone());
+                }
+            }
+        }
+        let result = self.fetch_app_token().await;
+        let mut state = cache.lock();
+        state.generation = state.generation.wrapping_add(1);
+        match &result {
+            Ok(token) => {
+                state.token = Some(token.clone());
+                state.last_error = None;
+            }
+            Err(err) => state.last_error = Some(err.clone()),
+        }
+        result
+    }
+
+    pub(super) async fn fetch_app_token(&self) -> Result<AppToken, DingTalkError> {
+        let settings = &self.inner.settings;
+        let body = json!({
+            "appKey": settings.client_id,
+            "appSecret": settings.client_secret,
+        });
+        let answer = self
+            .execute(&Call {
+                api: api::APP_TOKEN,
+                family: Family::New,
+                method: Method::POST,
+                url: join(&settings.endpoints.api, api::APP_TOKEN),
+                body: Some(&body),
+                user_token: None,
+            })
+            .await?;
+        let raw: RawAppToken = decode(api::APP_TOKEN, answer.status, answer.body)?;
+        // A missing or zero `expireIn` would make every call fetch a new token: DingTalk
+        // documents 7200 s for app tokens, so that is what such a token is kept for.
+        let expire_in = match raw.expire_in {
+            0 => {
+                tracing::debug!(
+                    "the app token came without expireIn; keeping it for DingTalk's documented 7200 s"
+                );
+                DOCUMENTED_APP_TOKEN_SECS
+            }
+            n => n,
+        };
+        tracing::debug!(expire_in, "fetched a DingTalk app token");
+        Ok(AppToken::new(raw.access_token, expire_in, Instant::now()))
+    }
+
+    /// Drops `stale` from the cache unless a newer token already replaced it.
+    pub(super) fn invalidate_app_token(&self, stale: &AppToken) {
+        let mut state = self.inner.token.lock();
+        if state.token.as_ref().is_some_and(|t| t.same_token(stale)) {
+            state.token = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_token_is_replaced_before_it_expires() {
+        let now = Instant::now();
+        let long = AppToken::new("a".into(), 7200, now);
+        assert_eq!(expires_at(&long), now + Duration::from_secs(6900));
+        let short = AppToken::new("a".into(), 10, now);
+        assert_eq!(expires_at(&short), now + Duration::from_secs(5));
+        assert!(fresh(&Some(AppToken::new("a".into(), 0, now)), now).is_none());
+    }
+}
