@@ -345,6 +345,9 @@ pub struct QrLogin<'a> {
     pub corp_id: Option<&'a str>,
     /// `dingtalk.exclusive_corp_id`: the exclusive-account (专属钉钉) organization to log in to.
     pub exclusive_corp_id: Option<&'a str>,
+    /// Origin of `dingtalk.login_url`: allowed as a frame source besides DingTalk's own (a
+    /// stand-in such as the mock's frames its own login page).
+    pub login_origin: &'a str,
 }
 
 /// Everything the sign-in page shows.
@@ -406,6 +409,9 @@ pub fn sign_in(p: &SignInPage<'_>) -> Response<GatewayBody> {
     if let Some((qr, script, callback)) = &qr {
         csp.script.push(script.csp_source());
         csp.frame.push(DINGTALK_LOGIN_ORIGIN.to_owned());
+        if qr.login_origin != DINGTALK_LOGIN_ORIGIN {
+            csp.frame.push(qr.login_origin.to_owned());
+        }
         // `ddlogin.js` may size its iframe through style attributes; they cannot run code.
         csp.style_attr = true;
         let mut login = json!({
@@ -1356,6 +1362,7 @@ mod tests {
             state: HOSTILE,
             corp_id: corp,
             exclusive_corp_id: None,
+            login_origin: DINGTALK_LOGIN_ORIGIN,
         }
     }
 

@@ -323,6 +323,46 @@ async fn inside_dingtalk_without_a_code_falls_back_to_the_qr_login() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_qr_code_signs_in_end_to_end() {
+    // The mock serves a DTFrameLogin stand-in: its frame is the mock's authorize page, and an
+    // approval there reaches the sign-in page as DTFrameLogin's result, like a scan.
+    let stack = common::stack(
+        "login_page: true\ndingtalk:\n  qr_script_url: \"http://{mock}/dingding/h5-dingtalk-login/0.21.0/ddlogin.js\"\n",
+    )
+    .await;
+    let browser = Browser::start(Options::default()).await;
+    let target = format!("{}/qr/target?z=1", stack.url());
+    browser.goto(&target).await;
+    let sign_in = format!("{}/_dinggate/sign_in?rd=", stack.url());
+    browser
+        .wait_for("the sign-in page with the QR frame", STEP, |url, source| {
+            url.starts_with(&sign_in) && source.contains("<iframe")
+        })
+        .await;
+    let frame = browser.find("#dg-qr-frame iframe").await;
+    browser.enter_frame(&frame).await;
+    let approve = browser
+        .find(r#"li a.btn[href$="mock_user=zhangsan"]"#)
+        .await;
+    browser.click(&approve).await;
+    browser.leave_frames().await;
+    browser
+        .wait_for("the upstream page as 张三", STEP, |url, source| {
+            url == target && source.contains("你好，张三")
+        })
+        .await;
+    assert_session_cookies(&browser).await;
+    browser.assert_no_csp_violation().await;
+    assert_eq!(
+        stack.mock.call_count("/v1.0/oauth2/userAccessToken"),
+        1,
+        "the frame's code went through the normal callback"
+    );
+    browser.quit().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sign_in_page_leads_to_dingtalk() {
     let stack = common::stack("login_page: true\nui:\n  app_name: \"示例应用 Demo\"\n").await;
     let browser = Browser::start(Options {
@@ -609,6 +649,8 @@ mod page_server {
                         scope: "openid corpid",
                         state: "qr-state",
                         corp_id: Some(&shared.corp_id),
+                        exclusive_corp_id: None,
+                        login_origin: "https://login.dingtalk.com",
                     }),
                     signed_in: None,
                     request_id: "0123456789abcdef",

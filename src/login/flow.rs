@@ -384,6 +384,7 @@ pub fn sign_in(
         "openid"
     };
     let start = start_url(app, &return_to);
+    let login_origin = app.config.dingtalk.login_url.origin().ascii_serialization();
     let mut resp = pages::sign_in(&pages::SignInPage {
         branding: branding(app),
         lang: pages::negotiate_lang(headers),
@@ -396,6 +397,7 @@ pub fn sign_in(
             state: &flow.state,
             corp_id: corp,
             exclusive_corp_id: app.config.dingtalk.exclusive_corp_id.as_deref(),
+            login_origin: &login_origin,
         }),
         signed_in: None,
         request_id,

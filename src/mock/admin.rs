@@ -12,6 +12,8 @@ use super::{pages, Fault, MockDingTalk, MockRequest, ADMIN_PREFIX};
 
 /// Any GET path ending like this serves the JSAPI stand-in, so the real CDN path shape works on the mock's base URL.
 pub(super) const JSAPI_SCRIPT_SUFFIX: &str = "/dingtalk.open.js";
+/// The embedded-QR script `ddlogin.js`, wherever its path puts it (the CDN's is versioned).
+pub(super) const QR_SCRIPT_SUFFIX: &str = "/ddlogin.js";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +249,18 @@ fn avatar(mock: &MockDingTalk, file: &str) -> Resp {
         ),
         None => fail(StatusCode::NOT_FOUND, "no such avatar"),
     }
+}
+
+/// The `ddlogin.js` stand-in (`window.DTFrameLogin`).
+pub(super) fn qr_script() -> Resp {
+    let mut resp = wire::raw(
+        StatusCode::OK,
+        "application/javascript; charset=utf-8",
+        pages::QR_SCRIPT.to_owned(),
+    );
+    resp.headers_mut()
+        .insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    resp
 }
 
 /// The JSAPI stand-in at `path`; its default user is the first active member of the corp. A

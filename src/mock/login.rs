@@ -14,6 +14,9 @@ const MOCK_USER: &str = "mock_user";
 const MOCK_REFUSE: &str = "mock_refuse";
 /// With `mock_user`: the organization the person picks (for people in several).
 const MOCK_CORP: &str = "mock_corp";
+/// The authorize page runs inside the `DTFrameLogin` stand-in's iframe: answers are messages to
+/// the embedding page instead of redirects.
+const MOCK_FRAME: &str = "mock_frame";
 
 /// An authorize request that passed validation.
 struct AuthorizeRequest {
@@ -96,19 +99,62 @@ pub(super) fn authorize(mock: &MockDingTalk, req: &MockRequest) -> Resp {
         Ok(request) => request,
         Err(message) => return error_page(StatusCode::BAD_REQUEST, &message),
     };
+    let framed = req.query(MOCK_FRAME).is_some();
     if req.query(MOCK_REFUSE).is_some() {
+        if framed {
+            return frame_answer(&request, serde_json::json!({"error": "用户取消了登录"}));
+        }
         return wire::redirect(&request.callback(&[("error", "access_denied")]));
     }
-    match req.query(MOCK_USER) {
-        Some(userid) => approve(
-            mock,
-            &request,
-            userid,
-            req.query_non_empty(MOCK_CORP),
-            req.query_non_empty("corpId"),
-        ),
-        None => account_picker(mock, &request, req),
+    let Some(userid) = req.query(MOCK_USER) else {
+        return account_picker(mock, &request, req);
+    };
+    let resp = approve(
+        mock,
+        &request,
+        userid,
+        req.query_non_empty(MOCK_CORP),
+        req.query_non_empty("corpId"),
+    );
+    if !framed || resp.status() != StatusCode::FOUND {
+        return resp;
     }
+    // In the frame: the redirect the approval made becomes DTFrameLogin's result.
+    let redirect = resp
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let code = Url::parse(&redirect)
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "authCode")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default();
+    frame_answer(
+        &request,
+        serde_json::json!({"redirectUrl": redirect, "authCode": code, "state": request.state}),
+    )
+}
+
+/// The frame's answer: `message` posted to the embedding page (the redirect URL's origin).
+fn frame_answer(request: &AuthorizeRequest, mut message: serde_json::Value) -> Resp {
+    message["source"] = "dinggate-mock-login".into();
+    let origin = request.redirect_uri.origin().ascii_serialization();
+    let nonce = wire::new_api_request_id();
+    let mut resp = wire::html(
+        StatusCode::OK,
+        pages::frame_result(&origin, &message, &nonce),
+    );
+    if let Ok(csp) =
+        http::HeaderValue::from_str(&format!("default-src 'none'; script-src 'nonce-{nonce}'"))
+    {
+        resp.headers_mut().insert("content-security-policy", csp);
+    }
+    resp
 }
 
 /// `url` without query or fragment.

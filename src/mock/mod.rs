@@ -253,6 +253,7 @@ impl MockDingTalk {
             }
             (&Method::POST, "/topapi/v2/user/getuserinfo") => oapi::get_user_info(self, req),
             (&Method::POST, "/topapi/v2/department/get") => oapi::department_get(self, req),
+            (&Method::GET, _) if path.ends_with(admin::QR_SCRIPT_SUFFIX) => admin::qr_script(),
             (&Method::GET, _) if path.ends_with(admin::JSAPI_SCRIPT_SUFFIX) => {
                 admin::jsapi_script(self, path)
             }

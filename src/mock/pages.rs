@@ -143,6 +143,52 @@ pub(super) fn avatar_svg(name: &str) -> String {
     )
 }
 
+/// Stand-in for `ddlogin.js`: `DTFrameLogin(frame, login, onSuccess, onError)` puts the mock's
+/// authorize page in an iframe (`mock_frame=1`), whose approval posts `{redirectUrl, authCode,
+/// state}` back to this page; DingTalk's frame does the same after a scan.
+pub(super) const QR_SCRIPT: &str = r#"/* dinggate mock DingTalk: stand-in for ddlogin.js (not the real script). */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  var base = script && script.src ? new URL(script.src, window.location.href).origin : "";
+  window.DTFrameLogin = function (frame, login, onSuccess, onError) {
+    var holder = document.getElementById(frame.id);
+    var query = new URLSearchParams();
+    Object.keys(login).forEach(function (k) {
+      // loginParams.redirect_uri arrives encoded, as DingTalk documents it.
+      query.set(k, k === "redirect_uri" ? decodeURIComponent(login[k]) : String(login[k]));
+    });
+    query.set("mock_frame", "1");
+    var iframe = document.createElement("iframe");
+    iframe.src = base + "/oauth2/auth?" + query.toString();
+    iframe.width = String(frame.width || 300);
+    iframe.height = String(frame.height || 300);
+    iframe.setAttribute("frameborder", "0");
+    holder.appendChild(iframe);
+    window.addEventListener("message", function (ev) {
+      if (ev.origin !== base || !ev.data || ev.data.source !== "dinggate-mock-login") return;
+      if (ev.data.error) { if (onError) onError(ev.data.error); return; }
+      if (onSuccess) onSuccess({ redirectUrl: ev.data.redirectUrl, authCode: ev.data.authCode, state: ev.data.state });
+    });
+  };
+})();
+"#;
+
+/// What the authorize page in a `DTFrameLogin` frame answers an approval with: a message to the
+/// page that embeds it (origin `target_origin`, the redirect URL's).
+pub(super) fn frame_result(
+    target_origin: &str,
+    message: &serde_json::Value,
+    nonce: &str,
+) -> String {
+    let inert = |v: String| v.replace('<', "\\u003c");
+    format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>钉钉登录</title><p>登录成功</p><script nonce=\"{nonce}\">parent.postMessage({}, {});</script>",
+        inert(message.to_string()),
+        inert(serde_json::Value::from(target_origin).to_string())
+    )
+}
+
 /// Stand-in for `dingtalk.open.js`: defines `window.dd` with `ready`, `error`, `env` (platform and
 /// client version read from the User-Agent with the SDK's own patterns, `lib/env.js`) and
 /// `runtime.permission.requestAuthCode` (V1); with `v2`, also `dd.requestAuthCode`, which — like

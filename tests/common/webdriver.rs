@@ -326,6 +326,22 @@ impl Browser {
             .await;
     }
 
+    /// Makes `frame` (an `<iframe>` element) the context of the following commands.
+    pub async fn enter_frame(&self, frame: &Element) {
+        self.session_command(
+            reqwest::Method::POST,
+            "/frame",
+            Some(json!({ "id": { ELEMENT_KEY: frame.id } })),
+        )
+        .await;
+    }
+
+    /// Back to the top-level document.
+    pub async fn leave_frames(&self) {
+        self.session_command(reqwest::Method::POST, "/frame", Some(json!({ "id": null })))
+            .await;
+    }
+
     /// The rendered text of `element`.
     pub async fn text(&self, element: &Element) -> String {
         let path = format!("/element/{}/text", element.id);
