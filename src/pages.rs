@@ -423,8 +423,14 @@ pub fn sign_in(p: &SignInPage<'_>) -> Response<GatewayBody> {
             "state": qr.state,
         });
         // In iframe mode a `corpid` scope needs the organization (dingtalk-api.md §2). `org_type`
-        // is not sent: its only documented value, `management`, would hide the organization
-        // from every member who does not administer it.
+        // is not sent. Evidence: DingTalk's documentation lists one value, `management`, which
+        // lists only organizations the person administers (§2 table) — it would hide ours from
+        // every ordinary member; the official type comments say iframe + `corpid` wants
+        // `org_type` and `corpId`, yet give no value that keeps members in; Logto's connector
+        // (npm @logto/connector-dingtalk-web 0.4.5, read 2026-11-30) sends neither, with scope
+        // `openid`. Not verified here: ddlogin.js as served (g.alicdn.com is not reachable from
+        // the build machine, and npm has no copy). If DingTalk ever refuses the frame without
+        // `org_type`, the button's full-page login (no frame) still works.
         if qr.scope.split_whitespace().any(|s| s == "corpid") {
             if let Some(corp) = qr.corp_id {
                 login["corpId"] = corp.into();
