@@ -1525,7 +1525,7 @@ mod tests {
 
     fn api_error(code: &str) -> Box<DingTalkError> {
         Box::new(DingTalkError::Api {
-            api: crate::dingtalk::api::USER_ACCESS_TOKEN,
+            api: crate::dingtalk::api::Api::UserAccessToken,
             status: 400,
             code: code.into(),
             message: "the code is invalid".into(),

@@ -1,28 +1,77 @@
-//! The DingTalk calls the gateway makes, by name: each name is also the call's path relative to
-//! its base URL, and is what [`super::DingTalkError`]'s `api` field carries.
+//! The DingTalk calls the gateway makes: one typed name per call, with its path (relative to its
+//! base URL), its wire family and the config key of that base URL.
 
-/// `POST {api}/v1.0/oauth2/userAccessToken`: scan-login code → user token.
-pub const USER_ACCESS_TOKEN: &str = "v1.0/oauth2/userAccessToken";
-/// `GET {api}/v1.0/contact/users/me`: the token owner's profile.
-pub const CURRENT_USER: &str = "v1.0/contact/users/me";
-/// `POST {api}/v1.0/oauth2/accessToken`: the app token.
-pub const APP_TOKEN: &str = "v1.0/oauth2/accessToken";
-/// `POST {oapi}/topapi/user/getbyunionid`: unionId → userid.
-pub const USER_ID_BY_UNION_ID: &str = "topapi/user/getbyunionid";
-/// `POST {oapi}/topapi/v2/user/get`: userid → details.
-pub const USER_DETAIL: &str = "topapi/v2/user/get";
-/// `POST {oapi}/topapi/v2/department/listparentbyuser`: userid → department chains.
-pub const DEPARTMENT_CHAINS: &str = "topapi/v2/department/listparentbyuser";
-/// `POST {oapi}/topapi/v2/user/getuserinfo`: in-client (免登) code → user.
-pub const IN_APP_USER: &str = "topapi/v2/user/getuserinfo";
-/// `POST {oapi}/topapi/v2/department/get`: department id → name (and more).
-pub const DEPARTMENT: &str = "topapi/v2/department/get";
+use std::fmt;
 
-/// The config key holding the base URL of `api` (for operator hints).
-pub fn url_key(api: &str) -> &'static str {
-    if api.starts_with("topapi/") {
-        "dingtalk.oapi_url"
-    } else {
-        "dingtalk.api_url"
+/// The wire conventions of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `api.dingtalk.com`: HTTP status + `{code, message, requestid}`.
+    New,
+    /// `oapi.dingtalk.com`: HTTP 200 + `errcode`.
+    Legacy,
+}
+
+/// One DingTalk call; [`super::DingTalkError`] names the call that failed with it, and its
+/// `Display` is the call's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `POST {api}/v1.0/oauth2/userAccessToken`: scan-login code → user token.
+    UserAccessToken,
+    /// `GET {api}/v1.0/contact/users/me`: the token owner's profile.
+    CurrentUser,
+    /// `POST {api}/v1.0/oauth2/accessToken`: the app token.
+    AppToken,
+    /// `POST {oapi}/topapi/user/getbyunionid`: unionId → userid.
+    UserIdByUnionId,
+    /// `POST {oapi}/topapi/v2/user/get`: userid → details.
+    UserDetail,
+    /// `POST {oapi}/topapi/v2/department/listparentbyuser`: userid → department chains.
+    DepartmentChains,
+    /// `POST {oapi}/topapi/v2/user/getuserinfo`: in-client (免登) code → user.
+    InAppUser,
+    /// `POST {oapi}/topapi/v2/department/get`: department id → name (and more).
+    Department,
+}
+
+impl Api {
+    /// The call's path relative to its base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::UserAccessToken => "v1.0/oauth2/userAccessToken",
+            Api::CurrentUser => "v1.0/contact/users/me",
+            Api::AppToken => "v1.0/oauth2/accessToken",
+            Api::UserIdByUnionId => "topapi/user/getbyunionid",
+            Api::UserDetail => "topapi/v2/user/get",
+            Api::DepartmentChains => "topapi/v2/department/listparentbyuser",
+            Api::InAppUser => "topapi/v2/user/getuserinfo",
+            Api::Department => "topapi/v2/department/get",
+        }
+    }
+
+    /// Which wire conventions the call follows.
+    pub fn family(self) -> Family {
+        match self {
+            Api::UserAccessToken | Api::CurrentUser | Api::AppToken => Family::New,
+            Api::UserIdByUnionId
+            | Api::UserDetail
+            | Api::DepartmentChains
+            | Api::InAppUser
+            | Api::Department => Family::Legacy,
+        }
+    }
+
+    /// The config key holding the call's base URL (for operator hints).
+    pub fn url_key(self) -> &'static str {
+        match self.family() {
+            Family::New => "dingtalk.api_url",
+            Family::Legacy => "dingtalk.oapi_url",
+        }
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.path())
     }
 }

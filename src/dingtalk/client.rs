@@ -9,10 +9,10 @@ use reqwest::Method;
 use serde_json::json;
 use url::Url;
 
-use super::api;
+use super::api::Api;
 use super::error::{code, effective_legacy_code, DingTalkError};
 use super::token::TokenCache;
-use super::transport::{decode, result, Call, Family};
+use super::transport::{decode, result, Call};
 use super::types::{
     ContactUser, InAppUser, RawDepartment, RawParentList, RawUnionIdLookup, RawUserToken,
     UserDetail, UserToken,
@@ -204,15 +204,14 @@ impl DingTalkClient {
         });
         let answer = self
             .execute(&Call {
-                api: api::USER_ACCESS_TOKEN,
-                family: Family::New,
+                api: Api::UserAccessToken,
                 method: Method::POST,
-                url: join(&settings.endpoints.api, api::USER_ACCESS_TOKEN),
+                url: join(&settings.endpoints.api, Api::UserAccessToken.path()),
                 body: Some(&body),
                 user_token: None,
             })
             .await?;
-        let raw: RawUserToken = decode(api::USER_ACCESS_TOKEN, answer.status, answer.body)?;
+        let raw: RawUserToken = decode(Api::UserAccessToken, answer.status, answer.body)?;
         Ok(UserToken::new(raw.access_token, raw.corp_id, raw.expire_in))
     }
 
@@ -220,15 +219,14 @@ impl DingTalkClient {
     pub async fn current_user(&self, token: &UserToken) -> Result<ContactUser, DingTalkError> {
         let answer = self
             .execute(&Call {
-                api: api::CURRENT_USER,
-                family: Family::New,
+                api: Api::CurrentUser,
                 method: Method::GET,
-                url: join(&self.inner.settings.endpoints.api, api::CURRENT_USER),
+                url: join(&self.inner.settings.endpoints.api, Api::CurrentUser.path()),
                 body: None,
                 user_token: Some(token.secret()),
             })
             .await?;
-        decode(api::CURRENT_USER, answer.status, answer.body)
+        decode(Api::CurrentUser, answer.status, answer.body)
     }
 
     /// The enterprise userid for a unionId; `Ok(None)` when the person is not an employee of the
@@ -238,7 +236,7 @@ impl DingTalkClient {
         union_id: &str,
     ) -> Result<Option<String>, DingTalkError> {
         let body = json!({ "unionid": union_id });
-        let answer = match self.oapi(api::USER_ID_BY_UNION_ID, &body).await {
+        let answer = match self.oapi(Api::UserIdByUnionId, &body).await {
             Ok(answer) => answer,
             // 60121: no such employee; 50002: outside the app's visible range (可使用范围).
             // Either way this person is not a member the app may see: "not in the organization",
@@ -246,7 +244,7 @@ impl DingTalkClient {
             Err(err) if err.is_not_member() => return Ok(None),
             Err(err) => return Err(err),
         };
-        let found: RawUnionIdLookup = result(api::USER_ID_BY_UNION_ID, answer)?;
+        let found: RawUnionIdLookup = result(Api::UserIdByUnionId, answer)?;
         if found.contact_type != 0 {
             tracing::debug!(
                 contact_type = found.contact_type,
@@ -260,16 +258,16 @@ impl DingTalkClient {
     /// Details of an organization member (errcode 60121 when there is no such user).
     pub async fn user_detail(&self, userid: &str) -> Result<UserDetail, DingTalkError> {
         let body = json!({ "userid": userid, "language": "zh_CN" });
-        let answer = self.oapi(api::USER_DETAIL, &body).await?;
-        result(api::USER_DETAIL, answer)
+        let answer = self.oapi(Api::UserDetail, &body).await?;
+        result(Api::UserDetail, answer)
     }
 
     /// Every ancestor chain of the user's departments, each from the user's own department up
     /// to the root (`1`).
     pub async fn department_chains(&self, userid: &str) -> Result<Vec<Vec<u64>>, DingTalkError> {
         let body = json!({ "userid": userid });
-        let answer = self.oapi(api::DEPARTMENT_CHAINS, &body).await?;
-        let list: RawParentList = result(api::DEPARTMENT_CHAINS, answer)?;
+        let answer = self.oapi(Api::DepartmentChains, &body).await?;
+        let list: RawParentList = result(Api::DepartmentChains, answer)?;
         Ok(list
             .parent_list
             .into_iter()
@@ -280,7 +278,7 @@ impl DingTalkClient {
     /// The name of a department; `Ok(None)` when there is no such department (errcode 60003).
     pub async fn department_name(&self, dept_id: u64) -> Result<Option<String>, DingTalkError> {
         let body = json!({ "dept_id": dept_id, "language": "zh_CN" });
-        let answer = match self.oapi(api::DEPARTMENT, &body).await {
+        let answer = match self.oapi(Api::Department, &body).await {
             Ok(answer) => answer,
             Err(DingTalkError::Legacy {
                 errcode, sub_code, ..
@@ -291,7 +289,7 @@ impl DingTalkClient {
             }
             Err(err) => return Err(err),
         };
-        let dept: RawDepartment = result(api::DEPARTMENT, answer)?;
+        let dept: RawDepartment = result(Api::Department, answer)?;
         Ok(Some(dept.name))
     }
 
@@ -299,8 +297,8 @@ impl DingTalkClient {
     /// an invalid, used or expired code is errcode 40078 ([`DingTalkError::is_bad_code`]).
     pub async fn inapp_user(&self, jsapi_code: &str) -> Result<InAppUser, DingTalkError> {
         let body = json!({ "code": jsapi_code });
-        let answer = self.oapi(api::IN_APP_USER, &body).await?;
-        result(api::IN_APP_USER, answer)
+        let answer = self.oapi(Api::InAppUser, &body).await?;
+        result(Api::InAppUser, answer)
     }
 }
 
@@ -412,7 +410,7 @@ mod tests {
             }
         }
 
-        fn on(&self, api: &str, replies: Vec<Canned>) {
+        fn on(&self, api: Api, replies: Vec<Canned>) {
             self.state
                 .replies
                 .lock()
@@ -420,12 +418,12 @@ mod tests {
                 .insert(format!("/{api}"), replies.into());
         }
 
-        fn requests(&self, api: &str) -> Vec<Recorded> {
+        fn requests(&self, api: Api) -> Vec<Recorded> {
             let log = self.state.log.lock().unwrap();
             log.get(&format!("/{api}")).cloned().unwrap_or_default()
         }
 
-        fn calls(&self, api: &str) -> usize {
+        fn calls(&self, api: Api) -> usize {
             self.requests(api).len()
         }
 
@@ -556,20 +554,20 @@ mod tests {
     async fn exchanges_code_and_reads_profile() {
         let mock = Mock::start().await;
         mock.on(
-            api::USER_ACCESS_TOKEN,
+            Api::UserAccessToken,
             vec![ok(json!({
                 "accessToken": "user-token-1", "refreshToken": "refresh-1",
                 "expireIn": 7200, "corpId": "dingcorp"
             }))],
         );
-        mock.on(api::CURRENT_USER, vec![ok(profile())]);
+        mock.on(Api::CurrentUser, vec![ok(profile())]);
         let client = mock.client();
 
         let token = client.exchange_code("the-auth-code").await.unwrap();
         assert_eq!(token.corp_id.as_deref(), Some("dingcorp"));
         assert_eq!(token.expire_in, 7200);
         assert!(!format!("{token:?}").contains("user-token-1"));
-        let sent = &mock.requests(api::USER_ACCESS_TOKEN)[0].body;
+        let sent = &mock.requests(Api::UserAccessToken)[0].body;
         assert_eq!(
             sent,
             &json!({
@@ -588,7 +586,7 @@ mod tests {
         );
         assert_eq!(user.email.as_deref(), Some("zhangsan@example.com"));
         assert_eq!(user.mobile, None);
-        let me = &mock.requests(api::CURRENT_USER)[0];
+        let me = &mock.requests(Api::CurrentUser)[0];
         assert_eq!(me.token_header.as_deref(), Some("user-token-1"));
         assert_eq!(me.query, None);
     }
@@ -596,7 +594,7 @@ mod tests {
     #[tokio::test]
     async fn profile_without_union_id_is_a_decode_error() {
         let mock = Mock::start().await;
-        mock.on(api::CURRENT_USER, vec![ok(json!({ "nick": "张三" }))]);
+        mock.on(Api::CurrentUser, vec![ok(json!({ "nick": "张三" }))]);
         let err = mock
             .client()
             .current_user(&UserToken::new("t", None, 7200))
@@ -608,7 +606,7 @@ mod tests {
                 status,
                 detail,
             } => {
-                assert_eq!(*which, api::CURRENT_USER);
+                assert_eq!(*which, Api::CurrentUser);
                 assert_eq!(*status, 200);
                 assert!(detail.contains("unionId"), "{detail}");
             }
@@ -620,7 +618,7 @@ mod tests {
     async fn token_response_of_the_wrong_shape_does_not_leak_its_values() {
         let mock = Mock::start().await;
         mock.on(
-            api::USER_ACCESS_TOKEN,
+            Api::UserAccessToken,
             vec![ok(
                 json!({ "accessToken": ["leaky-token"], "expireIn": 7200 }),
             )],
@@ -634,7 +632,7 @@ mod tests {
     async fn new_api_errors_keep_code_message_and_request_id() {
         let mock = Mock::start().await;
         mock.on(
-            api::CURRENT_USER,
+            Api::CurrentUser,
             vec![reply(
                 400,
                 json!({ "code": "InvalidAuthentication", "message": "不合法的access_token", "requestid": "REQ-1" }),
@@ -677,7 +675,7 @@ mod tests {
     async fn exchange_errors_tell_config_problems_from_bad_codes() {
         let mock = Mock::start().await;
         mock.on(
-            api::USER_ACCESS_TOKEN,
+            Api::UserAccessToken,
             vec![
                 reply(
                     400,
@@ -713,7 +711,7 @@ mod tests {
     async fn permission_error_names_the_missing_scope() {
         let mock = Mock::start().await;
         mock.on(
-            api::CURRENT_USER,
+            Api::CurrentUser,
             vec![reply(
                 403,
                 json!({
@@ -734,14 +732,14 @@ mod tests {
         assert!(err
             .operator_hint()
             .contains("grant the permission Contact.User.Read"));
-        assert_eq!(mock.calls(api::CURRENT_USER), 1);
+        assert_eq!(mock.calls(Api::CurrentUser), 1);
     }
 
     #[tokio::test]
     async fn legacy_auth_error_is_parsed_from_sub_code_and_retried_once() {
         let mock = Mock::start().await;
-        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
-        mock.on(api::USER_DETAIL, vec![token_rejected()]);
+        mock.on(Api::AppToken, vec![app_token_reply("app-token-1")]);
+        mock.on(Api::UserDetail, vec![token_rejected()]);
         let err = mock.client().user_detail("zhangsan").await.unwrap_err();
         match &err {
             DingTalkError::Legacy {
@@ -751,7 +749,7 @@ mod tests {
                 message,
                 request_id,
             } => {
-                assert_eq!(*which, api::USER_DETAIL);
+                assert_eq!(*which, Api::UserDetail);
                 assert_eq!(*errcode, 88);
                 assert_eq!(sub_code.as_deref(), Some("40014"));
                 assert_eq!(message, "不合法的access_token");
@@ -760,8 +758,8 @@ mod tests {
             other => panic!("expected Legacy, got {other:?}"),
         }
         // One refetch and one retry, not a loop.
-        assert_eq!(mock.calls(api::APP_TOKEN), 2);
-        assert_eq!(mock.calls(api::USER_DETAIL), 2);
+        assert_eq!(mock.calls(Api::AppToken), 2);
+        assert_eq!(mock.calls(Api::UserDetail), 2);
         assert!(!format!("{err} {err:?}").contains("app-token-1"));
     }
 
@@ -769,14 +767,14 @@ mod tests {
     async fn rejected_app_token_is_refetched_and_the_call_retried() {
         let mock = Mock::start().await;
         mock.on(
-            api::APP_TOKEN,
+            Api::AppToken,
             vec![
                 app_token_reply("app-token-1"),
                 app_token_reply("app-token-2"),
             ],
         );
         mock.on(
-            api::USER_ID_BY_UNION_ID,
+            Api::UserIdByUnionId,
             vec![
                 token_rejected(),
                 legacy_ok(json!({ "contact_type": 0, "userid": "zhangsan" })),
@@ -787,17 +785,17 @@ mod tests {
             client.user_id_by_union_id("union-zhangsan").await.unwrap(),
             Some("zhangsan".to_owned())
         );
-        let sent = mock.requests(api::USER_ID_BY_UNION_ID);
+        let sent = mock.requests(Api::UserIdByUnionId);
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[0].query.as_deref(), Some("access_token=app-token-1"));
         assert_eq!(sent[1].query.as_deref(), Some("access_token=app-token-2"));
         assert_eq!(sent[1].body, json!({ "unionid": "union-zhangsan" }));
-        assert_eq!(mock.calls(api::APP_TOKEN), 2);
+        assert_eq!(mock.calls(Api::AppToken), 2);
 
         client.user_id_by_union_id("union-zhangsan").await.unwrap();
-        assert_eq!(mock.calls(api::APP_TOKEN), 2, "the new token is cached");
+        assert_eq!(mock.calls(Api::AppToken), 2, "the new token is cached");
         assert_eq!(
-            mock.requests(api::USER_ID_BY_UNION_ID)[2].query.as_deref(),
+            mock.requests(Api::UserIdByUnionId)[2].query.as_deref(),
             Some("access_token=app-token-2")
         );
     }
@@ -805,9 +803,9 @@ mod tests {
     #[tokio::test]
     async fn html_body_is_throttled_without_retry() {
         let mock = Mock::start().await;
-        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(Api::AppToken, vec![app_token_reply("app-token-1")]);
         mock.on(
-            api::USER_DETAIL,
+            Api::UserDetail,
             vec![Canned {
                 status: 200,
                 body: "<html><body>访问被拒绝</body></html>".to_owned(),
@@ -818,14 +816,14 @@ mod tests {
         let err = mock.client().user_detail("zhangsan").await.unwrap_err();
         assert!(matches!(err, DingTalkError::Throttled { .. }), "{err:?}");
         assert!(err.to_string().contains("text/html"));
-        assert_eq!(mock.calls(api::USER_DETAIL), 1);
+        assert_eq!(mock.calls(Api::UserDetail), 1);
     }
 
     #[tokio::test]
     async fn ip_ban_is_throttled_without_retry() {
         let mock = Mock::start().await;
         mock.on(
-            api::CURRENT_USER,
+            Api::CurrentUser,
             vec![reply(
                 403,
                 json!({ "status": 1111, "wait": 5, "source": "x5", "punish": "deny", "uuid": "u-1" }),
@@ -840,15 +838,15 @@ mod tests {
             matches!(&err, DingTalkError::Throttled { detail, .. } if detail.contains("punish: deny")),
             "{err:?}"
         );
-        assert_eq!(mock.calls(api::CURRENT_USER), 1);
+        assert_eq!(mock.calls(Api::CurrentUser), 1);
     }
 
     #[tokio::test]
     async fn rate_limits_are_retried_then_succeed() {
         let mock = Mock::start().await;
-        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(Api::AppToken, vec![app_token_reply("app-token-1")]);
         mock.on(
-            api::USER_ID_BY_UNION_ID,
+            Api::UserIdByUnionId,
             vec![
                 qps_limited(),
                 ok(json!({ "errcode": "90018", "errmsg": "limited" })),
@@ -856,7 +854,7 @@ mod tests {
             ],
         );
         mock.on(
-            api::CURRENT_USER,
+            Api::CurrentUser,
             vec![
                 reply(403, json!({ "code": "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "message": "qps" })),
                 ok(profile()),
@@ -867,22 +865,22 @@ mod tests {
             client.user_id_by_union_id("u").await.unwrap(),
             Some("lisi".to_owned())
         );
-        assert_eq!(mock.calls(api::USER_ID_BY_UNION_ID), 3);
+        assert_eq!(mock.calls(Api::UserIdByUnionId), 3);
         let user = client
             .current_user(&UserToken::new("t", None, 1))
             .await
             .unwrap();
         assert_eq!(user.nick, "张三");
-        assert_eq!(mock.calls(api::CURRENT_USER), 2);
+        assert_eq!(mock.calls(Api::CurrentUser), 2);
     }
 
     #[tokio::test]
     async fn exhausted_rate_limit_retries_are_throttled() {
         let mock = Mock::start().await;
-        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
-        mock.on(api::DEPARTMENT_CHAINS, vec![qps_limited()]);
+        mock.on(Api::AppToken, vec![app_token_reply("app-token-1")]);
+        mock.on(Api::DepartmentChains, vec![qps_limited()]);
         mock.on(
-            api::USER_ACCESS_TOKEN,
+            Api::UserAccessToken,
             vec![reply(
                 403,
                 json!({ "code": "Forbidden.AccessDenied.QpsLimitForApi", "message": "qps" }),
@@ -894,24 +892,24 @@ mod tests {
             matches!(&err, DingTalkError::RateLimited { detail, .. } if detail.contains("90018")),
             "{err:?}"
         );
-        assert_eq!(mock.calls(api::DEPARTMENT_CHAINS), 3);
+        assert_eq!(mock.calls(Api::DepartmentChains), 3);
 
         let err = client.exchange_code("code-1").await.unwrap_err();
         assert!(matches!(err, DingTalkError::RateLimited { .. }), "{err:?}");
         assert!(!err.is_bad_code());
-        assert_eq!(mock.calls(api::USER_ACCESS_TOKEN), 3);
+        assert_eq!(mock.calls(Api::UserAccessToken), 3);
     }
 
     #[tokio::test]
     async fn hanging_server_times_out_quickly_and_codes_are_not_resent() {
         let mock = Mock::start().await;
         mock.on(
-            api::USER_ACCESS_TOKEN,
+            Api::UserAccessToken,
             vec![delayed(ok(json!({})), Duration::from_secs(30))],
         );
-        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(Api::AppToken, vec![app_token_reply("app-token-1")]);
         mock.on(
-            api::IN_APP_USER,
+            Api::InAppUser,
             vec![delayed(ok(json!({})), Duration::from_secs(30))],
         );
         let client = DingTalkClient::new(mock.settings(Duration::from_millis(200)), http_client());
@@ -925,17 +923,17 @@ mod tests {
             "{elapsed:?}"
         );
         assert!(err.operator_hint().contains("dingtalk.timeout"));
-        assert_eq!(mock.calls(api::USER_ACCESS_TOKEN), 1);
+        assert_eq!(mock.calls(Api::UserAccessToken), 1);
 
         let err = client.inapp_user("jsapi-code").await.unwrap_err();
         assert!(err.is_timeout(), "{err:?}");
-        assert_eq!(mock.calls(api::IN_APP_USER), 1);
+        assert_eq!(mock.calls(Api::InAppUser), 1);
     }
 
     #[tokio::test]
     async fn unreachable_host_is_a_transport_error_without_the_token() {
         let mock = Mock::start().await;
-        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(Api::AppToken, vec![app_token_reply("app-token-1")]);
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
@@ -959,15 +957,15 @@ mod tests {
     #[tokio::test]
     async fn app_token_is_cached() {
         let mock = Mock::start().await;
-        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(Api::AppToken, vec![app_token_reply("app-token-1")]);
         let client = mock.client();
         let first = client.app_token().await.unwrap();
         let second = client.app_token().await.unwrap();
         assert!(first.same_token(&second));
         assert_eq!(first.expire_in, 7200);
-        assert_eq!(mock.calls(api::APP_TOKEN), 1);
+        assert_eq!(mock.calls(Api::AppToken), 1);
         assert_eq!(
-            mock.requests(api::APP_TOKEN)[0].body,
+            mock.requests(Api::AppToken)[0].body,
             json!({ "appKey": "ding-client-id", "appSecret": SECRET })
         );
     }
@@ -976,7 +974,7 @@ mod tests {
     async fn concurrent_app_token_callers_share_one_fetch() {
         let mock = Mock::start().await;
         mock.on(
-            api::APP_TOKEN,
+            Api::AppToken,
             vec![delayed(
                 app_token_reply("app-token-1"),
                 Duration::from_millis(100),
@@ -992,14 +990,14 @@ mod tests {
         for result in futures_util::future::join_all(tasks).await {
             assert_eq!(result.unwrap().unwrap().secret(), "app-token-1");
         }
-        assert_eq!(mock.calls(api::APP_TOKEN), 1);
+        assert_eq!(mock.calls(Api::AppToken), 1);
     }
 
     #[tokio::test]
     async fn callers_queued_behind_a_failed_fetch_share_its_error() {
         let mock = Mock::start().await;
         mock.on(
-            api::APP_TOKEN,
+            Api::AppToken,
             vec![
                 delayed(
                     reply(
@@ -1024,18 +1022,18 @@ mod tests {
                 matches!(&err, DingTalkError::Api { code, .. } if code == "invalidClientIdOrSecret")
             );
         }
-        assert_eq!(mock.calls(api::APP_TOKEN), 1);
+        assert_eq!(mock.calls(Api::AppToken), 1);
         // A caller arriving after the failure tries again.
         assert_eq!(client.app_token().await.unwrap().secret(), "app-token-1");
-        assert_eq!(mock.calls(api::APP_TOKEN), 2);
+        assert_eq!(mock.calls(Api::AppToken), 2);
     }
 
     #[tokio::test]
     async fn enterprise_lookups_parse() {
         let mock = Mock::start().await;
-        mock.on(api::APP_TOKEN, vec![app_token_reply("app-token-1")]);
+        mock.on(Api::AppToken, vec![app_token_reply("app-token-1")]);
         mock.on(
-            api::USER_DETAIL,
+            Api::UserDetail,
             vec![legacy_ok(json!({
                 "userid": "zhangsan", "unionid": "union-zhangsan", "name": "张三", "title": "工程师",
                 "dept_id_list": [2, "3"], "admin": false, "boss": false, "active": true,
@@ -1045,13 +1043,13 @@ mod tests {
             }))],
         );
         mock.on(
-            api::DEPARTMENT_CHAINS,
+            Api::DepartmentChains,
             vec![legacy_ok(json!({
                 "parent_list": [{ "parent_dept_id_list": [3, 2, 1] }, { "parent_dept_id_list": [5, 1] }]
             }))],
         );
         mock.on(
-            api::IN_APP_USER,
+            Api::InAppUser,
             vec![
                 legacy_ok(json!({
                     "userid": "zhangsan", "unionid": "union-zhangsan", "name": "张三",
@@ -1061,14 +1059,14 @@ mod tests {
             ],
         );
         mock.on(
-            api::USER_ID_BY_UNION_ID,
+            Api::UserIdByUnionId,
             vec![
                 ok(json!({ "errcode": 60121, "errmsg": "找不到该用户", "request_id": "r" })),
                 legacy_ok(json!({ "contact_type": 1, "userid": "external-1" })),
             ],
         );
         mock.on(
-            api::DEPARTMENT,
+            Api::Department,
             vec![
                 legacy_ok(json!({ "dept_id": 300, "name": "财务部", "parent_id": 1 })),
                 ok(json!({ "errcode": 60003, "errmsg": "部门不存在", "request_id": "r" })),
@@ -1084,7 +1082,7 @@ mod tests {
         assert!(detail.active && !detail.admin);
         assert_eq!(detail.role_list[0].name, "主管理员");
         assert_eq!(
-            mock.requests(api::USER_DETAIL)[0].body,
+            mock.requests(Api::UserDetail)[0].body,
             json!({ "userid": "zhangsan", "language": "zh_CN" })
         );
 
@@ -1094,7 +1092,7 @@ mod tests {
         let name = client.department_name(300).await.unwrap();
         assert_eq!(name.as_deref(), Some("财务部"));
         assert_eq!(
-            mock.requests(api::DEPARTMENT)[0].body,
+            mock.requests(Api::Department)[0].body,
             json!({ "dept_id": 300, "language": "zh_CN" })
         );
         assert_eq!(client.department_name(999).await.unwrap(), None);
@@ -1111,7 +1109,7 @@ mod tests {
         assert!(user.sys);
         assert_eq!(user.sys_level, 1);
         assert_eq!(
-            mock.requests(api::IN_APP_USER)[0].body,
+            mock.requests(Api::InAppUser)[0].body,
             json!({ "code": "jsapi-code-1" })
         );
         let err = client.inapp_user("jsapi-code-2").await.unwrap_err();
@@ -1120,7 +1118,7 @@ mod tests {
 
         assert_eq!(client.user_id_by_union_id("nobody").await.unwrap(), None);
         assert_eq!(client.user_id_by_union_id("external").await.unwrap(), None);
-        assert_eq!(mock.calls(api::APP_TOKEN), 1);
+        assert_eq!(mock.calls(Api::AppToken), 1);
     }
 
     #[test]

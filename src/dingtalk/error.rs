@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::api::{self, url_key};
+use super::api::Api;
 
 /// Why a DingTalk call failed. Every variant names the call (`api`, one of [`api`]'s constants).
 ///
@@ -13,12 +13,12 @@ use super::api::{self, url_key};
 pub enum DingTalkError {
     /// No complete response within `dingtalk.timeout`.
     #[error("DingTalk {api}: no response within the configured timeout")]
-    Timeout { api: &'static str },
+    Timeout { api: Api },
 
     /// Connection, TLS or protocol failure before a response arrived.
     #[error("DingTalk {api}: request failed")]
     Transport {
-        api: &'static str,
+        api: Api,
         #[source]
         source: Arc<reqwest::Error>,
     },
@@ -29,7 +29,7 @@ pub enum DingTalkError {
         show(.request_id)
     )]
     Api {
-        api: &'static str,
+        api: Api,
         status: u16,
         code: String,
         message: String,
@@ -45,7 +45,7 @@ pub enum DingTalkError {
         show(.request_id)
     )]
     Legacy {
-        api: &'static str,
+        api: Api,
         errcode: i64,
         sub_code: Option<String>,
         message: String,
@@ -54,16 +54,16 @@ pub enum DingTalkError {
 
     /// Still rate limited (QPS/QPM codes) after all retries: a few seconds later it usually works.
     #[error("DingTalk {api}: rate limited: {detail}")]
-    RateLimited { api: &'static str, detail: String },
+    RateLimited { api: Api, detail: String },
 
     /// IP-banned (`punish: deny`), or a non-JSON body (a ban page, a proxy, an outage).
     #[error("DingTalk {api}: throttled or blocked: {detail}")]
-    Throttled { api: &'static str, detail: String },
+    Throttled { api: Api, detail: String },
 
     /// JSON of the wrong shape (missing or mistyped fields). `detail` never quotes field values.
     #[error("DingTalk {api}: unexpected response (HTTP {status}): {detail}")]
     Decode {
-        api: &'static str,
+        api: Api,
         status: u16,
         detail: String,
     },
@@ -149,7 +149,7 @@ pub(super) fn effective_legacy_code(errcode: i64, sub_code: Option<&str>) -> i64
 
 impl DingTalkError {
     /// The call that failed.
-    pub fn api(&self) -> &'static str {
+    pub fn api(&self) -> Api {
         match self {
             Self::Timeout { api }
             | Self::Transport { api, .. }
@@ -157,7 +157,7 @@ impl DingTalkError {
             | Self::Legacy { api, .. }
             | Self::RateLimited { api, .. }
             | Self::Throttled { api, .. }
-            | Self::Decode { api, .. } => api,
+            | Self::Decode { api, .. } => *api,
         }
     }
 
@@ -186,7 +186,7 @@ impl DingTalkError {
             Self::Api {
                 api, status, code, ..
             } => {
-                *api == api::USER_ACCESS_TOKEN
+                *api == Api::UserAccessToken
                     && (400..500).contains(status)
                     && !is_config_code(code)
                     && !is_rate_limit_code(code)
@@ -242,7 +242,7 @@ impl DingTalkError {
 
     /// One actionable sentence for the operator log: what to check or change, and where.
     pub fn operator_hint(&self) -> String {
-        let url_key = url_key(self.api());
+        let url_key = self.api().url_key();
         match self {
             Self::Timeout { .. } => format!(
                 "DingTalk did not answer in time: check egress from the gateway to the host in {url_key} \
@@ -275,7 +275,7 @@ impl DingTalkError {
                 if code == "Forbidden.AccessDenied.IpNotInWhiteList" {
                     return ip_hint(message);
                 }
-                api_hint(api, *status, code, required_scopes, url_key)
+                api_hint(*api, *status, code, required_scopes, url_key)
             }
             Self::Legacy {
                 api,
@@ -285,7 +285,7 @@ impl DingTalkError {
                 ..
             } => match effective_legacy_code(*errcode, sub_code.as_deref()) {
                 code::IP_NOT_ALLOWED => ip_hint(message),
-                code => legacy_hint(api, code),
+                code => legacy_hint(*api, code),
             },
         }
     }
@@ -315,7 +315,7 @@ const CREDENTIALS: &str =
     "check dingtalk.client_id / client_secret (the app's Client ID and Client Secret \
      in the DingTalk developer console)";
 
-fn api_hint(api: &str, status: u16, code: &str, scopes: &[String], url_key: &str) -> String {
+fn api_hint(api: Api, status: u16, code: &str, scopes: &[String], url_key: &str) -> String {
     if code == "Forbidden.AccessDenied.AccessTokenPermissionDenied" {
         return if scopes.is_empty() {
             format!("grant the permission required by {api} to the app in the developer console (权限管理)")
@@ -342,7 +342,7 @@ fn api_hint(api: &str, status: u16, code: &str, scopes: &[String], url_key: &str
         return CREDENTIALS.to_owned();
     }
     if code == "InvalidAuthentication" {
-        return if api == api::CURRENT_USER {
+        return if api == Api::CurrentUser {
             format!("DingTalk rejected the user's token; the user must log in again. If every login fails, {CREDENTIALS}")
         } else {
             format!("DingTalk rejected the access token; {CREDENTIALS}")
@@ -354,7 +354,7 @@ fn api_hint(api: &str, status: u16, code: &str, scopes: &[String], url_key: &str
     if code.starts_with("AuthenticationFailed.") {
         return format!("the request was missing its credentials; check that {url_key} points at the DingTalk API host");
     }
-    if api == api::USER_ACCESS_TOKEN && (400..500).contains(&status) {
+    if api == Api::UserAccessToken && (400..500).contains(&status) {
         return format!(
             "DingTalk refused the login code (used, expired, or issued for another app): the user must log in \
              again. If every login fails, check that the gateway's callback URL is registered as a redirect URL \
@@ -367,7 +367,7 @@ fn api_hint(api: &str, status: u16, code: &str, scopes: &[String], url_key: &str
     format!("DingTalk refused {api} with code {code}; see the DingTalk error-code documentation")
 }
 
-fn legacy_hint(api: &str, errcode: i64) -> String {
+fn legacy_hint(api: Api, errcode: i64) -> String {
     match errcode {
         code::INVALID_TOKEN | code::TOKEN_EXPIRED | code::INVALID_CREDENTIAL => format!("DingTalk rejected the app token even after a refetch; {CREDENTIALS}"),
         code::BAD_APP_CREDENTIALS | code::BAD_CORP_CREDENTIALS => CREDENTIALS.to_owned(),
@@ -396,10 +396,10 @@ fn legacy_hint(api: &str, errcode: i64) -> String {
     }
 }
 
-fn legacy_permission(api: &str) -> &'static str {
+fn legacy_permission(api: Api) -> &'static str {
     match api {
-        api::DEPARTMENT_CHAINS => "通讯录部门信息读权限 (qyapi_get_department_list)",
-        api::IN_APP_USER => "企业员工身份 (qyapi_base)",
+        Api::DepartmentChains => "通讯录部门信息读权限 (qyapi_get_department_list)",
+        Api::InAppUser => "企业员工身份 (qyapi_base)",
         _ => "成员信息读权限 (qyapi_get_member)",
     }
 }
@@ -423,7 +423,7 @@ mod tests {
 
     fn legacy(errcode: i64, sub_code: Option<&str>) -> DingTalkError {
         DingTalkError::Legacy {
-            api: api::USER_DETAIL,
+            api: Api::UserDetail,
             errcode,
             sub_code: sub_code.map(str::to_owned),
             message: "m".into(),
@@ -431,7 +431,7 @@ mod tests {
         }
     }
 
-    fn new_api(api: &'static str, status: u16, code: &str) -> DingTalkError {
+    fn new_api(api: Api, status: u16, code: &str) -> DingTalkError {
         DingTalkError::Api {
             api,
             status,
@@ -458,16 +458,16 @@ mod tests {
 
     #[test]
     fn bad_code_classification() {
-        assert!(new_api(api::USER_ACCESS_TOKEN, 400, "InvalidAuthCode").is_bad_code());
-        assert!(!new_api(api::USER_ACCESS_TOKEN, 400, "invalidClientIdOrSecret").is_bad_code());
+        assert!(new_api(Api::UserAccessToken, 400, "InvalidAuthCode").is_bad_code());
+        assert!(!new_api(Api::UserAccessToken, 400, "invalidClientIdOrSecret").is_bad_code());
         assert!(!new_api(
-            api::USER_ACCESS_TOKEN,
+            Api::UserAccessToken,
             403,
             "Forbidden.AccessDenied.QpsLimitForApi"
         )
         .is_bad_code());
-        assert!(!new_api(api::USER_ACCESS_TOKEN, 500, "server.error").is_bad_code());
-        assert!(!new_api(api::CURRENT_USER, 400, "InvalidAuthentication").is_bad_code());
+        assert!(!new_api(Api::UserAccessToken, 500, "server.error").is_bad_code());
+        assert!(!new_api(Api::CurrentUser, 400, "InvalidAuthentication").is_bad_code());
         assert!(legacy(40078, None).is_bad_code());
         assert!(!legacy(60121, None).is_bad_code());
         assert!(legacy(60121, None).is_not_member());
@@ -480,7 +480,7 @@ mod tests {
             text,
             "DingTalk topapi/v2/user/get: errcode 88 sub_code 40014: m (request id rid-1)"
         );
-        let text = new_api(api::CURRENT_USER, 400, "InvalidAuthentication").to_string();
+        let text = new_api(Api::CurrentUser, 400, "InvalidAuthentication").to_string();
         assert_eq!(
             text,
             "DingTalk v1.0/contact/users/me: HTTP 400 InvalidAuthentication: msg (request id none)"
@@ -489,18 +489,18 @@ mod tests {
 
     #[test]
     fn hints_point_at_the_fix() {
-        assert!(new_api(api::APP_TOKEN, 400, "invalidClientIdOrSecret")
+        assert!(new_api(Api::AppToken, 400, "invalidClientIdOrSecret")
             .operator_hint()
             .contains("dingtalk.client_id / client_secret"));
         assert!(legacy(60020, None).operator_hint().contains("whitelist"));
         assert!(legacy(88, Some("60011"))
             .operator_hint()
             .contains("qyapi_get_member"));
-        assert!(new_api(api::USER_ACCESS_TOKEN, 400, "whatever")
+        assert!(new_api(Api::UserAccessToken, 400, "whatever")
             .operator_hint()
             .contains("redirect URL"));
         let timeout = DingTalkError::Timeout {
-            api: api::DEPARTMENT_CHAINS,
+            api: Api::DepartmentChains,
         };
         assert!(timeout.operator_hint().contains("dingtalk.oapi_url"));
         assert!(timeout.operator_hint().contains("dingtalk.timeout"));

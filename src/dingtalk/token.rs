@@ -7,10 +7,10 @@ use reqwest::Method;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::api;
+use super::api::Api;
 use super::client::DingTalkClient;
 use super::error::DingTalkError;
-use super::transport::{decode, join, Call, Family};
+use super::transport::{decode, join, Call};
 use super::types::{AppToken, RawAppToken};
 
 /// How long before DingTalk's stated expiry the cached app token is replaced.
@@ -98,15 +98,14 @@ impl DingTalkClient {
         });
         let answer = self
             .execute(&Call {
-                api: api::APP_TOKEN,
-                family: Family::New,
+                api: Api::AppToken,
                 method: Method::POST,
-                url: join(&settings.endpoints.api, api::APP_TOKEN),
+                url: join(&settings.endpoints.api, Api::AppToken.path()),
                 body: Some(&body),
                 user_token: None,
             })
             .await?;
-        let raw: RawAppToken = decode(api::APP_TOKEN, answer.status, answer.body)?;
+        let raw: RawAppToken = decode(Api::AppToken, answer.status, answer.body)?;
         // A missing or zero `expireIn` would make every call fetch a new token: DingTalk
         // documents 7200 s for app tokens, so that is what such a token is kept for.
         let expire_in = match raw.expire_in {

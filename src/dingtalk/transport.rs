@@ -15,6 +15,7 @@ use url::Url;
 use crate::proxy::names::{X_ACS_DINGTALK_ACCESS_TOKEN, X_ACS_REQUEST_ID};
 use crate::telemetry::ErrorChain;
 
+use super::api::{Api, Family};
 use super::client::{DingTalkClient, RetryPolicy};
 use super::error::DingTalkError;
 use super::types::{describe_decode_error, AppToken};
@@ -24,19 +25,9 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Longest DingTalk message kept in an error.
 pub(super) const MAX_MESSAGE_CHARS: usize = 300;
 
-/// Which wire conventions a call follows.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Family {
-    /// `api.dingtalk.com`: HTTP status + `{code, message, requestid}`.
-    New,
-    /// `oapi.dingtalk.com`: HTTP 200 + `errcode`.
-    Legacy,
-}
-
 /// One DingTalk call, rebuilt for every attempt.
 pub(super) struct Call<'a> {
-    pub(super) api: &'static str,
-    pub(super) family: Family,
+    pub(super) api: Api,
     pub(super) method: Method,
     pub(super) url: Url,
     pub(super) body: Option<&'a Value>,
@@ -52,16 +43,12 @@ pub(super) struct Answer {
 impl DingTalkClient {
     /// A POST to the legacy API with the cached app token. If DingTalk rejects the token, the
     /// cache is dropped and the call is repeated once with a freshly fetched token.
-    pub(super) async fn oapi(
-        &self,
-        api: &'static str,
-        body: &Value,
-    ) -> Result<Answer, DingTalkError> {
+    pub(super) async fn oapi(&self, api: Api, body: &Value) -> Result<Answer, DingTalkError> {
         let token = self.app_token().await?;
         match self.oapi_with(api, body, &token).await {
             Err(err) if err.is_app_token_rejected() => {
                 tracing::info!(
-                    api,
+                    api = %api,
                     error = %err,
                     "DingTalk rejected the cached app token; fetching a new one"
                 );
@@ -75,16 +62,15 @@ impl DingTalkClient {
 
     pub(super) async fn oapi_with(
         &self,
-        api: &'static str,
+        api: Api,
         body: &Value,
         token: &AppToken,
     ) -> Result<Answer, DingTalkError> {
-        let mut url = join(&self.inner.settings.endpoints.oapi, api);
+        let mut url = join(&self.inner.settings.endpoints.oapi, api.path());
         url.query_pairs_mut()
             .append_pair("access_token", token.secret());
         self.execute(&Call {
             api,
-            family: Family::Legacy,
             method: Method::POST,
             url,
             body: Some(body),
@@ -111,7 +97,7 @@ impl DingTalkClient {
                     }
                     let delay = backoff(policy, retries);
                     tracing::debug!(
-                        api = call.api,
+                        api = %call.api,
                         retries,
                         delay_ms = delay.as_millis() as u64,
                         "rate limited; backing off"
@@ -172,12 +158,12 @@ impl DingTalkClient {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let (status, header_request_id, content_type, body) = match outcome {
             Err(_) => {
-                tracing::debug!(api, elapsed_ms, retry, "DingTalk call timed out");
+                tracing::debug!(api = %api, elapsed_ms, retry, "DingTalk call timed out");
                 return Err(DingTalkError::Timeout { api });
             }
             Ok(Err(err)) => {
                 let err = transport_error(api, err);
-                tracing::debug!(api, elapsed_ms, retry, error = %ErrorChain(&err), "DingTalk call failed");
+                tracing::debug!(api = %api, elapsed_ms, retry, error = %ErrorChain(&err), "DingTalk call failed");
                 return Err(err);
             }
             Ok(Ok(parts)) => parts,
@@ -196,7 +182,7 @@ impl DingTalkClient {
             .and_then(body_request_id)
             .or(header_request_id);
         tracing::debug!(
-            api,
+            api = %api,
             status,
             elapsed_ms,
             retry,
@@ -234,7 +220,7 @@ impl DingTalkClient {
                 ),
             });
         }
-        match call.family {
+        match call.api.family() {
             Family::New => classify_new(api, status, object, request_id),
             Family::Legacy => classify_legacy(api, status, object, request_id),
         }
@@ -243,7 +229,7 @@ impl DingTalkClient {
 
 /// A new-API answer: the object itself on 2xx, `{code, message, requestid}` otherwise.
 pub(super) fn classify_new(
-    api: &'static str,
+    api: Api,
     status: u16,
     object: Map<String, Value>,
     request_id: Option<String>,
@@ -258,7 +244,7 @@ pub(super) fn classify_new(
 }
 
 pub(super) fn api_error(
-    api: &'static str,
+    api: Api,
     status: u16,
     object: &Map<String, Value>,
     request_id: Option<String>,
@@ -300,7 +286,7 @@ pub(super) fn api_error(
 
 /// A legacy answer: success only when `errcode` is 0 and there is no `sub_code`.
 pub(super) fn classify_legacy(
-    api: &'static str,
+    api: Api,
     status: u16,
     object: Map<String, Value>,
     request_id: Option<String>,
@@ -358,7 +344,7 @@ pub(super) fn classify_legacy(
 
 /// The `result` object of a successful legacy answer, decoded as `T`.
 pub(super) fn result<T: DeserializeOwned>(
-    api: &'static str,
+    api: Api,
     mut answer: Answer,
 ) -> Result<T, DingTalkError> {
     match answer.body.remove("result") {
@@ -372,7 +358,7 @@ pub(super) fn result<T: DeserializeOwned>(
 }
 
 pub(super) fn decode<T: DeserializeOwned>(
-    api: &'static str,
+    api: Api,
     status: u16,
     object: Map<String, Value>,
 ) -> Result<T, DingTalkError> {
@@ -433,7 +419,7 @@ pub(super) async fn read_body(
     Ok(Some(body))
 }
 
-pub(super) fn transport_error(api: &'static str, err: reqwest::Error) -> DingTalkError {
+pub(super) fn transport_error(api: Api, err: reqwest::Error) -> DingTalkError {
     if err.is_timeout() {
         return DingTalkError::Timeout { api };
     }
