@@ -3,6 +3,8 @@
 pub mod api;
 pub(crate) mod client;
 mod error;
+#[cfg(test)]
+mod mock_tests;
 mod token;
 mod transport;
 mod types;

@@ -311,6 +311,19 @@ impl MockDingTalk {
         self.state().org.set_union_id(userid, union_id);
     }
 
+    /// A scan-login authorization code for `userid`, as the authorize page's approval would
+    /// issue it (`with_corp`: the scope had `corpid`). `None` for an unknown or inactive user.
+    pub fn issue_auth_code(&self, userid: &str, with_corp: bool) -> Option<String> {
+        let mut state = self.state();
+        let eligible = state.org.user(userid).is_some_and(|u| u.active);
+        let grant = state::UserGrant {
+            userid: userid.to_owned(),
+            with_corp,
+            picked_corp: None,
+        };
+        eligible.then(|| state.mint_auth_code(grant, self.inner.settings.code_ttl))
+    }
+
     /// An in-client (免登) code for `topapi/v2/user/getuserinfo`, as `dd.requestAuthCode` would return it
     /// (5 minutes, single use). `None` unless the user is an active member of the org's corp.
     pub fn issue_jsapi_code(&self, userid: &str) -> Option<String> {
