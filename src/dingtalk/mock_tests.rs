@@ -264,6 +264,16 @@ async fn permission_and_allow_list_refusals_tell_the_operator_what_to_do() {
     let err = client.user_detail("zhangsan").await.unwrap_err();
     assert!(err.operator_hint().contains("权限管理"), "{err}");
 
+    // errcode 22: the path is not a DingTalk API (dingtalk.oapi_url points elsewhere).
+    r.fault(Api::UserDetail, Fault::UnknownApi, 1);
+    let err = client.user_detail("zhangsan").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("不合法ApiName (该API不存在或已下线)"),
+        "errmsg and sub_msg both kept: {err}"
+    );
+    assert!(err.operator_hint().contains("dingtalk.oapi_url"), "{err}");
+
     r.fault(Api::UserDetail, Fault::IpNotWhitelisted, 1);
     let err = client.user_detail("zhangsan").await.unwrap_err();
     assert!(

@@ -327,12 +327,14 @@ pub(super) fn classify_legacy(
         });
     }
     let sub_msg = first_str(&object, &["sub_msg"]).filter(|s| !s.is_empty());
-    let message = if sub_code.is_some() && sub_msg.is_some() {
-        sub_msg
-    } else {
-        first_str(&object, &["errmsg"])
-    }
-    .unwrap_or_default();
+    let errmsg = first_str(&object, &["errmsg"]).filter(|s| !s.is_empty());
+    // With a sub_code the sub_msg is the reason (errmsg is a wrapper); without one, both can
+    // carry something (errcode 22 names the API as invalid in errmsg and says why in sub_msg).
+    let message = match (&sub_code, sub_msg, errmsg) {
+        (Some(_), Some(sub), _) => sub,
+        (None, Some(sub), Some(msg)) if sub != msg => format!("{msg} ({sub})"),
+        (_, sub, msg) => msg.or(sub).unwrap_or_default(),
+    };
     Err(DingTalkError::Legacy {
         api,
         errcode,

@@ -24,6 +24,18 @@ pub(super) async fn respond(fault: Fault, family: Family) -> Resp {
         Fault::ServerError => server_error(family),
         Fault::InvalidToken => invalid_token(family),
         Fault::IpNotWhitelisted => ip_not_whitelisted(family),
+        Fault::UnknownApi => match family {
+            Family::Legacy => wire::json(
+                StatusCode::OK,
+                &json!({"errcode": 22, "errmsg": "不合法ApiName", "sub_msg": "该API不存在或已下线"}),
+                &wire::new_api_request_id(),
+            ),
+            Family::NewApi | Family::LoginPage => wire::api_error(
+                StatusCode::NOT_FOUND,
+                "InvalidAction.NotFound",
+                "Specified api is not found, please check your url and method.",
+            ),
+        },
         Fault::OutsideVisibleRange => match family {
             Family::Legacy => wire::oapi_error(50002, "员工不在授权范围内"),
             Family::NewApi | Family::LoginPage => permission_denied(family),

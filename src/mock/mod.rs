@@ -126,6 +126,9 @@ pub enum Fault {
     /// oapi errcode 50002: the person is outside the app's visible range (可使用范围); the new
     /// API has no such answer, so there it is a 403 `Forbidden.AccessDenied.AccessTokenPermissionDenied`.
     OutsideVisibleRange,
+    /// oapi errcode 22 (an API path DingTalk does not know), with a `sub_msg`; the new API
+    /// answers 404 `InvalidAction.NotFound`.
+    UnknownApi,
 }
 
 /// The egress address the [`Fault::IpNotWhitelisted`] answers report.
