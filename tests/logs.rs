@@ -522,3 +522,38 @@ async fn an_ip_allow_list_refusal_names_the_address_dingtalk_saw_and_a_person_ou
         );
     }
 }
+
+#[tokio::test]
+async fn a_missing_directory_permission_fails_the_login_with_a_page_and_names_the_permission_in_the_log(
+) {
+    let running = run_binary(MockSettings::default(), "permission", "").await;
+    for (path, permission) in [
+        ("/topapi/v2/user/get", "qyapi_get_member"),
+        (
+            "/topapi/v2/department/listparentbyuser",
+            "qyapi_get_department_list",
+        ),
+    ] {
+        running
+            .mock
+            .inject_fault(path, dinggate::mock::Fault::PermissionDenied, 1);
+        let client = browser();
+        let r = get_html(&client, &format!("{}/_dinggate/start?rd=%2F", running.base)).await;
+        let callback = approve(&client, &location(&r), "zhaoliu").await;
+        let r = get_html(&client, &callback).await;
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "{path}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("DingTalk answered, but refused"), "{page}");
+        assert!(
+            !page.contains(permission),
+            "the page does not list app internals"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = running.log_text();
+        assert!(
+            text.lines()
+                .any(|l| l.contains("权限管理") && l.contains(permission)),
+            "{permission} named in the log:\n{text}"
+        );
+    }
+}
