@@ -10,10 +10,18 @@ use dinggate::config::{Config, LogConfig, LogFormat};
 use dinggate::mock::{MockDingTalk, MockSettings, Org};
 use dinggate::{AppState, Worker};
 
+/// `dinggate --version`: the release and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DINGGATE_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "dinggate",
-    version,
+    version = VERSION,
     about = "Puts internal web apps behind DingTalk login"
 )]
 struct Cli {
@@ -146,6 +154,7 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
         routes = cfg.routes.routes().len(),
         callback = %cfg.callback_url(),
         workers,
+        version = VERSION,
         "dinggate started"
     );
     let state = Arc::new(AppState::build(cfg)?);

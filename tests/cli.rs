@@ -173,3 +173,21 @@ fn check_refuses_settings_that_leave_no_room_for_a_session_and_bad_strip_extra()
         "{stderr}"
     );
 }
+
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = dinggate().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected_prefix = format!("dinggate {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected_prefix), "{text}");
+    let commit = text
+        .trim()
+        .trim_start_matches(&expected_prefix)
+        .trim_end_matches(')');
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+}
