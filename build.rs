@@ -13,7 +13,9 @@ fn main() {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()))
         .unwrap_or_else(|| "unknown".to_owned());
-    println!("cargo:rustc-env=DINGGATE_GIT_COMMIT={commit}");
+    // Not `DINGGATE_*`: cargo also sets this variable when it runs the binary and the tests,
+    // and the configuration reads every `DINGGATE_*` variable as a setting.
+    println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
     // Rebuilt when HEAD moves (a commit, a checkout), not on every build.
     for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
         println!("cargo:rerun-if-changed={path}");

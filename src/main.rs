@@ -14,7 +14,7 @@ use dinggate::{AppState, Worker};
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("DINGGATE_GIT_COMMIT"),
+    env!("BUILD_GIT_COMMIT"),
     ")"
 );
 
