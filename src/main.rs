@@ -144,9 +144,7 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
     }
     let workers = cfg.server.workers.max(1);
     // Every socket is bound before anything serves, so a busy port fails the start.
-    let listeners = (0..workers)
-        .map(|_| dinggate::server::bind_std(cfg.listen, cfg.server.listen_backlog, workers > 1))
-        .collect::<Result<Vec<_>, _>>()
+    let listeners = dinggate::server::bind_workers(cfg.listen, cfg.server.listen_backlog, workers)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(
         listen = %cfg.listen,

@@ -78,6 +78,24 @@ pub fn bind_std(
     Ok(socket.into())
 }
 
+/// One listening socket per worker on `addr`, sharing the port with `SO_REUSEPORT` when there
+/// are several. A port some other process already listens on is refused first: with
+/// `SO_REUSEPORT` a second dinggate (same user) would otherwise bind it too, and the kernel
+/// would silently split the traffic between the two.
+pub fn bind_workers(
+    addr: SocketAddr,
+    backlog: u32,
+    workers: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if workers > 1 {
+        // A plain bind fails on a port that anyone listens on, with or without SO_REUSEPORT.
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    (0..workers.max(1))
+        .map(|_| bind_std(addr, backlog, workers > 1))
+        .collect()
+}
+
 /// How often, at most, reaching `max_connections` is logged.
 const CAP_WARN_EVERY: Duration = Duration::from_secs(60);
 

@@ -75,14 +75,20 @@ async fn run_binary_with_env(
         std::future::pending(),
     ));
 
-    let port = free_port();
     let dir = std::env::temp_dir().join(format!("dinggate-logs-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("gateway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen: "127.0.0.1:{port}"
+    let log = dir.join("gateway.log");
+    let client = browser();
+    // A port that was free a moment ago can be taken by another test's listener before the
+    // binary binds it: then the binary exits, and the port answers for someone else. Only a
+    // running binary whose own health check answers counts; otherwise try another port.
+    for _attempt in 0..5 {
+        let port = free_port();
+        std::fs::write(
+            &config,
+            format!(
+                r#"listen: "127.0.0.1:{port}"
 public_url: "http://127.0.0.1:{port}"
 upstream: "http://{upstream_addr}"
 dingtalk:
@@ -97,41 +103,42 @@ session:
 log:
   level: "trace"
 {extra_yaml}"#
-        ),
-    )
-    .unwrap();
-    let log = dir.join("gateway.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_dinggate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
+            ),
+        )
         .unwrap();
-    let child = Kill(child);
-
-    let base = format!("http://127.0.0.1:{port}");
-    let client = browser();
-    for _ in 0..100 {
-        if client
-            .get(format!("{base}/_dinggate/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
+        let child = Command::new(env!("CARGO_BIN_EXE_dinggate"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut child = Kill(child);
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if child.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            let healthy = client
+                .get(format!("{base}/_dinggate/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            if healthy && child.0.try_wait().unwrap().is_none() {
+                return Running {
+                    base,
+                    log,
+                    mock,
+                    _child: child,
+                    _stop: stop,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Running {
-        base,
-        log,
-        mock,
-        _child: child,
-        _stop: stop,
-    }
+    panic!("dinggate did not start (log: {})", log.display());
 }
 
 #[tokio::test]

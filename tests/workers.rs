@@ -99,6 +99,22 @@ fn every_worker_serves_and_forwards_and_sigterm_stops_them_all() {
         [777, 777, 777],
         "one listening socket per worker, each with the configured backlog"
     );
+    // A second gateway on the same port is refused, not let in beside the first through
+    // SO_REUSEPORT (the kernel would split the traffic between them).
+    let second = dinggate()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr).to_string()
+        + &String::from_utf8_lossy(&second.stdout);
+    assert!(said.contains("cannot listen on"), "{said}");
+    assert_eq!(
+        listen_backlogs(port).len(),
+        3,
+        "still the first gateway's sockets only"
+    );
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gateway.id()))
         .unwrap()
         .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
