@@ -100,6 +100,14 @@ async fn serve(mut conn: TcpStream, seen: Arc<Mutex<Seen>>) {
     }
 }
 
+/// The demo stack with its gateway forwarding to the scripted upstream on `port`.
+async fn gateway_to(port: u16, extra_yaml: &str) -> dinggate::demo::Stack {
+    stack(&format!(
+        "upstream: \"http://127.0.0.1:{port}\"\n{extra_yaml}"
+    ))
+    .await
+}
+
 async fn get(client: &reqwest::Client, url: String) -> (StatusCode, String) {
     let r = client.get(url).send().await.unwrap();
     (r.status(), r.text().await.unwrap())
@@ -108,7 +116,7 @@ async fn get(client: &reqwest::Client, url: String) -> (StatusCode, String) {
 #[tokio::test]
 async fn one_upstream_connection_serves_a_run_of_requests() {
     let (port, seen) = upstream().await;
-    let stack = stack(&format!("upstream: \"http://127.0.0.1:{port}\"\n")).await;
+    let stack = gateway_to(port, "").await;
     let client = logged_in(&stack, "lisi").await;
     for path in ["/", "/chunked"].repeat(10) {
         let got = get(&client, format!("{}{path}", stack.url())).await;
@@ -129,10 +137,7 @@ async fn one_upstream_connection_serves_a_run_of_requests() {
 #[tokio::test]
 async fn max_idle_zero_closes_every_upstream_connection_after_its_request() {
     let (port, seen) = upstream().await;
-    let stack = stack(&format!(
-        "upstream: \"http://127.0.0.1:{port}\"\nupstream_max_idle_per_host: 0\n"
-    ))
-    .await;
+    let stack = gateway_to(port, "upstream_max_idle_per_host: 0\n").await;
     let client = logged_in(&stack, "lisi").await;
     for _ in 0..5 {
         assert_eq!(
@@ -147,10 +152,7 @@ async fn max_idle_zero_closes_every_upstream_connection_after_its_request() {
 #[tokio::test]
 async fn connections_idle_longer_than_upstream_idle_timeout_are_closed_not_reused() {
     let (port, seen) = upstream().await;
-    let stack = stack(&format!(
-        "upstream: \"http://127.0.0.1:{port}\"\nupstream_idle_timeout: 300ms\n"
-    ))
-    .await;
+    let stack = gateway_to(port, "upstream_idle_timeout: 300ms\n").await;
     let client = logged_in(&stack, "lisi").await;
     assert_eq!(
         get(&client, format!("{}/", stack.url())).await.0,
@@ -183,10 +185,7 @@ async fn connections_idle_longer_than_upstream_idle_timeout_are_closed_not_reuse
 #[tokio::test]
 async fn a_connection_left_at_the_bottom_of_a_busy_pool_still_ages_out() {
     let (port, seen) = upstream().await;
-    let stack = stack(&format!(
-        "upstream: \"http://127.0.0.1:{port}\"\nupstream_idle_timeout: 300ms\n"
-    ))
-    .await;
+    let stack = gateway_to(port, "upstream_idle_timeout: 300ms\n").await;
     let client = logged_in(&stack, "lisi").await;
     // Two at once: two connections, both pooled.
     let url = format!("{}/wait", stack.url());
@@ -212,7 +211,7 @@ async fn a_connection_left_at_the_bottom_of_a_busy_pool_still_ages_out() {
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
     let (port, seen) = upstream().await;
-    let stack = stack(&format!("upstream: \"http://127.0.0.1:{port}\"\n")).await;
+    let stack = gateway_to(port, "").await;
     let client = logged_in(&stack, "lisi").await;
     for _ in 0..5 {
         let got = get(&client, format!("{}/close", stack.url())).await;
@@ -227,7 +226,7 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
 #[tokio::test]
 async fn a_request_the_upstream_may_have_read_is_never_sent_twice() {
     let (port, seen) = upstream().await;
-    let stack = stack(&format!("upstream: \"http://127.0.0.1:{port}\"\n")).await;
+    let stack = gateway_to(port, "").await;
     let client = logged_in(&stack, "lisi").await;
     // A pooled connection first, so the POST goes over a reused one.
     assert_eq!(
@@ -254,7 +253,7 @@ async fn a_request_the_upstream_may_have_read_is_never_sent_twice() {
 #[tokio::test]
 async fn a_connection_with_an_unread_body_is_never_reused() {
     let (port, seen) = upstream().await;
-    let stack = stack(&format!("upstream: \"http://127.0.0.1:{port}\"\n")).await;
+    let stack = gateway_to(port, "").await;
     let client = logged_in(&stack, "lisi").await;
     let r = client
         .get(format!("{}/big", stack.url()))

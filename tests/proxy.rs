@@ -382,3 +382,26 @@ async fn connections_that_never_send_a_request_are_closed() {
     }
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn the_upstream_gets_the_clients_host_or_its_own_authority() {
+    // Default (`pass_host_header: true`): the host the client asked for, as oauth2-proxy does.
+    let stack = stack("").await;
+    let client = logged_in(&stack, "lisi").await;
+    let echoed = echo(&client, &format!("{}/echo", stack.url()), HeaderMap::new()).await;
+    assert_eq!(
+        header(&echoed, "host"),
+        Some(stack.gateway.to_string().as_str())
+    );
+    stack.stop().await;
+
+    // `false`: the upstream URL's own host and port, one Host header, whatever the client sent.
+    let stack = common::stack("pass_host_header: false\n").await;
+    let client = logged_in(&stack, "lisi").await;
+    let echoed = echo(&client, &format!("{}/echo", stack.url()), HeaderMap::new()).await;
+    assert_eq!(
+        header(&echoed, "host"),
+        Some(stack.upstream.to_string().as_str())
+    );
+    stack.stop().await;
+}
