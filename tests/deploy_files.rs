@@ -119,12 +119,303 @@ fn manifest_problems(manifest: &str, image: (u32, Option<u32>)) -> Vec<String> {
     problems
 }
 
+/// Every manifest of deploy/kubernetes (kustomization.yaml aside), as `(file, text)`.
+fn kubernetes_files() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .map(|n| {
+            let path = format!("deploy/kubernetes/{n}");
+            let text = read(&path);
+            (path, text)
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() > 1, "deploy/kubernetes has its manifests");
+    files
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("manifest is YAML"))
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+/// Every object of deploy/kubernetes, kustomization.yaml aside.
+fn kubernetes_objects() -> Vec<Value> {
+    kubernetes_files()
+        .iter()
+        .flat_map(|(_, text)| yaml_docs(text))
+        .collect()
+}
+
+/// The one object of `kind` in deploy/kubernetes (panics on none or several).
+fn object(objects: &[Value], kind: &str) -> Value {
+    let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind} in deploy/kubernetes");
+    found[0].clone()
+}
+
 #[test]
-fn the_image_user_is_numeric_and_the_kubernetes_manifest_runs_it() {
+fn the_image_user_is_numeric_and_the_kubernetes_manifests_run_it() {
     let image = image_user(&read("deploy/Dockerfile")).unwrap();
     assert_eq!(image, (65532, Some(65532)), "distroless nonroot");
-    let problems = manifest_problems(&read("deploy/kubernetes/dinggate.yaml"), image);
+    let all: String = kubernetes_files()
+        .iter()
+        .map(|(_, text)| format!("{text}\n---\n"))
+        .collect();
+    let problems = manifest_problems(&all, image);
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The port of an `host:port` listen address.
+fn listen_port(listen: &str) -> u64 {
+    listen
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{listen}: no port"))
+}
+
+/// The container port called `name`.
+fn named_port(container: &Value, name: &str) -> u64 {
+    container["ports"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port named {name}"))
+}
+
+#[test]
+fn kubernetes_probes_and_metrics_use_the_admin_listener_of_the_configmap() {
+    let objects = kubernetes_objects();
+    let deployment = object(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let config_map = object(&objects, "ConfigMap");
+    let gateway: Value = serde_yaml::from_str(
+        config_map["data"]["gateway.yaml"]
+            .as_str()
+            .expect("the ConfigMap embeds gateway.yaml"),
+    )
+    .unwrap();
+
+    let admin = named_port(container, "admin");
+    let admin_listen = gateway["admin"]["listen"]
+        .as_str()
+        .expect("gateway.yaml sets admin.listen");
+    assert_eq!(
+        listen_port(admin_listen),
+        admin,
+        "admin.listen vs the admin containerPort"
+    );
+    assert_ne!(admin, named_port(container, "http"));
+    let listen = gateway["listen"]
+        .as_str()
+        .expect("gateway.yaml sets listen");
+    assert_eq!(listen_port(listen), named_port(container, "http"));
+
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert!(
+            get["port"] == "admin" || get["port"].as_u64() == Some(admin),
+            "{probe} is on the admin port: {:?}",
+            get["port"]
+        );
+    }
+
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        admin.to_string().as_str()
+    );
+
+    // Service port `admin` -> container port `admin` <- ServiceMonitor, by the Service's labels.
+    let service = object(&objects, "Service");
+    let svc_admin = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .expect("the Service has a port named admin");
+    assert!(svc_admin["targetPort"] == "admin" || svc_admin["targetPort"].as_u64() == Some(admin));
+    let monitor = object(&objects, "ServiceMonitor");
+    let endpoints = monitor["spec"]["endpoints"].as_sequence().unwrap();
+    assert!(endpoints
+        .iter()
+        .all(|e| e["port"] == "admin" && e["path"] == "/metrics"));
+    let labels = service["metadata"]["labels"].as_mapping().unwrap();
+    let wanted = monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap();
+    assert!(
+        !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "the ServiceMonitor selects the Service"
+    );
+
+    // The NetworkPolicy admits the ports by their names.
+    let policy = object(&objects, "NetworkPolicy");
+    let ingress_ports: Vec<&Value> = policy["spec"]["ingress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_sequence().unwrap())
+        .map(|p| &p["port"])
+        .collect();
+    assert!(
+        ingress_ports.contains(&&Value::from("http"))
+            && ingress_ports.contains(&&Value::from("admin"))
+    );
+}
+
+#[test]
+fn kubernetes_pods_start_and_drain() {
+    let objects = kubernetes_objects();
+    let deployment = object(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    // With service links, the Service `dinggate` gives every later pod DINGGATE_PORT,
+    // DINGGATE_SERVICE_HOST, ...: unknown settings, and the gateway refuses to start.
+    assert_eq!(pod["enableServiceLinks"], false);
+
+    let gateway: Value = serde_yaml::from_str(
+        object(&objects, "ConfigMap")["data"]["gateway.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let defaults: Value = serde_yaml::from_str(&read("gateway.yaml")).unwrap();
+    let shutdown = gateway["server"]["shutdown_timeout"]
+        .as_str()
+        .or(defaults["server"]["shutdown_timeout"].as_str())
+        .expect("server.shutdown_timeout");
+    let shutdown = humantime::parse_duration(shutdown).unwrap().as_secs();
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        grace > shutdown,
+        "terminationGracePeriodSeconds {grace} must exceed server.shutdown_timeout ({shutdown}s): SIGKILL would cut the drain"
+    );
+
+    // The Secret's keys are the files gateway.yaml reads from the Secret's mount.
+    let container = &pod["containers"][0];
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "dinggate")
+        .expect("a volume of the Secret dinggate");
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .and_then(|m| m["mountPath"].as_str())
+        .expect("the Secret is mounted");
+    let mut read_files: Vec<String> = [
+        &gateway["dingtalk"]["client_secret_file"],
+        &gateway["session"]["signing_key_file"],
+    ]
+    .iter()
+    .map(|f| {
+        let f = f.as_str().expect("the secrets are read from files");
+        f.strip_prefix(&format!("{mount}/"))
+            .unwrap_or_else(|| panic!("{f} is not in the Secret's mount {mount}"))
+            .to_owned()
+    })
+    .collect();
+    read_files.sort();
+    let secret = object(&objects, "Secret");
+    assert_eq!(secret["metadata"]["name"], "dinggate");
+    let mut keys: Vec<String> = secret["stringData"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys, read_files,
+        "secret.example.yaml's keys vs gateway.yaml's *_file paths"
+    );
+}
+
+#[test]
+fn ingress_nginx_asks_dinggate_and_copies_every_identity_header() {
+    let docs = yaml_docs(&read("deploy/ingress-nginx/ingress.yaml"));
+    let app = docs
+        .iter()
+        .find(|d| d["kind"] == "Ingress" && d["metadata"]["annotations"].is_mapping())
+        .expect("an Ingress with the auth annotations");
+    let annotation = |name: &str| {
+        app["metadata"]["annotations"][format!("nginx.ingress.kubernetes.io/{name}").as_str()]
+            .as_str()
+            .unwrap_or_else(|| panic!("annotation {name}"))
+            .to_owned()
+    };
+    let auth_url = annotation("auth-url");
+    assert!(
+        auth_url.starts_with("http://dinggate.")
+            && auth_url.ends_with(".svc.cluster.local/_dinggate/auth"),
+        "{auth_url}"
+    );
+    assert!(annotation("auth-signin").contains("/_dinggate/start?rd="));
+    let mut copied: Vec<String> = annotation("auth-response-headers")
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    copied.sort();
+    let mut identity: Vec<String> = identity_headers()
+        .iter()
+        .map(|h| h.as_str().to_owned())
+        .collect();
+    identity.sort();
+    assert_eq!(copied, identity, "auth-response-headers");
+    for snippet in ["configuration-snippet", "auth-snippet", "server-snippet"] {
+        assert!(
+            app["metadata"]["annotations"]
+                .as_mapping()
+                .unwrap()
+                .keys()
+                .all(|k| !k.as_str().unwrap().ends_with(snippet)),
+            "no {snippet}: off by default in ingress-nginx"
+        );
+    }
+
+    // The headers dinggate reads, set on the auth subrequest (a client's copies never count).
+    let set_headers = annotation("auth-proxy-set-headers");
+    let (_, map_name) = set_headers.split_once('/').expect("<namespace>/<name>");
+    let headers = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == map_name)
+        .map(|d| &d["data"])
+        .expect("the auth-proxy-set-headers ConfigMap");
+    assert_eq!(headers["X-Original-URI"], "$request_uri");
+    assert!(headers["X-Forwarded-Uri"] == "" || headers["X-Forwarded-Uri"] == "$request_uri");
+    assert_eq!(headers["X-Forwarded-Host"], "$host");
+    assert_eq!(headers["X-Forwarded-Method"], "$request_method");
+    assert_eq!(
+        headers["Accept"], "application/json",
+        "a 401, never a redirect"
+    );
+
+    // dinggate's own paths reach it without the check.
+    let own = docs
+        .iter()
+        .filter(|d| d["kind"] == "Ingress" && !d["metadata"]["annotations"].is_mapping())
+        .flat_map(|d| {
+            d["spec"]["rules"][0]["http"]["paths"]
+                .as_sequence()
+                .unwrap()
+        })
+        .find(|p| p["path"] == "/_dinggate/")
+        .expect("an Ingress without auth for /_dinggate/");
+    assert_eq!(own["backend"]["service"]["name"], "dinggate");
 }
 
 #[test]
@@ -203,9 +494,9 @@ fn underscore_spellings(name: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn traefik_strips_every_underscore_spelling_of_every_identity_header_first() {
-    let identity = [
+/// The identity headers dinggate sends by default (gateway.yaml `headers:`).
+fn identity_headers() -> [http::HeaderName; 9] {
+    [
         names::X_FORWARDED_USER,
         names::X_FORWARDED_EMAIL,
         names::X_FORWARDED_PREFERRED_USERNAME,
@@ -215,7 +506,12 @@ fn traefik_strips_every_underscore_spelling_of_every_identity_header_first() {
         names::X_DINGTALK_USERID,
         names::X_DINGTALK_DEPARTMENTS,
         names::X_DINGTALK_TITLE,
-    ];
+    ]
+}
+
+#[test]
+fn traefik_strips_every_underscore_spelling_of_every_identity_header_first() {
+    let identity = identity_headers();
     let traefik: Value = serde_yaml::from_str(&read("deploy/traefik.yaml")).unwrap();
     let middlewares = traefik["http"]["middlewares"].as_mapping().unwrap();
     let (strip, removed) = middlewares
@@ -272,5 +568,335 @@ fn nginx_keeps_dropping_underscore_header_names() {
             .lines()
             .any(|l| l.trim_start().starts_with("underscores_in_headers") && l.contains("on")),
         "deploy/nginx.conf must not pass underscore header names (X_DingTalk_UserId) on"
+    );
+}
+
+/// A node of Traefik's dynamic configuration (file provider) as far as deploy/traefik.yaml
+/// uses it. Field names are Traefik v3's (`pkg/config/dynamic`, documented under "Routing
+/// Configuration" → dynamic configuration reference).
+#[derive(Clone, Copy)]
+enum Schema {
+    /// A map with exactly these keys allowed.
+    Keys(&'static [(&'static str, Schema)]),
+    /// A map of names you choose (routers, services, ...) to one schema.
+    Named(&'static Schema),
+    /// A list of one schema.
+    List(&'static Schema),
+    /// A map of header names to string values.
+    Headers,
+    Str,
+    Bool,
+    Int,
+    /// A key Traefik has whose content deploy/traefik.yaml does not use: not checked further.
+    Unused,
+}
+
+use Schema::{Bool, Headers, Int, Keys, List, Named, Str, Unused};
+
+const CLIENT_TLS: Schema = Keys(&[
+    ("ca", Str),
+    ("cert", Str),
+    ("key", Str),
+    ("insecureSkipVerify", Bool),
+    ("caOptional", Bool),
+]);
+const FORWARD_AUTH: Schema = Keys(&[
+    ("address", Str),
+    ("tls", CLIENT_TLS),
+    ("trustForwardHeader", Bool),
+    ("authResponseHeaders", List(&Str)),
+    ("authResponseHeadersRegex", Str),
+    ("authRequestHeaders", List(&Str)),
+    ("addAuthCookiesToResponse", List(&Str)),
+    ("maxResponseBodySize", Int),
+    ("headerField", Str),
+    ("forwardBody", Bool),
+    ("maxBodySize", Int),
+    ("preserveLocationHeader", Bool),
+    ("preserveRequestMethod", Bool),
+    ("authSigninURL", Str),
+]);
+const HEADERS: Schema = Keys(&[
+    ("customRequestHeaders", Headers),
+    ("customResponseHeaders", Headers),
+    ("accessControlAllowCredentials", Bool),
+    ("accessControlAllowHeaders", List(&Str)),
+    ("accessControlAllowMethods", List(&Str)),
+    ("accessControlAllowOriginList", List(&Str)),
+    ("accessControlAllowOriginListRegex", List(&Str)),
+    ("accessControlExposeHeaders", List(&Str)),
+    ("accessControlMaxAge", Int),
+    ("addVaryHeader", Bool),
+    ("allowedHosts", List(&Str)),
+    ("hostsProxyHeaders", List(&Str)),
+    ("sslProxyHeaders", Headers),
+    ("stsSeconds", Int),
+    ("stsIncludeSubdomains", Bool),
+    ("stsPreload", Bool),
+    ("forceSTSHeader", Bool),
+    ("frameDeny", Bool),
+    ("customFrameOptionsValue", Str),
+    ("contentTypeNosniff", Bool),
+    ("browserXssFilter", Bool),
+    ("customBrowserXSSValue", Str),
+    ("contentSecurityPolicy", Str),
+    ("contentSecurityPolicyReportOnly", Str),
+    ("publicKey", Str),
+    ("referrerPolicy", Str),
+    ("permissionsPolicy", Str),
+    ("isDevelopment", Bool),
+    ("featurePolicy", Str),
+    ("sslRedirect", Bool),
+    ("sslTemporaryRedirect", Bool),
+    ("sslHost", Str),
+    ("sslForceHost", Bool),
+]);
+/// One middleware: exactly one of these kinds (checked apart).
+const MIDDLEWARE: Schema = Keys(&[
+    ("headers", HEADERS),
+    ("forwardAuth", FORWARD_AUTH),
+    ("addPrefix", Unused),
+    ("stripPrefix", Unused),
+    ("stripPrefixRegex", Unused),
+    ("replacePath", Unused),
+    ("replacePathRegex", Unused),
+    ("chain", Unused),
+    ("ipAllowList", Unused),
+    ("ipWhiteList", Unused),
+    ("encodedCharacters", Unused),
+    ("errors", Unused),
+    ("rateLimit", Unused),
+    ("redirectRegex", Unused),
+    ("redirectScheme", Unused),
+    ("basicAuth", Unused),
+    ("digestAuth", Unused),
+    ("inFlightReq", Unused),
+    ("buffering", Unused),
+    ("circuitBreaker", Unused),
+    ("compress", Unused),
+    ("passTLSClientCert", Unused),
+    ("retry", Unused),
+    ("contentType", Unused),
+    ("grpcWeb", Unused),
+    ("plugin", Unused),
+]);
+const ROUTER: Schema = Keys(&[
+    ("entryPoints", List(&Str)),
+    ("middlewares", List(&Str)),
+    ("service", Str),
+    ("rule", Str),
+    ("ruleSyntax", Str),
+    ("priority", Int),
+    (
+        "tls",
+        Keys(&[
+            ("options", Str),
+            ("certResolver", Str),
+            (
+                "domains",
+                List(&Keys(&[("main", Str), ("sans", List(&Str))])),
+            ),
+        ]),
+    ),
+    ("observability", Unused),
+    ("parentRefs", Unused),
+]);
+const SERVICE: Schema = Keys(&[
+    (
+        "loadBalancer",
+        Keys(&[
+            (
+                "servers",
+                List(&Keys(&[
+                    ("url", Str),
+                    ("weight", Int),
+                    ("preservePath", Bool),
+                ])),
+            ),
+            ("sticky", Unused),
+            ("strategy", Str),
+            ("healthCheck", Unused),
+            ("passiveHealthCheck", Unused),
+            ("passHostHeader", Bool),
+            ("responseForwarding", Unused),
+            ("serversTransport", Str),
+        ]),
+    ),
+    ("weighted", Unused),
+    ("mirroring", Unused),
+    ("failover", Unused),
+    ("highestRandomWeight", Unused),
+    ("middlewares", Unused),
+]);
+const TRAEFIK_DYNAMIC: Schema = Keys(&[
+    (
+        "http",
+        Keys(&[
+            ("routers", Named(&ROUTER)),
+            ("middlewares", Named(&MIDDLEWARE)),
+            ("services", Named(&SERVICE)),
+            ("serversTransports", Unused),
+            ("models", Unused),
+        ]),
+    ),
+    ("tcp", Unused),
+    ("udp", Unused),
+    ("tls", Unused),
+]);
+
+/// Every place where `value` does not fit `schema`, as `path: problem`.
+fn schema_problems(schema: Schema, value: &Value, path: &str, out: &mut Vec<String>) {
+    let kind = match value {
+        Value::Mapping(_) => "a map",
+        Value::Sequence(_) => "a list",
+        Value::String(_) => "text",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        _ => "something else",
+    };
+    match schema {
+        Keys(keys) => {
+            let Some(map) = value.as_mapping() else {
+                return out.push(format!("{path}: expected a map, found {kind}"));
+            };
+            for (k, v) in map {
+                let k = k.as_str().unwrap_or("?");
+                match keys.iter().find(|(name, _)| *name == k) {
+                    Some((_, s)) => schema_problems(*s, v, &format!("{path}.{k}"), out),
+                    None => out.push(format!("{path}.{k}: not in Traefik's schema")),
+                }
+            }
+        }
+        Named(s) => match value.as_mapping() {
+            Some(map) => {
+                for (k, v) in map {
+                    schema_problems(*s, v, &format!("{path}.{}", k.as_str().unwrap_or("?")), out);
+                }
+            }
+            None => out.push(format!("{path}: expected a map, found {kind}")),
+        },
+        List(s) => match value.as_sequence() {
+            Some(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    schema_problems(*s, v, &format!("{path}[{i}]"), out);
+                }
+            }
+            None => out.push(format!("{path}: expected a list, found {kind}")),
+        },
+        Headers => match value.as_mapping() {
+            Some(map) if map.iter().all(|(k, v)| k.is_string() && v.is_string()) => {}
+            _ => out.push(format!("{path}: expected header names with text values")),
+        },
+        Str if !value.is_string() => out.push(format!("{path}: expected text, found {kind}")),
+        Bool if !value.is_bool() => out.push(format!("{path}: expected a boolean, found {kind}")),
+        Int if !value.is_u64() => out.push(format!("{path}: expected a number, found {kind}")),
+        Str | Bool | Int | Unused => {}
+    }
+}
+
+/// Schema problems plus references: one kind per middleware, and every router's service and
+/// middlewares defined in the file (names with `@provider` live elsewhere).
+fn traefik_problems(config: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    schema_problems(TRAEFIK_DYNAMIC, config, "", &mut out);
+    let http = &config["http"];
+    for (name, m) in http["middlewares"].as_mapping().into_iter().flatten() {
+        let kinds = m.as_mapping().map_or(0, |m| m.len());
+        if kinds != 1 {
+            out.push(format!(
+                ".http.middlewares.{}: {kinds} middleware kinds, Traefik needs exactly one",
+                name.as_str().unwrap_or("?")
+            ));
+        }
+    }
+    let defined = |section: &str, name: &str| name.contains('@') || !http[section][name].is_null();
+    for (name, r) in http["routers"].as_mapping().into_iter().flatten() {
+        let name = name.as_str().unwrap_or("?");
+        match r["service"].as_str() {
+            Some(s) if defined("services", s) => {}
+            s => out.push(format!(
+                ".http.routers.{name}.service: {s:?} is not defined"
+            )),
+        }
+        for m in r["middlewares"].as_sequence().into_iter().flatten() {
+            let m = m.as_str().unwrap_or("?");
+            if !defined("middlewares", m) {
+                out.push(format!(
+                    ".http.routers.{name}.middlewares: {m} is not defined"
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn traefik_file_uses_only_traefiks_keys() {
+    let traefik: Value = serde_yaml::from_str(&read("deploy/traefik.yaml")).unwrap();
+    let problems = traefik_problems(&traefik);
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(traefik["http"]["middlewares"]["dinggate"]["forwardAuth"].is_mapping());
+}
+
+#[test]
+fn the_traefik_schema_check_catches_misspelt_and_misplaced_keys() {
+    let good = read("deploy/traefik.yaml");
+    for (from, to, wanted) in [
+        (
+            "trustForwardHeader:",
+            "trustForwardHeaders:",
+            "forwardAuth.trustForwardHeaders: not in",
+        ),
+        (
+            "authResponseHeaders:",
+            "authResponseHeader:",
+            "forwardAuth.authResponseHeader: not in",
+        ),
+        (
+            "loadBalancer: { servers",
+            "loadbalancer: { servers",
+            "loadbalancer: not in",
+        ),
+        (
+            "customRequestHeaders:",
+            "customRequestHeader:",
+            "headers.customRequestHeader: not in",
+        ),
+        (
+            "service: app",
+            "service: ap",
+            "routers.app.service: Some(\"ap\") is not defined",
+        ),
+        (
+            "[dinggate-strip, dinggate]",
+            "[dinggate-strip, dinggate, nope]",
+            "nope is not defined",
+        ),
+        (
+            "trustForwardHeader: false",
+            "trustForwardHeader: \"no\"",
+            "expected a boolean",
+        ),
+        (
+            "rule: \"Host(`app.example.com`)\"",
+            "rules: \"Host(`app.example.com`)\"",
+            "routers.app.rules: not in",
+        ),
+    ] {
+        assert!(good.contains(from), "{from}");
+        let bad: Value = serde_yaml::from_str(&good.replacen(from, to, 1)).unwrap();
+        let problems = traefik_problems(&bad);
+        assert!(
+            problems.iter().any(|p| p.contains(wanted)),
+            "{from} -> {to}: {problems:#?}"
+        );
+    }
+    let url = good.replace("servers: [{ url:", "servers: [{ address:");
+    let problems = traefik_problems(&serde_yaml::from_str(&url).unwrap());
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("servers[0].address: not in")),
+        "{problems:?}"
     );
 }
