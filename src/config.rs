@@ -16,6 +16,7 @@ use crate::login::redirect::HostPattern;
 use crate::proxy::headers::StripRule;
 use crate::proxy::tls::RawTls;
 use crate::routes::{validate_routes, RawRoute, RouteDefaults, RouteTable};
+use crate::server::ServerLimits;
 
 /// The shortest accepted session signing key, in bytes (HS256 wants at least the hash size).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -92,6 +93,10 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin: AdminConfig,
+    /// What `/readyz` requires beyond a loaded configuration and a serving listener.
+    pub readiness: ReadinessConfig,
     /// Send unauthenticated browsers to the sign-in page instead of straight to DingTalk.
     pub login_page: bool,
     /// Branding of the gateway's pages.
@@ -300,6 +305,10 @@ pub struct ServerConfig {
     /// Drain time on shutdown.
     #[serde(serialize_with = "ser_duration")]
     pub shutdown_timeout: Duration,
+    /// On SIGTERM, how long `/readyz` answers 503 while the gateway still accepts, so load
+    /// balancers stop sending before accepting stops.
+    #[serde(serialize_with = "ser_duration")]
+    pub shutdown_delay: Duration,
     /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
     #[serde(serialize_with = "ser_duration")]
     pub idle_timeout: Duration,
@@ -341,6 +350,21 @@ pub struct LogConfig {
     pub level: String,
     /// Output format.
     pub format: LogFormat,
+}
+
+/// The admin listener (off unless `admin.listen` is set).
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; never on the public listener.
+    #[serde(serialize_with = "ser_opt_display")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// What `/readyz` checks.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadinessConfig {
+    /// Also require a usable DingTalk app token (fetched or cached).
+    pub check_dingtalk: bool,
 }
 
 /// One problem found in the configuration.
@@ -610,6 +634,17 @@ impl Config {
         self.public_url.as_str().trim_end_matches('/').to_owned()
     }
 
+    /// A short hash of the effective configuration, to tell replicas' configurations apart
+    /// (`dinggate_config_info`). Secrets are not part of it: they serialize redacted.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        sha2::Sha256::digest(&json)[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The effective configuration as YAML, secrets redacted.
     pub fn redacted_yaml(&self) -> String {
         serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -795,6 +830,8 @@ struct RawConfig {
     server: RawServer,
     rate_limit: RawRateLimit,
     log: RawLog,
+    admin: RawAdmin,
+    readiness: RawReadiness,
     #[serde(deserialize_with = "lenient")]
     login_page: Option<String>,
     ui: RawUi,
@@ -925,6 +962,8 @@ struct RawServer {
     #[serde(deserialize_with = "lenient")]
     shutdown_timeout: Option<String>,
     #[serde(deserialize_with = "lenient")]
+    shutdown_delay: Option<String>,
+    #[serde(deserialize_with = "lenient")]
     idle_timeout: Option<String>,
     #[serde(deserialize_with = "lenient")]
     max_connections: Option<String>,
@@ -984,6 +1023,24 @@ impl RawBucket {
         ) as u32;
         RateBucket { per_second, burst }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAdmin {
+    #[serde(deserialize_with = "lenient")]
+    listen: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawReadiness {
+    #[serde(deserialize_with = "lenient")]
+    check_dingtalk: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1114,6 +1171,25 @@ impl Check {
     }
 
     /// A duration within `range` (both ends included).
+    /// A duration that may be zero (`0s`, the default), at most `max`.
+    fn delay(&mut self, key: &str, v: Option<String>, max: Duration) -> Duration {
+        let Some(s) = v else { return Duration::ZERO };
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) if d <= max => d,
+            Ok(_) => {
+                self.issue(
+                    key,
+                    format!("must be at most {}", humantime::format_duration(max)),
+                );
+                Duration::ZERO
+            }
+            Err(e) => {
+                self.issue(key, format!("not a duration like `0s`, `5s` or `1m` ({e})"));
+                Duration::ZERO
+            }
+        }
+    }
+
     fn duration_within(
         &mut self,
         key: &str,
@@ -1291,11 +1367,14 @@ impl RawConfig {
         c.unknown("headers", &self.headers.unknown);
         c.unknown("server", &self.server.unknown);
         c.unknown("log", &self.log.unknown);
+        c.unknown("admin", &self.admin.unknown);
+        c.unknown("readiness", &self.readiness.unknown);
         c.unknown("rate_limit", &self.rate_limit.unknown);
         c.unknown("ui", &self.ui.unknown);
 
         let listen = listen_addr(
             &mut c,
+            "listen",
             self.listen
                 .as_deref()
                 .map(str::trim)
@@ -1409,39 +1488,46 @@ impl RawConfig {
         let session = self.session.validate(&mut c, public_url.as_ref());
         let headers = self.headers.validate(&mut c);
 
+        // The defaults are the accept loop's own (one source for both).
+        let defaults = ServerLimits::default();
         let server = ServerConfig {
             header_read_timeout: c.duration(
                 "server.header_read_timeout",
                 self.server.header_read_timeout,
-                Duration::from_secs(10),
+                defaults.header_read_timeout,
             ),
             max_header_bytes: c.number(
                 "server.max_header_bytes",
                 self.server.max_header_bytes,
-                32 * 1024,
+                defaults.max_header_bytes,
                 (8 * 1024, 1024 * 1024),
             ),
             shutdown_timeout: c.duration(
                 "server.shutdown_timeout",
                 self.server.shutdown_timeout,
-                Duration::from_secs(30),
+                defaults.shutdown_timeout,
+            ),
+            shutdown_delay: c.delay(
+                "server.shutdown_delay",
+                self.server.shutdown_delay,
+                Duration::from_secs(600),
             ),
             idle_timeout: c.duration_within(
                 "server.idle_timeout",
                 self.server.idle_timeout,
-                Duration::from_secs(60),
+                defaults.idle_timeout,
                 (Duration::from_secs(1), Duration::from_secs(24 * 3600)),
             ),
             max_connections: c.number(
                 "server.max_connections",
                 self.server.max_connections,
-                16_384,
+                defaults.max_connections,
                 (1, 1_000_000),
             ),
             max_concurrent_streams: c.number(
                 "server.max_concurrent_streams",
                 self.server.max_concurrent_streams,
-                100,
+                usize::try_from(defaults.max_concurrent_streams).unwrap_or(100),
                 (1, 1000),
             ) as u32,
             // nginx uses 511; a burst of new connections beyond the backlog waits for SYN
@@ -1570,6 +1656,29 @@ impl RawConfig {
             }
         }
 
+        let admin = AdminConfig {
+            listen: match self.admin.listen.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(raw) => listen_addr(&mut c, "admin.listen", raw),
+            },
+        };
+        if let (Some(a), Some(l)) = (admin.listen, listen) {
+            let overlaps = a.ip() == l.ip() || a.ip().is_unspecified() || l.ip().is_unspecified();
+            if a.port() == l.port() && overlaps {
+                c.issue(
+                    "admin.listen",
+                    "must not be the public listener's address (listen): metrics and readiness are for the operator only",
+                );
+            }
+        }
+        let readiness = ReadinessConfig {
+            check_dingtalk: c.boolean(
+                "readiness.check_dingtalk",
+                self.readiness.check_dingtalk,
+                false,
+            ),
+        };
+
         match (listen, public_url, dingtalk, session) {
             (Some(listen), Some(public_url), Some(dingtalk), Some(session))
                 if c.issues.is_empty() =>
@@ -1596,6 +1705,8 @@ impl RawConfig {
                     server,
                     rate_limit,
                     log: LogConfig { level, format },
+                    admin,
+                    readiness,
                     login_page,
                     ui,
                     warnings: c.warnings,
@@ -1609,7 +1720,7 @@ impl RawConfig {
 /// `listen`: an address, or a host name resolved now (at load time). A name with several
 /// addresses binds one of them: the first IPv4 address, else the first one, and a warning names
 /// the others (write an address to choose).
-fn listen_addr(c: &mut Check, raw: &str) -> Option<SocketAddr> {
+fn listen_addr(c: &mut Check, key: &str, raw: &str) -> Option<SocketAddr> {
     use std::net::ToSocketAddrs;
     const FORM: &str =
         "not an address like 127.0.0.1:4180, 0.0.0.0:4180, [::]:4180 or localhost:4180";
@@ -1622,7 +1733,7 @@ fn listen_addr(c: &mut Check, raw: &str) -> Option<SocketAddr> {
             port: Some(port),
         }) => (name, port),
         _ => {
-            c.issue("listen", FORM);
+            c.issue(key, FORM);
             return None;
         }
     };
@@ -1637,7 +1748,7 @@ fn listen_addr(c: &mut Check, raw: &str) -> Option<SocketAddr> {
             unique
         }
         Err(e) => {
-            c.issue("listen", format!("cannot resolve {}: {e}", name.0));
+            c.issue(key, format!("cannot resolve {}: {e}", name.0));
             return None;
         }
     };
@@ -1647,13 +1758,13 @@ fn listen_addr(c: &mut Check, raw: &str) -> Option<SocketAddr> {
         .or_else(|| addrs.first())
         .copied()
     else {
-        c.issue("listen", format!("{} resolves to no address", name.0));
+        c.issue(key, format!("{} resolves to no address", name.0));
         return None;
     };
     if addrs.iter().any(|a| *a != chosen) {
         let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         c.warn(
-            "listen",
+            key,
             format!(
                 "{} resolves to {}; listening on {chosen} only (write an address to choose)",
                 name.0,
@@ -2455,6 +2566,42 @@ log:
         assert_eq!(c.rate_limit.login.burst, 3);
         assert_eq!(c.rate_limit.code_exchange.per_second, 2.0);
         assert_eq!(c.rate_limit.code_exchange.burst, 4);
+    }
+
+    #[test]
+    fn admin_readiness_and_shutdown_delay() {
+        let c = Config::from_yaml_str(MINIMAL).expect("valid");
+        assert_eq!(c.admin.listen, None, "the admin listener is off by default");
+        assert!(!c.readiness.check_dingtalk);
+        assert_eq!(c.server.shutdown_delay, Duration::ZERO);
+        assert_eq!(
+            c.server.max_header_bytes,
+            crate::server::ServerLimits::default().max_header_bytes,
+            "one source for the default"
+        );
+        let c = Config::from_yaml_str(&format!(
+            "{MINIMAL}admin:\n  listen: 127.0.0.1:9090\nreadiness:\n  check_dingtalk: true\nserver:\n  shutdown_delay: 5s\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.admin.listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert!(c.readiness.check_dingtalk);
+        assert_eq!(c.server.shutdown_delay, Duration::from_secs(5));
+        let got = issues(&format!(
+            "{MINIMAL}listen: 0.0.0.0:4180\nadmin:\n  listen: 127.0.0.1:4180\n  lsiten: x\nreadiness:\n  check_dingtalk: sometimes\nserver:\n  shutdown_delay: 1h\n"
+        ));
+        for key in [
+            "admin.listen: must not be the public listener's address",
+            "admin.lsiten",
+            "readiness.check_dingtalk",
+            "server.shutdown_delay: must be at most 10m",
+        ] {
+            assert!(got.iter().any(|i| i.starts_with(key)), "{key}: {got:#?}");
+        }
+        let got = issues(&format!("{MINIMAL}admin:\n  listen: nowhere\n"));
+        assert!(
+            got.iter().any(|i| i.starts_with("admin.listen: ")),
+            "{got:#?}"
+        );
     }
 
     #[test]

@@ -163,7 +163,9 @@ impl Directory {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Membership, DingTalkError>>,
     {
+        let metrics = &self.client.settings().metrics;
         if let Some(hit) = self.cached(&key, now) {
+            metrics.directory(true);
             return Ok(hit);
         }
         let lock = {
@@ -174,8 +176,12 @@ impl Directory {
             let _turn = lock.lock().await;
             // Whoever held the lock before us may have filled the cache.
             match self.cached(&key, now) {
-                Some(hit) => Ok(hit),
+                Some(hit) => {
+                    metrics.directory(true);
+                    Ok(hit)
+                }
                 None => {
+                    metrics.directory(false);
                     let answer = lookup().await;
                     if let Ok(m) = &answer {
                         self.store(key.clone(), m.clone(), now);

@@ -20,15 +20,18 @@ use crate::identity::Identity;
 use crate::login::flow::{self, append_cookies, LoginError, LoginFailure};
 use crate::login::sign_out::{self, CrossSite, SignOutError};
 use crate::login::state::StateError;
+use crate::metrics::{LoginOutcome, RouteKey, UpstreamFailure};
 use crate::pages::{self, Lang, Page};
 use crate::proxy::forward::{forward, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
+use crate::proxy::headers::IdentityValues;
 use crate::proxy::names::{
     X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_URI, X_LOGIN_URL, X_ORIGINAL_URI,
 };
 use crate::proxy::path::{normalize_path, PathError};
+use crate::proxy::pool::PoolError;
 use crate::ratelimit::{client_ip, BadForwardedFor, Throttled};
-use crate::routes::Resolution;
+use crate::routes::{Resolution, Route};
 use crate::session::cache::VerifiedSession;
 use crate::session::cookie::clear_cookie;
 use crate::session::lookup::{session_of, verify_cookies, LookupError, Session};
@@ -159,6 +162,7 @@ pub async fn handle(
         uri: req.uri().clone(),
     };
     let mut access = Access::default();
+    let in_flight = InFlight::start(&app);
     let (result, cookies) = match dispatch(&app, req, peer, &ctx, &mut access).await {
         Ok(resp) => (Ok(resp), Vec::new()),
         Err(Failure { error, cookies }) => (Err(error), cookies),
@@ -172,6 +176,15 @@ pub async fn handle(
         }
     };
     append_cookies(&mut resp, &cookies);
+    drop(in_flight);
+    count(
+        &app,
+        &method,
+        resp.status(),
+        started,
+        &access,
+        error.as_ref(),
+    );
     log_access(
         &method,
         // Only the path is logged: query strings carry OAuth codes and states.
@@ -185,6 +198,43 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// One request in `dinggate_requests_in_flight`, from its head until its response head.
+struct InFlight<'a>(&'a AppState);
+
+impl<'a> InFlight<'a> {
+    fn start(app: &'a AppState) -> Self {
+        app.metrics.in_flight.inc();
+        InFlight(app)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+    }
+}
+
+/// Counts the request in the metrics: by route (or the gateway's own endpoints), method and
+/// status class, and the refusing route of a policy denial.
+fn count(
+    app: &AppState,
+    method: &Method,
+    status: StatusCode,
+    started: Instant,
+    access: &Access<'_>,
+    error: Option<&GatewayError>,
+) {
+    let key = match (access.route, access.gateway) {
+        (Some(route), _) => RouteKey::Route(route.index),
+        (None, true) => RouteKey::Gateway,
+        (None, false) => RouteKey::None,
+    };
+    app.metrics.request(key, method, status, started.elapsed());
+    if let Some(GatewayError::Forbidden { route, .. }) = error {
+        app.metrics.denial(route);
+    }
+}
+
 /// What the access line says about a request beyond its method, path and status, recorded while
 /// the request is served. Values are moved in, never copied, so recording allocates nothing;
 /// everything is formatted only if the line is written.
@@ -193,7 +243,9 @@ struct Access<'a> {
     /// Who the request belonged to, once a session was verified.
     user: Option<Arc<VerifiedSession>>,
     /// The route the request matched.
-    route: Option<&'a str>,
+    route: Option<&'a Route>,
+    /// The request was for one of the gateway's own endpoints (login, sign-out, health, …).
+    gateway: bool,
     /// Whether the route let it through (a refusal is read from the error).
     decision: Option<Admitted>,
     /// Forward-auth: the original request, as the proxy in front named it.
@@ -253,7 +305,7 @@ fn log_access(
         request_id = %ctx.request_id,
         union_id = user.map(|u| display(&u.union_id)),
         user_id = user.and_then(Identity::user_id).map(display),
-        route = access.route.map(display),
+        route = access.route.map(|r| display(&r.name)),
         decision = decision.map(display),
         denied_by = denied.map(|(route, _)| display(route)),
         rule = denied.map(|(_, reason)| display(RuleText(reason))),
@@ -322,6 +374,7 @@ async fn dispatch<'a>(
         return protected(app, req, peer, &path, ctx, access).await;
     };
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    access.gateway = true;
     if endpoint == "/auth" && get {
         return forward_auth(app, &req, access).await;
     }
@@ -343,14 +396,24 @@ async fn endpoint_request<'a>(
         // Before any state or DingTalk work: each start or callback may cost a DingTalk call.
         let ip = client_ip(req.headers(), peer, app.config.trust_forwarded_headers)
             .map_err(GatewayError::BadClientAddress)?;
-        app.limits
-            .check_client(ip)
-            .map_err(GatewayError::RateLimited)?;
+        if let Err(throttled) = app.limits.check_client(ip) {
+            if matches!(endpoint, "/callback" | "/inapp/callback") {
+                app.metrics.login(LoginOutcome::RateLimited);
+            }
+            return Err(GatewayError::RateLimited(throttled).into());
+        }
     }
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let query = req.uri().query();
     match endpoint {
-        "/healthz" | "/readyz" if get => Ok(pages::text(StatusCode::OK, "ok\n")),
+        "/healthz" if get => Ok(pages::text(StatusCode::OK, "ok\n")),
+        // The public twin of the admin listener's /readyz, without details and without the
+        // DingTalk check: anyone can call it, and it must not make the gateway call DingTalk.
+        "/readyz" if get => Ok(if app.readiness.is_draining() {
+            pages::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        } else {
+            pages::text(StatusCode::OK, "ok\n")
+        }),
         "/start" if get => Ok(flow::start(app, query, req.headers())?),
         "/sign_in" if get => {
             // Only chooses which page to show: when the sessions cannot be checked, the plain
@@ -374,11 +437,14 @@ async fn endpoint_request<'a>(
             req.headers(),
             &ctx.request_id.to_string(),
         )?),
-        "/callback" if get => Ok(flow::callback(app, query, req.headers()).await?),
+        "/callback" if get => Ok(login(app, flow::callback(app, query, req.headers()).await)?),
         "/inapp/callback" if req.method() == Method::POST => {
             same_origin(app, &req)?;
             let (parts, body) = req.into_parts();
-            Ok(flow::inapp_callback(app, &parts.headers, body).await?)
+            Ok(login(
+                app,
+                flow::inapp_callback(app, &parts.headers, body).await,
+            )?)
         }
         "/sign_out" if get => Ok(sign_out::confirm_page(
             app,
@@ -431,6 +497,18 @@ fn same_origin<B>(app: &AppState, req: &Request<B>) -> Result<(), GatewayError> 
 }
 
 /// The endpoints that start or complete a login, limited per client address.
+/// Counts a finished login (a callback) in `dinggate_logins_total`.
+fn login(
+    app: &AppState,
+    result: Result<Response<GatewayBody>, LoginFailure>,
+) -> Result<Response<GatewayBody>, LoginFailure> {
+    app.metrics.login(match &result {
+        Ok(_) => LoginOutcome::Success,
+        Err(failure) => failure.error.outcome(),
+    });
+    result
+}
+
 fn is_login_endpoint(endpoint: &str) -> bool {
     matches!(
         endpoint,
@@ -535,7 +613,7 @@ async fn protected<'a>(
     let Some(resolution) = app.config.routes.resolve(host_name.as_deref(), path) else {
         return Err(GatewayError::NoRoute.into());
     };
-    access.route = Some(&resolution.route.name);
+    access.route = Some(resolution.route);
     // Routing and forwarding use the exact path; authorization holds under every reading of it.
     let target = Target {
         route: resolution.route,
@@ -545,7 +623,7 @@ async fn protected<'a>(
     if resolution.public {
         access.decision = Some(Admitted::Public);
         // Identity headers are still stripped inside `forward`; none are added.
-        return Ok(forward(&app.upstream, ctx.worker, req, peer, None, target).await?);
+        return Ok(forward_timed(app, ctx, req, peer, None, target).await?);
     }
     let mut clear = Vec::new();
     let Some(session) = session(app, req.headers(), &mut clear).await? else {
@@ -588,19 +666,41 @@ async fn protected<'a>(
         });
     };
     let session = authorize(app, &resolution, session, access).await?;
-    let forwarded = forward(
-        &app.upstream,
-        ctx.worker,
-        req,
-        peer,
-        Some(&session.current.headers),
-        target,
-    )
-    .await;
+    let forwarded =
+        forward_timed(app, ctx, req, peer, Some(&session.current.headers), target).await;
     access.user = Some(session.current);
     let mut resp = forwarded?;
     append_cookies(&mut resp, session.refreshed.as_slice());
     Ok(resp)
+}
+
+/// [`forward`], timed into `dinggate_upstream_duration_seconds` (to the response head) or
+/// counted in `dinggate_upstream_errors_total` by cause.
+async fn forward_timed(
+    app: &AppState,
+    ctx: &RequestContext,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    identity: Option<&IdentityValues>,
+    target: Target<'_>,
+) -> Result<Response<GatewayBody>, UpstreamError> {
+    let route = RouteKey::Route(target.route.index);
+    let sent = Instant::now();
+    let result = forward(&app.upstream, ctx.worker, req, peer, identity, target).await;
+    let cause = match &result {
+        Ok(_) => {
+            app.metrics.upstream(route, sent.elapsed());
+            return result;
+        }
+        Err(UpstreamError::Unreachable(PoolError::Connect(_))) => UpstreamFailure::Connect,
+        Err(UpstreamError::Unreachable(PoolError::Request(_))) => UpstreamFailure::Protocol,
+        Err(UpstreamError::Timeout(_)) => UpstreamFailure::Timeout,
+        Err(UpstreamError::Tls(_)) => UpstreamFailure::Tls,
+        // Not the upstream's failure: the request could not be turned into one.
+        Err(UpstreamError::BadUri(_)) => return result,
+    };
+    app.metrics.upstream_error(route, cause);
+    result
 }
 
 /// The one authorization decision of proxy and forward-auth mode: every route that the path
@@ -840,7 +940,7 @@ async fn forward_auth<'a>(
     let Some(resolution) = resolution else {
         return Err(GatewayError::NoRoute.into());
     };
-    access.route = Some(&resolution.route.name);
+    access.route = Some(resolution.route);
     let mut resp = pages::text(StatusCode::OK, "ok\n");
     if resolution.public {
         access.decision = Some(Admitted::Public);
@@ -1323,6 +1423,23 @@ mod tests {
     }
 
     /// The JSON access line for a request that ended with `error` (or succeeded).
+    /// A route table with the routes `admin`, `/` and `app`, for access lines that name them.
+    fn named_routes() -> crate::routes::RouteTable {
+        crate::Config::from_yaml_str(
+            "public_url: https://gate.example.com\nupstream: http://127.0.0.1:8080\ndingtalk: {client_id: dingabc, client_secret: s3cret, corp_id: dingcorp}\nsession: {signing_key: \"0123456789abcdef0123456789abcdef\"}\nroutes:\n  - {name: admin, path_prefix: /admin}\n  - {name: app, path_prefix: /app}\n  - {name: /, path_prefix: /}\n",
+        )
+        .expect("valid")
+        .routes
+    }
+
+    fn route<'a>(table: &'a crate::routes::RouteTable, name: &str) -> &'a Route {
+        table
+            .routes()
+            .iter()
+            .find(|r| r.name == name)
+            .expect("route")
+    }
+
     fn access_json(access: &Access<'_>, error: Option<GatewayError>) -> serde_json::Value {
         let status = error.as_ref().map_or(StatusCode::OK, status_of);
         let text = captured(crate::config::LogFormat::Json, || {
@@ -1384,9 +1501,11 @@ mod tests {
 
     #[test]
     fn access_line_names_the_user_route_decision_and_original_request() {
+        let table = named_routes();
         let access = Access {
             user: Some(identity("unionzhangsan", Some("zhangsan"))),
-            route: Some("admin"),
+            route: Some(route(&table, "admin")),
+            gateway: false,
             decision: Some(Admitted::Allow),
             original: Some(Original {
                 method: Some(Method::POST),
@@ -1434,9 +1553,11 @@ mod tests {
             ]
         );
         // Signed in without directory data, through nginx (no X-Forwarded-Method or host).
+        let table = named_routes();
         let access = Access {
             user: Some(identity("unionzhangsan", None)),
-            route: Some("/"),
+            route: Some(route(&table, "/")),
+            gateway: false,
             decision: Some(Admitted::Public),
             original: Some(Original {
                 method: None,
@@ -1454,9 +1575,11 @@ mod tests {
 
     #[test]
     fn access_line_of_a_refusal_names_the_refusing_route_and_rule() {
+        let table = named_routes();
         let access = Access {
             user: Some(identity("unionzhangsan", Some("zhangsan"))),
-            route: Some("app"),
+            route: Some(route(&table, "app")),
+            gateway: false,
             decision: None,
             original: None,
         };

@@ -1,6 +1,7 @@
 //! dinggate: an authentication gateway that puts internal web apps behind DingTalk login.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod authz;
 pub mod body;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod gateway;
 pub mod host;
 pub mod identity;
 pub mod login;
+pub mod metrics;
 pub mod mock;
 
 pub mod pages;
@@ -72,7 +74,9 @@ pub async fn serve_worker(
         idle_timeout: server.idle_timeout,
         max_connections: server.max_connections.div_ceil(worker.of.max(1)),
         max_concurrent_streams: server.max_concurrent_streams,
+        open_connections: state.metrics.connections.clone(),
     };
+    state.readiness.serving();
     server::serve_http(
         listener,
         limits,

@@ -146,17 +146,31 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
     // Every socket is bound before anything serves, so a busy port fails the start.
     let listeners = dinggate::server::bind_workers(cfg.listen, cfg.server.listen_backlog, workers)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let admin_listener = cfg
+        .admin
+        .listen
+        .map(|addr| {
+            dinggate::server::bind_std(addr, 128, false)
+                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))
+        })
+        .transpose()?;
     tracing::info!(
         listen = %cfg.listen,
         public_url = %cfg.public_url,
         routes = cfg.routes.routes().len(),
         callback = %cfg.callback_url(),
+        admin = cfg.admin.listen.map(tracing::field::display),
         workers,
         version = VERSION,
         "dinggate started"
     );
     let state = Arc::new(AppState::build(cfg)?);
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The admin listener outlives the workers' drain, so probes see the 503 until the end.
+    let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+    let admin_thread = admin_listener
+        .map(|listener| spawn_admin(listener, state.clone(), admin_stopped))
+        .transpose()?;
     let mut listeners = listeners.into_iter().enumerate();
     let (_, first) = listeners.next().context("no listening socket")?;
     let mut threads = Vec::with_capacity(workers - 1);
@@ -182,8 +196,20 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
     let served = single_threaded()?.block_on(async {
         catch_reload_signal()?;
         let listener = tokio::net::TcpListener::from_std(first)?;
-        let shutdown = async {
+        let draining = state.clone();
+        let stop = &stop;
+        let shutdown = async move {
             shutdown_signal().await;
+            // Readiness first, so load balancers stop sending; accepting stops after the delay.
+            draining.readiness.draining();
+            let delay = draining.config.server.shutdown_delay;
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "readiness is 503; still accepting for server.shutdown_delay"
+                );
+                tokio::time::sleep(delay).await;
+            }
             let _ = stop.send(true);
         };
         let worker = Worker {
@@ -212,12 +238,41 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let _ = admin_stop.send(true);
+    if let Some(thread) = admin_thread {
+        if !matches!(thread.join(), Ok(Ok(()))) {
+            tracing::error!("the admin listener failed");
+            failed = true;
+        }
+    }
     tracing::info!("dinggate stopped");
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The admin listener on a thread of its own, so that probes and scrapes are answered even when
+/// the workers are saturated (a liveness probe timing out under load would restart the pod).
+fn spawn_admin(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    std::thread::Builder::new()
+        .name("dinggate-admin".to_owned())
+        .spawn(move || -> anyhow::Result<()> {
+            single_threaded()?.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                dinggate::admin::serve(listener, state, shutdown).await;
+                Ok(())
+            })
+        })
+        .context("cannot start the admin thread")
 }
 
 /// Runs a command on a multi-threaded Tokio runtime.

@@ -15,11 +15,13 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
-/// Limits applied to every accepted connection.
+/// Limits applied to every accepted connection. `Default` holds the defaults of the
+/// configuration's `server:` section too.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Time a client has to send a complete request head (slowloris guard).
@@ -35,17 +37,20 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Most concurrent HTTP/2 streams per connection (advertised in SETTINGS).
     pub max_concurrent_streams: u32,
+    /// Counts the connections open (a metric); the default counts into nothing exported.
+    pub open_connections: Gauge,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
+            max_header_bytes: 32 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 16_384,
             max_concurrent_streams: 100,
+            open_connections: Gauge::default(),
         }
     }
 }
@@ -195,8 +200,10 @@ pub async fn serve_http<H, Fut, B>(
             idle_timeout: limits.idle_timeout,
         };
         let stopped = stopped.clone();
+        let open = OpenConnection::new(&limits.open_connections);
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = open;
             tokio::pin!(conn);
             let result = drive(conn, &activity, timers, stopped, peer).await;
             if let Err(err) = result {
@@ -213,6 +220,22 @@ pub async fn serve_http<H, Fut, B>(
         () = tokio::time::sleep(limits.shutdown_timeout) => {
             tracing::warn!("graceful shutdown timed out; closing remaining connections");
         }
+    }
+}
+
+/// One open connection in the `open_connections` gauge, for as long as it lives.
+struct OpenConnection(Gauge);
+
+impl OpenConnection {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        OpenConnection(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

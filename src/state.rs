@@ -1,6 +1,6 @@
 //! The one shared state, built once at startup from a validated `Config`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
@@ -9,6 +9,7 @@ use crate::directory::Directory;
 use crate::identity::Identity;
 use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
+use crate::metrics::Metrics;
 use crate::proxy::forward::{Upstream, UpstreamBuildError};
 use crate::ratelimit::RateLimits;
 use crate::session::cache::SessionCache;
@@ -82,6 +83,40 @@ pub struct AppState {
     pub limits: RateLimits,
     /// Time source.
     pub clock: Clock,
+    /// Prometheus series (the admin listener's `/metrics`).
+    pub metrics: Metrics,
+    /// Whether the gateway is serving and not shutting down (`/readyz`).
+    pub readiness: Readiness,
+}
+
+/// The process's own share of readiness: set when the listeners serve, cleared when shutdown
+/// begins (before accepting stops, so load balancers take the replica out first).
+#[derive(Debug, Default)]
+pub struct Readiness {
+    serving: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    /// The public listener is accepting.
+    pub fn serving(&self) {
+        self.serving.store(true, Ordering::Release);
+    }
+
+    /// Shutdown has begun: `/readyz` answers 503 from now on.
+    pub fn draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the listener serves.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -160,6 +195,12 @@ impl AppState {
             },
         );
         let redirects = RedirectPolicy::new(&config.public_url, config.redirect_allowlist.clone());
+        let metrics = Metrics::new(
+            config.routes.routes().iter().map(|r| r.name.as_str()),
+            env!("CARGO_PKG_VERSION"),
+            env!("BUILD_GIT_COMMIT"),
+            &config.hash(),
+        );
         let http = reqwest::Client::builder()
             .timeout(config.dingtalk.timeout)
             .connect_timeout(config.dingtalk.timeout)
@@ -183,6 +224,7 @@ impl AppState {
                     base_delay: std::time::Duration::from_secs(1),
                 },
                 exclusive_corp_id: config.dingtalk.exclusive_corp_id.clone(),
+                metrics: metrics.dingtalk.clone(),
             },
             http,
         );
@@ -216,6 +258,8 @@ impl AppState {
             upstream,
             limits,
             clock: Clock::default(),
+            metrics,
+            readiness: Readiness::default(),
         })
     }
 }

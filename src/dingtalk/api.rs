@@ -35,6 +35,20 @@ pub enum Api {
 }
 
 impl Api {
+    /// A short stable name, the `api` label of the DingTalk metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::UserAccessToken => "user_access_token",
+            Api::CurrentUser => "current_user",
+            Api::AppToken => "app_token",
+            Api::UserIdByUnionId => "user_id_by_union_id",
+            Api::UserDetail => "user_detail",
+            Api::DepartmentChains => "department_chains",
+            Api::InAppUser => "in_app_user",
+            Api::Department => "department",
+        }
+    }
+
     /// The call's path relative to its base URL.
     pub fn path(self) -> &'static str {
         match self {

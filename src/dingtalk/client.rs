@@ -17,6 +17,7 @@ use super::types::{
     ContactUser, InAppUser, RawDepartment, RawParentList, RawUnionIdLookup, RawUserToken,
     UserDetail, UserToken,
 };
+use crate::metrics::DingTalkMetrics;
 
 pub(crate) use super::transport::join;
 
@@ -90,6 +91,8 @@ pub struct ClientSettings {
     pub retry: RetryPolicy,
     /// With exclusive accounts (专属钉钉): the organization whose login page the scan login opens.
     pub exclusive_corp_id: Option<String>,
+    /// Where calls, token refreshes and directory look-ups are counted.
+    pub metrics: DingTalkMetrics,
 }
 
 impl fmt::Debug for ClientSettings {
@@ -100,7 +103,7 @@ impl fmt::Debug for ClientSettings {
             .field("client_secret", &"<redacted>")
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -441,6 +444,7 @@ mod tests {
                     base_delay: Duration::from_millis(5),
                 },
                 exclusive_corp_id: None,
+                metrics: Default::default(),
             }
         }
 
@@ -513,6 +517,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             exclusive_corp_id: None,
+            metrics: Default::default(),
         };
         let client = DingTalkClient::new(settings.clone(), http_client());
         let redirect = "https://gw.example.com/_dinggate/callback?x=1&y=a b";
@@ -969,6 +974,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             exclusive_corp_id: None,
+            metrics: Default::default(),
         };
         let client = DingTalkClient::new(settings.clone(), http_client());
         let text = format!("{settings:?} {client:?}");

@@ -44,6 +44,7 @@ impl Running {
                     base_delay: Duration::from_millis(5),
                 },
                 exclusive_corp_id: None,
+                metrics: Default::default(),
             },
             reqwest::Client::new(),
         )

@@ -78,6 +78,7 @@ impl DingTalkClient {
             }
         }
         let result = self.fetch_app_token().await;
+        self.inner.settings.metrics.token_refresh(result.is_ok());
         let mut state = cache.lock();
         state.generation = state.generation.wrapping_add(1);
         match &result {

@@ -110,11 +110,22 @@ impl DingTalkClient {
         }
     }
 
+    /// One HTTP attempt, counted in the DingTalk metrics by API, result and error code.
     pub(super) async fn attempt(
         &self,
         call: &Call<'_>,
         retry: u32,
     ) -> Result<Answer, DingTalkError> {
+        let started = Instant::now();
+        let result = self.exchange(call, retry).await;
+        self.inner
+            .settings
+            .metrics
+            .call(call.api, result.as_ref().map(|_| ()), started.elapsed());
+        result
+    }
+
+    async fn exchange(&self, call: &Call<'_>, retry: u32) -> Result<Answer, DingTalkError> {
         let api = call.api;
         let timeout = self.inner.settings.timeout;
         let mut request = self

@@ -1,5 +1,6 @@
 //! The scan-login flow: `/start` (state + redirect to DingTalk), `/callback` (verify, exchange, mint), the in-client login.
 
+use crate::metrics::LoginOutcome;
 use cookie::Cookie;
 use http::{header, HeaderMap, HeaderValue, Response};
 
@@ -86,6 +87,34 @@ fn or_unknown(name: &str) -> &str {
         "(unknown)"
     } else {
         name
+    }
+}
+
+impl LoginError {
+    /// The `outcome` label of `dinggate_logins_total` for a login that ended with this error.
+    pub fn outcome(&self) -> LoginOutcome {
+        match self {
+            LoginError::BadQuery(_) | LoginError::BadReturnUrl(_) | LoginError::BadCode(_) => {
+                LoginOutcome::BadRequest
+            }
+            LoginError::State(StateError::Replayed) => LoginOutcome::ReplayedState,
+            LoginError::State(
+                StateError::Missing
+                | StateError::NoCookie
+                | StateError::Mismatch
+                | StateError::Expired,
+            ) => LoginOutcome::BadState,
+            LoginError::Refused(_) => LoginOutcome::Refused,
+            LoginError::CodeRejected(_) => LoginOutcome::CodeRejected,
+            LoginError::NotInOrganization { .. } | LoginError::Inactive { .. } => {
+                LoginOutcome::NotInOrganization
+            }
+            LoginError::DingTalk(_) => LoginOutcome::DingTalkError,
+            LoginError::TooLarge(_) | LoginError::SessionTooLarge { .. } => {
+                LoginOutcome::GatewayError
+            }
+            LoginError::Busy(_) => LoginOutcome::RateLimited,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! A request's session: every session cookie verified (or found in the cache), revocations applied, conflicts refused, re-validated when due.
 
+use crate::metrics::Revalidation;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -232,6 +233,7 @@ pub async fn session_of(
             // already, so the browser's next request with it is a hit.
             forget(app, headers);
             app.session_cache.insert(&token, fresh.clone());
+            app.metrics.revalidation(Revalidation::Renewed);
             Ok(Some(Session {
                 current: fresh,
                 refreshed: Some(session_cookie(&app.cookies, &token)),
@@ -241,13 +243,18 @@ pub async fn session_of(
             if age(claims.iat) <= (s.revalidate_after + s.revalidate_grace).as_secs() =>
         {
             tracing::warn!(union_id = %claims.sub, error = %e, "re-validation failed; within revalidate_grace, session kept");
+            app.metrics.revalidation(Revalidation::KeptInGrace);
             Ok(Some(Session {
                 current,
                 refreshed: None,
             }))
         }
-        Err(LoginError::DingTalk(e)) => Err(LookupError::Revalidation(e)),
+        Err(LoginError::DingTalk(e)) => {
+            app.metrics.revalidation(Revalidation::Failed);
+            Err(LookupError::Revalidation(e))
+        }
         Err(e) => {
+            app.metrics.revalidation(Revalidation::Ended);
             tracing::info!(union_id = %claims.sub, reason = %e, "session revoked at re-validation");
             forget(app, headers);
             Err(LookupError::Ended(e))

@@ -1,0 +1,623 @@
+//! Prometheus metrics: every series the gateway exports, registered once at startup and encoded for the admin listener's `/metrics`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::dingtalk::api::Api;
+use crate::dingtalk::DingTalkError;
+
+/// Request-duration buckets (seconds): 1 ms … 30 s, the range between a cached proxy hit and
+/// the upstream timeout.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The method label: the common methods by name, everything else as `OTHER`, so a client
+/// cannot create series with made-up methods.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
+];
+/// The status label: the class only.
+const STATUSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// `route` of requests to the gateway's own endpoints (login, callback, sign-out, health).
+pub const GATEWAY_ROUTE: &str = "_gateway";
+/// `route` of requests no route matched (refused before routing, or outside every route).
+pub const NO_ROUTE: &str = "_none";
+
+fn method_index(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+fn status_index(status: StatusCode) -> usize {
+    usize::from((status.as_u16() / 100).clamp(1, 5) - 1)
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    route: String,
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DingTalkLabels {
+    api: &'static str,
+    result: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabel {
+    api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfigLabels {
+    hash: String,
+}
+
+/// The series of one route, resolved at startup so that counting a request is an index and an
+/// atomic add (no label hashing or map look-up on the request path).
+struct RouteSeries {
+    name: String,
+    /// `[method][status]`, created on first use so that only combinations seen are exported.
+    requests: [[OnceLock<Counter>; 5]; 8],
+    duration: Histogram,
+    upstream: Histogram,
+}
+
+/// Which of the gateway's routes (or pseudo-routes) a request is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKey {
+    /// A configured route, by [`crate::routes::Route::index`].
+    Route(usize),
+    /// The gateway's own endpoints ([`GATEWAY_ROUTE`]).
+    Gateway,
+    /// No route ([`NO_ROUTE`]).
+    None,
+}
+
+/// Why a request to the upstream failed, as the `cause` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection within `upstream_connect_timeout`, or refused / unreachable.
+    Connect,
+    /// No response head within `upstream_timeout`.
+    Timeout,
+    /// The TLS handshake with an https upstream failed.
+    Tls,
+    /// The connection failed after the request was sent (reset, closed, malformed answer).
+    Protocol,
+}
+
+impl UpstreamFailure {
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Tls => "tls",
+            UpstreamFailure::Protocol => "protocol",
+        }
+    }
+}
+
+/// How a login attempt ended, as the `outcome` label of `dinggate_logins_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// A session was issued.
+    Success,
+    /// A missing, forged, mismatched or expired login state (or no state cookie).
+    BadState,
+    /// A state that was used once already.
+    ReplayedState,
+    /// The person is not in the configured organization (or not active there).
+    NotInOrganization,
+    /// DingTalk rejected the code (expired, used).
+    CodeRejected,
+    /// The person cancelled at DingTalk, or DingTalk sent an error back.
+    Refused,
+    /// A malformed callback or login request (bad query, bad return URL, no code).
+    BadRequest,
+    /// DingTalk failed (outage, timeout, configuration); the code label of
+    /// `dinggate_dingtalk_requests_total` says which error.
+    DingTalkError,
+    /// The per-address login rate limit or the gateway-wide code budget refused it.
+    RateLimited,
+    /// The gateway could not issue a session (identity too large for a cookie).
+    GatewayError,
+}
+
+impl LoginOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            LoginOutcome::Success => "success",
+            LoginOutcome::BadState => "bad_state",
+            LoginOutcome::ReplayedState => "replayed_state",
+            LoginOutcome::NotInOrganization => "not_in_organization",
+            LoginOutcome::CodeRejected => "code_rejected",
+            LoginOutcome::Refused => "refused",
+            LoginOutcome::BadRequest => "bad_request",
+            LoginOutcome::DingTalkError => "dingtalk_error",
+            LoginOutcome::RateLimited => "rate_limited",
+            LoginOutcome::GatewayError => "gateway_error",
+        }
+    }
+}
+
+/// How a due session re-validation ended, as the `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revalidation {
+    /// The directory still knows the person: the session was re-minted.
+    Renewed,
+    /// DingTalk failed, but within `revalidate_grace`: the session was kept.
+    KeptInGrace,
+    /// DingTalk failed after the grace period: the request was refused.
+    Failed,
+    /// The person left the organization or was deactivated: the session ended.
+    Ended,
+}
+
+impl Revalidation {
+    fn label(self) -> &'static str {
+        match self {
+            Revalidation::Renewed => "renewed",
+            Revalidation::KeptInGrace => "kept_in_grace",
+            Revalidation::Failed => "failed",
+            Revalidation::Ended => "ended",
+        }
+    }
+}
+
+/// The DingTalk client's series (calls, app-token refreshes, directory cache). Cheap to clone:
+/// clones count into the same series.
+#[derive(Clone)]
+pub struct DingTalkMetrics {
+    calls: Family<DingTalkLabels, Counter>,
+    seconds: Family<ApiLabel, Histogram, fn() -> Histogram>,
+    token_refreshes: Family<ResultLabels, Counter>,
+    directory: Family<ResultLabels, Counter>,
+}
+
+impl Default for DingTalkMetrics {
+    fn default() -> Self {
+        Self {
+            calls: Family::default(),
+            seconds: Family::new_with_constructor(duration_histogram),
+            token_refreshes: Family::default(),
+            directory: Family::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DingTalkMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DingTalkMetrics")
+    }
+}
+
+/// The `result` and `code` labels of one DingTalk answer. Codes come from DingTalk (a finite,
+/// documented set); anything that does not look like one is counted as `other`, so an odd
+/// answer cannot grow the series without bound.
+fn dingtalk_result(result: &Result<(), &DingTalkError>) -> (&'static str, String) {
+    fn bounded(code: &str) -> String {
+        let plain = !code.is_empty()
+            && code.len() <= 64
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if plain {
+            code.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+    match result {
+        Ok(()) => ("ok", String::new()),
+        Err(DingTalkError::Timeout { .. }) => ("timeout", String::new()),
+        Err(DingTalkError::Transport { .. }) => ("transport", String::new()),
+        Err(DingTalkError::Api { code, .. }) => ("error", bounded(code)),
+        Err(DingTalkError::Legacy { errcode, .. }) => ("error", errcode.to_string()),
+        Err(DingTalkError::RateLimited { .. }) => ("rate_limited", String::new()),
+        Err(DingTalkError::Throttled { .. }) => ("throttled", String::new()),
+        Err(DingTalkError::Decode { .. }) => ("decode", String::new()),
+    }
+}
+
+impl DingTalkMetrics {
+    /// Counts one HTTP attempt to DingTalk (retries are attempts of their own) and its latency.
+    pub fn call(&self, api: Api, result: Result<(), &DingTalkError>, elapsed: Duration) {
+        let (outcome, code) = dingtalk_result(&result);
+        self.calls
+            .get_or_create(&DingTalkLabels {
+                api: api.name(),
+                result: outcome,
+                code,
+            })
+            .inc();
+        self.seconds
+            .get_or_create(&ApiLabel { api: api.name() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one app-token fetch.
+    pub fn token_refresh(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.token_refreshes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts one directory look-up answered from the cache (`hit`) or from DingTalk.
+    pub fn directory(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.directory.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dingtalk_requests",
+            "HTTP attempts to DingTalk's APIs by API, result (ok, error, timeout, transport, rate_limited, throttled, decode) and DingTalk error code",
+            self.calls.clone(),
+        );
+        registry.register_with_unit(
+            "dingtalk_request_duration",
+            "Latency of HTTP attempts to DingTalk's APIs",
+            Unit::Seconds,
+            self.seconds.clone(),
+        );
+        registry.register(
+            "dingtalk_app_token_refreshes",
+            "App access-token fetches by result",
+            self.token_refreshes.clone(),
+        );
+        registry.register(
+            "directory_lookups",
+            "Directory look-ups by result: hit (cache) or miss (asked DingTalk)",
+            self.directory.clone(),
+        );
+    }
+}
+
+/// Every series the gateway exports. Built once per process (it holds the registry); the
+/// request path touches only pre-resolved handles.
+pub struct Metrics {
+    registry: Registry,
+    routes: Box<[RouteSeries]>,
+    requests: Family<RequestLabels, Counter>,
+    /// Requests being served (from the request head until the response head).
+    pub in_flight: Gauge,
+    /// Client connections open on the public listener.
+    pub connections: Gauge,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    logins: Family<OutcomeLabels, Counter>,
+    revalidations: Family<ResultLabels, Counter>,
+    denials: Family<RouteLabel, Counter>,
+    /// The DingTalk client's series.
+    pub dingtalk: DingTalkMetrics,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Registers every series under the `dinggate_` prefix, with one request series set per
+    /// route in `routes` (by index) plus [`GATEWAY_ROUTE`] and [`NO_ROUTE`]. `config_hash`
+    /// identifies the loaded configuration.
+    pub fn new<'a>(
+        routes: impl IntoIterator<Item = &'a str>,
+        version: &'static str,
+        commit: &'static str,
+        config_hash: &str,
+    ) -> Self {
+        let mut registry = Registry::with_prefix("dinggate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        let upstream = Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        let names = routes
+            .into_iter()
+            .map(str::to_owned)
+            .chain([GATEWAY_ROUTE.to_owned(), NO_ROUTE.to_owned()]);
+        let routes: Box<[RouteSeries]> = names
+            .map(|name| {
+                let label = RouteLabel {
+                    route: name.clone(),
+                };
+                RouteSeries {
+                    requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+                    duration: duration.get_or_create_owned(&label),
+                    upstream: upstream.get_or_create_owned(&label),
+                    name,
+                }
+            })
+            .collect();
+        let metrics = Metrics {
+            routes,
+            requests,
+            in_flight: Gauge::default(),
+            connections: Gauge::default(),
+            upstream_errors: Family::default(),
+            logins: Family::default(),
+            revalidations: Family::default(),
+            denials: Family::default(),
+            dingtalk: DingTalkMetrics::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "build",
+            "The running dinggate's version and git commit",
+            Info::new(BuildLabels { version, commit }),
+        );
+        registry.register(
+            "config",
+            "Hash of the loaded configuration (secrets excluded): tells replicas' configurations apart",
+            Info::new(ConfigLabels {
+                hash: config_hash.to_owned(),
+            }),
+        );
+        registry.register(
+            "requests",
+            "Requests served, by route, method and status class",
+            metrics.requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from the request head to the response head, by route",
+            Unit::Seconds,
+            duration,
+        );
+        registry.register_with_unit(
+            "upstream_duration",
+            "Time from sending a request upstream to its response head, by route",
+            Unit::Seconds,
+            upstream,
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests being served (request head read, response head not yet sent)",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "client_connections",
+            "Client connections open on the public listener",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Requests the upstream did not answer, by route and cause (connect, timeout, tls, protocol)",
+            metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "logins",
+            "Login attempts by outcome",
+            metrics.logins.clone(),
+        );
+        registry.register(
+            "revalidations",
+            "Due session re-validations against the directory, by result",
+            metrics.revalidations.clone(),
+        );
+        registry.register(
+            "policy_denials",
+            "Signed-in requests a route's policy refused (403), by the refusing route",
+            metrics.denials.clone(),
+        );
+        metrics.dingtalk.register(&mut registry);
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    fn series(&self, route: RouteKey) -> &RouteSeries {
+        let n = self.routes.len();
+        let i = match route {
+            RouteKey::Route(i) if i + 2 < n => i,
+            RouteKey::Route(_) | RouteKey::None => n - 1,
+            RouteKey::Gateway => n - 2,
+        };
+        &self.routes[i]
+    }
+
+    /// Counts one served request and how long it took to its response head.
+    pub fn request(&self, route: RouteKey, method: &Method, status: StatusCode, took: Duration) {
+        let series = self.series(route);
+        let (m, s) = (method_index(method), status_index(status));
+        series.requests[m][s]
+            .get_or_init(|| {
+                self.requests.get_or_create_owned(&RequestLabels {
+                    route: series.name.clone(),
+                    method: METHODS[m],
+                    status: STATUSES[s],
+                })
+            })
+            .inc();
+        series.duration.observe(took.as_secs_f64());
+    }
+
+    /// Records the time the upstream took to answer a request of `route` (response head).
+    pub fn upstream(&self, route: RouteKey, took: Duration) {
+        self.series(route).upstream.observe(took.as_secs_f64());
+    }
+
+    /// Counts a request the upstream of `route` did not answer.
+    pub fn upstream_error(&self, route: RouteKey, cause: UpstreamFailure) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                route: self.series(route).name.clone(),
+                cause: cause.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a login attempt's outcome.
+    pub fn login(&self, outcome: LoginOutcome) {
+        self.logins
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a due re-validation's result.
+    pub fn revalidation(&self, result: Revalidation) {
+        self.revalidations
+            .get_or_create(&ResultLabels {
+                result: result.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a policy refusal by `route` (the route whose policy refused).
+    pub fn denial(&self, route: &str) {
+        self.denials
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The registry in the Prometheus text format 0.0.4 (what `promtool` and every scraper
+    /// read), or OpenMetrics 1.0 when `openmetrics`.
+    pub fn encode(&self, openmetrics: bool) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        };
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics::new(["/admin", "/"], "0.1.0", "abc", "h")
+    }
+
+    #[test]
+    fn classes_are_bounded() {
+        assert_eq!(method_index(&Method::from_bytes(b"BREW").unwrap()), 7);
+        assert_eq!(status_index(StatusCode::from_u16(599).unwrap()), 4);
+        assert_eq!(status_index(StatusCode::SWITCHING_PROTOCOLS), 0);
+    }
+
+    #[test]
+    fn requests_are_counted_under_their_route_and_classes() {
+        let m = metrics();
+        let d = Duration::from_millis(3);
+        m.request(RouteKey::Route(0), &Method::GET, StatusCode::OK, d);
+        m.request(RouteKey::Route(0), &Method::GET, StatusCode::NO_CONTENT, d);
+        m.request(
+            RouteKey::Route(1),
+            &Method::from_bytes(b"PROPFIND").unwrap(),
+            StatusCode::NOT_FOUND,
+            d,
+        );
+        m.request(RouteKey::Gateway, &Method::GET, StatusCode::FOUND, d);
+        m.request(RouteKey::None, &Method::POST, StatusCode::BAD_REQUEST, d);
+        // An index past the table (a route added after start) is never a panic.
+        m.request(RouteKey::Route(99), &Method::GET, StatusCode::OK, d);
+        let text = m.encode(false);
+        for line in [
+            r#"dinggate_requests_total{route="/admin",method="GET",status="2xx"} 2"#,
+            r#"dinggate_requests_total{route="/",method="OTHER",status="4xx"} 1"#,
+            r#"dinggate_requests_total{route="_gateway",method="GET",status="3xx"} 1"#,
+            r#"dinggate_requests_total{route="_none",method="POST",status="4xx"} 1"#,
+            r#"dinggate_requests_total{route="_none",method="GET",status="2xx"} 1"#,
+            r#"dinggate_request_duration_seconds_count{route="/admin"} 2"#,
+            r#"dinggate_build_info{version="0.1.0",commit="abc"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("PROPFIND"));
+    }
+
+    #[test]
+    fn dingtalk_codes_that_do_not_look_like_codes_are_other() {
+        let err = DingTalkError::Api {
+            api: Api::CurrentUser,
+            status: 400,
+            code: "bad code with spaces".into(),
+            message: String::new(),
+            request_id: None,
+            required_scopes: Vec::new(),
+        };
+        assert_eq!(dingtalk_result(&Err(&err)), ("error", "other".to_owned()));
+        let err = DingTalkError::Legacy {
+            api: Api::UserDetail,
+            errcode: 60020,
+            sub_code: None,
+            message: String::new(),
+            request_id: None,
+        };
+        assert_eq!(dingtalk_result(&Err(&err)), ("error", "60020".to_owned()));
+    }
+
+    #[test]
+    fn openmetrics_ends_with_eof() {
+        let m = metrics();
+        assert!(m.encode(true).ends_with("# EOF\n"));
+        assert!(!m.encode(false).contains("# EOF"));
+    }
+}
