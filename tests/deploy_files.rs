@@ -296,10 +296,21 @@ fn kubernetes_pods_start_and_drain() {
         .or(defaults["server"]["shutdown_timeout"].as_str())
         .expect("server.shutdown_timeout");
     let shutdown = humantime::parse_duration(shutdown).unwrap().as_secs();
+    let delay = gateway["server"]["shutdown_delay"]
+        .as_str()
+        .map_or(0, |d| humantime::parse_duration(d).unwrap().as_secs());
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(
-        grace > shutdown,
-        "terminationGracePeriodSeconds {grace} must exceed server.shutdown_timeout ({shutdown}s): SIGKILL would cut the drain"
+        grace > delay + shutdown,
+        "terminationGracePeriodSeconds {grace} must exceed server.shutdown_delay + server.shutdown_timeout ({delay}s + {shutdown}s): SIGKILL would cut the drain"
+    );
+    // The readiness probe must notice the 503 within the delay.
+    let probe = &pod["containers"][0]["readinessProbe"];
+    let noticed = probe["periodSeconds"].as_u64().unwrap_or(10)
+        * probe["failureThreshold"].as_u64().unwrap_or(3);
+    assert!(
+        noticed <= delay,
+        "the readiness probe needs {noticed}s to see the 503, longer than server.shutdown_delay ({delay}s)"
     );
 
     // The Secret's keys are the files gateway.yaml reads from the Secret's mount.
