@@ -29,7 +29,7 @@ cat > "$W/gateway.yaml" <<YAML
 listen: "127.0.0.1:25180"
 public_url: "http://127.0.0.1:25443"
 upstream: "http://127.0.0.1:25182"
-trust_forwarded_headers: true
+trusted_proxies: [127.0.0.1]
 dingtalk:
   client_id: "dingmockclientid0001"
   client_secret: "mock-client-secret-0123456789abcdef"

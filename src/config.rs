@@ -17,6 +17,7 @@ use crate::proxy::headers::StripRule;
 use crate::proxy::tls::RawTls;
 use crate::routes::{validate_routes, RawRoute, RouteDefaults, RouteTable};
 use crate::server::ServerLimits;
+use crate::trusted::TrustedProxies;
 
 /// The shortest accepted session signing key, in bytes (HS256 wants at least the hash size).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -79,8 +80,10 @@ pub struct Config {
     /// Parsed form of `redirect_allowlist_raw`.
     #[serde(skip)]
     pub redirect_allowlist: Vec<HostPattern>,
-    /// Keep and append to client `X-Forwarded-*` headers (only behind a trusted proxy).
-    pub trust_forwarded_headers: bool,
+    /// The proxies in front of the gateway: only their `X-Forwarded-*` and `X-Request-Id` are
+    /// believed, and the client address is read through them.
+    #[serde(serialize_with = "ser_trusted")]
+    pub trusted_proxies: TrustedProxies,
     /// DingTalk application settings.
     pub dingtalk: DingTalkConfig,
     /// Session cookie and JWT settings.
@@ -659,6 +662,59 @@ fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }
 
+fn ser_trusted<S: Serializer>(t: &TrustedProxies, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(t.nets().iter().map(ToString::to_string))
+}
+
+/// `trusted_proxies`, or the deprecated `trust_forwarded_headers` (true = every peer, with the
+/// old meaning: the peer's own `X-Forwarded-For` entry is the client).
+fn trusted_proxies(
+    c: &mut Check,
+    list: Option<Vec<String>>,
+    deprecated: Option<String>,
+) -> TrustedProxies {
+    let old = c.boolean("trust_forwarded_headers", deprecated.clone(), false);
+    if deprecated.is_some() {
+        if list.is_some() {
+            c.issue(
+                "trust_forwarded_headers",
+                "set together with trusted_proxies: remove it (trusted_proxies replaces it)",
+            );
+        } else {
+            c.warn(
+                "trust_forwarded_headers",
+                if old {
+                    "deprecated: trusts every peer; write trusted_proxies: [the addresses or ranges of your proxies] (or [0.0.0.0/0, \"::/0\"] for the same meaning)"
+                } else {
+                    "deprecated: remove it (no trusted_proxies is the same)"
+                },
+            );
+        }
+    }
+    let Some(list) = list else {
+        return if old {
+            TrustedProxies::everyone()
+        } else {
+            TrustedProxies::default()
+        };
+    };
+    let mut nets = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        match TrustedProxies::parse_entry(entry) {
+            Ok(net) => nets.push(net),
+            Err(e) => c.issue(&format!("trusted_proxies[{i}]"), e),
+        }
+    }
+    let trusted = TrustedProxies::new(nets);
+    if trusted.trusts_everyone() {
+        c.warn(
+            "trusted_proxies",
+            "trusts every address: any client that reaches the gateway directly can choose its X-Forwarded-* headers, request id and logged address; list only your proxies",
+        );
+    }
+    trusted
+}
+
 fn ser_routes<S: Serializer>(t: &RouteTable, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(t.routes())
 }
@@ -824,6 +880,8 @@ struct RawConfig {
     redirect_allowlist: Option<Vec<String>>,
     #[serde(deserialize_with = "lenient")]
     trust_forwarded_headers: Option<String>,
+    #[serde(deserialize_with = "string_list")]
+    trusted_proxies: Option<Vec<String>>,
     dingtalk: RawDingTalk,
     session: RawSession,
     headers: RawHeaders,
@@ -1478,11 +1536,8 @@ impl RawConfig {
                 Err(e) => c.issue(&format!("redirect_allowlist[{i}]"), e),
             }
         }
-        let trust_forwarded_headers = c.boolean(
-            "trust_forwarded_headers",
-            self.trust_forwarded_headers,
-            false,
-        );
+        let trusted_proxies =
+            trusted_proxies(&mut c, self.trusted_proxies, self.trust_forwarded_headers);
 
         let (dingtalk, facts) = self.dingtalk.validate(&mut c);
         let session = self.session.validate(&mut c, public_url.as_ref());
@@ -1698,7 +1753,7 @@ impl RawConfig {
                     routes: RouteTable::new(routes),
                     redirect_allowlist_raw: allowlist_raw,
                     redirect_allowlist: allowlist,
-                    trust_forwarded_headers,
+                    trusted_proxies,
                     dingtalk,
                     session,
                     headers,
@@ -2566,6 +2621,56 @@ log:
         assert_eq!(c.rate_limit.login.burst, 3);
         assert_eq!(c.rate_limit.code_exchange.per_second, 2.0);
         assert_eq!(c.rate_limit.code_exchange.burst, 4);
+    }
+
+    #[test]
+    fn trusted_proxies_replace_the_boolean_which_still_works_with_a_warning() {
+        let c = Config::from_yaml_str(MINIMAL).expect("valid");
+        assert!(!c.trusted_proxies.trusts("127.0.0.1".parse().unwrap()));
+        let c = Config::from_yaml_str(&format!(
+            "{MINIMAL}trusted_proxies: [10.0.0.0/8, 192.0.2.7, \"fd00::/8\"]\n"
+        ))
+        .expect("valid");
+        assert!(c.trusted_proxies.trusts("10.9.8.7".parse().unwrap()));
+        assert!(c.trusted_proxies.trusts("192.0.2.7".parse().unwrap()));
+        assert!(!c.trusted_proxies.trusts("192.0.2.8".parse().unwrap()));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(
+            c.redacted_yaml().contains("- 10.0.0.0/8"),
+            "{}",
+            c.redacted_yaml()
+        );
+
+        let c = Config::from_yaml_str(&format!("{MINIMAL}trust_forwarded_headers: true\n"))
+            .expect("valid");
+        assert!(c.trusted_proxies.trusts_everyone());
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.key == "trust_forwarded_headers" && w.problem.contains("deprecated")),
+            "{:?}",
+            c.warnings
+        );
+        let c = Config::from_yaml_str(&format!("{MINIMAL}trusted_proxies: [0.0.0.0/0]\n"))
+            .expect("valid");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.key == "trusted_proxies" && w.problem.contains("every address")),
+            "{:?}",
+            c.warnings
+        );
+
+        let got = issues(&format!(
+            "{MINIMAL}trust_forwarded_headers: true\ntrusted_proxies: [10.0.0.0/8, 10.1.2.3/8, proxy.internal]\n"
+        ));
+        for key in [
+            "trust_forwarded_headers: set together with trusted_proxies",
+            "trusted_proxies[1]: 10.1.2.3/8 has bits set",
+            "trusted_proxies[2]: \"proxy.internal\" is not an IP address",
+        ] {
+            assert!(got.iter().any(|i| i.starts_with(key)), "{key}: {got:#?}");
+        }
     }
 
     #[test]

@@ -27,10 +27,11 @@ use crate::proxy::headers::wants_html;
 use crate::proxy::headers::IdentityValues;
 use crate::proxy::names::{
     X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_URI, X_LOGIN_URL, X_ORIGINAL_URI,
+    X_REQUEST_ID,
 };
 use crate::proxy::path::{normalize_path, PathError};
 use crate::proxy::pool::PoolError;
-use crate::ratelimit::{client_ip, BadForwardedFor, Throttled};
+use crate::ratelimit::Throttled;
 use crate::routes::{Resolution, Route};
 use crate::session::cache::VerifiedSession;
 use crate::session::cookie::clear_cookie;
@@ -38,6 +39,7 @@ use crate::session::lookup::{session_of, verify_cookies, LookupError, Session};
 use crate::session::revocation::RevocationError;
 use crate::state::AppState;
 use crate::telemetry::{ErrorChain, RequestId};
+use crate::trusted::{client_ip, BadForwardedFor};
 
 /// Everything that can go wrong while serving a request, by boundary.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +117,7 @@ pub enum GatewayError {
     /// This client address made too many login requests (`rate_limit.login`).
     #[error("login rate limit")]
     RateLimited(#[source] Throttled),
-    /// With `trust_forwarded_headers`, the client address the proxy appended is unusable.
+    /// A trusted proxy's `X-Forwarded-For` entry is not an address.
     #[error("unusable client address")]
     BadClientAddress(#[source] BadForwardedFor),
 }
@@ -156,7 +158,7 @@ pub async fn handle(
     let method = req.method().clone();
     let ctx = RequestContext {
         worker,
-        request_id: RequestId::random(),
+        request_id: request_id(&app, req.headers(), peer),
         wants_html: wants_html(req.headers(), req.method()),
         lang: pages::negotiate_lang(req.headers()),
         uri: req.uri().clone(),
@@ -176,6 +178,8 @@ pub async fn handle(
         }
     };
     append_cookies(&mut resp, &cookies);
+    resp.headers_mut()
+        .insert(X_REQUEST_ID, ctx.request_id.header().clone());
     drop(in_flight);
     count(
         &app,
@@ -196,6 +200,17 @@ pub async fn handle(
         error.as_ref(),
     );
     Ok(resp)
+}
+
+/// The request's id: a trusted proxy's `X-Request-Id` (`trusted_proxies`) when it has one that
+/// looks like an id, else a new random one. A client's own is never adopted: it could make its
+/// requests look like someone else's in the logs.
+fn request_id(app: &AppState, headers: &http::HeaderMap, peer: SocketAddr) -> RequestId {
+    headers
+        .get(X_REQUEST_ID)
+        .filter(|_| app.config.trusted_proxies.trusts(peer.ip()))
+        .and_then(RequestId::adopt)
+        .unwrap_or_else(RequestId::random)
 }
 
 /// One request in `dinggate_requests_in_flight`, from its head until its response head.
@@ -394,7 +409,7 @@ async fn endpoint_request<'a>(
 ) -> Result<Response<GatewayBody>, Failure> {
     if is_login_endpoint(endpoint) {
         // Before any state or DingTalk work: each start or callback may cost a DingTalk call.
-        let ip = client_ip(req.headers(), peer, app.config.trust_forwarded_headers)
+        let ip = client_ip(req.headers(), peer, &app.config.trusted_proxies)
             .map_err(GatewayError::BadClientAddress)?;
         if let Err(throttled) = app.limits.check_client(ip) {
             if matches!(endpoint, "/callback" | "/inapp/callback") {
@@ -568,7 +583,7 @@ fn effective_host<B>(req: &Request<B>) -> Result<Option<RequestHost>, GatewayErr
     Ok(Some(RequestHost { raw, parsed }))
 }
 
-/// With `trust_forwarded_headers`, the trusted proxy's `X-Forwarded-Host` is passed upstream as
+/// From a trusted proxy (`trusted_proxies`), the `X-Forwarded-Host` is passed upstream as
 /// the original host: it must then be one valid `host[:port]` naming the same host the route is
 /// chosen by (ports may differ: proxies often drop them), or an upstream that picks the app by
 /// `X-Forwarded-Host` would serve another host than the one authorized.
@@ -603,7 +618,7 @@ async fn protected<'a>(
     access: &mut Access<'a>,
 ) -> Result<Response<GatewayBody>, Failure> {
     let host = effective_host(&req)?;
-    if app.config.trust_forwarded_headers {
+    if app.config.trusted_proxies.trusts(peer.ip()) {
         check_trusted_forwarded_host(req.headers(), host.as_ref().map(|h| &h.parsed))?;
     }
     let host_name = host
@@ -686,7 +701,16 @@ async fn forward_timed(
 ) -> Result<Response<GatewayBody>, UpstreamError> {
     let route = RouteKey::Route(target.route.index);
     let sent = Instant::now();
-    let result = forward(&app.upstream, ctx.worker, req, peer, identity, target).await;
+    let result = forward(
+        &app.upstream,
+        ctx.worker,
+        req,
+        peer,
+        identity,
+        ctx.request_id.header(),
+        target,
+    )
+    .await;
     let cause = match &result {
         Ok(_) => {
             app.metrics.upstream(route, sent.elapsed());
@@ -1393,7 +1417,7 @@ mod tests {
     fn ctx() -> RequestContext {
         RequestContext {
             worker: 0,
-            request_id: RequestId(0x0123_4567_89ab_cdef),
+            request_id: RequestId::from_u64(0x0123_4567_89ab_cdef),
             wants_html: false,
             uri: Uri::from_static("/"),
             lang: Lang::Zh,

@@ -24,6 +24,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod trusted;
 
 use std::future::Future;
 use std::sync::Arc;

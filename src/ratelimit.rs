@@ -1,16 +1,14 @@
 //! Login rate limits: a token bucket per client address on the login endpoints, one global bucket on DingTalk code exchanges.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
-use http::HeaderMap;
 
 use crate::config::{RateBucket, RateLimitConfig};
-use crate::proxy::names::X_FORWARDED_FOR;
 
 /// How often stale per-address buckets are dropped, at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
@@ -71,50 +69,6 @@ impl ClientKey {
             },
         }
     }
-}
-
-/// The rightmost `X-Forwarded-For` value is not an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the X-Forwarded-For entry added by the trusted proxy is not an IP address")]
-pub struct BadForwardedFor;
-
-/// The address a request's login attempts are counted for.
-///
-/// Without `trust_forwarded_headers` it is the TCP peer. With it, the gateway sits behind a
-/// proxy that appends the address it saw to `X-Forwarded-For`, so the rightmost entry (of the
-/// last `X-Forwarded-For` line) is the one a client cannot choose: everything to its left is
-/// whatever the client sent. No `X-Forwarded-For` at all means the request did not come through
-/// the proxy, and the peer is the client. An entry that is present but not an address (with an
-/// optional port, IPv6 optionally bracketed) is refused rather than replaced.
-pub fn client_ip(
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    trust_forwarded: bool,
-) -> Result<IpAddr, BadForwardedFor> {
-    if !trust_forwarded {
-        return Ok(peer.ip());
-    }
-    let Some(last) = headers.get_all(X_FORWARDED_FOR).iter().next_back() else {
-        return Ok(peer.ip());
-    };
-    let text = last.to_str().map_err(|_| BadForwardedFor)?;
-    let entry = text.rsplit(',').next().unwrap_or_default().trim();
-    parse_forwarded_addr(entry).ok_or(BadForwardedFor)
-}
-
-/// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:80`.
-fn parse_forwarded_addr(entry: &str) -> Option<IpAddr> {
-    if let Ok(ip) = entry.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    if let Ok(sock) = entry.parse::<SocketAddr>() {
-        return Some(sock.ip());
-    }
-    entry
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-        .and_then(|inner| inner.parse::<std::net::Ipv6Addr>().ok())
-        .map(IpAddr::V6)
 }
 
 /// The gateway's login rate limiters, built once from `rate_limit`.
@@ -232,78 +186,6 @@ fn whole_seconds(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-    use proptest::prelude::*;
-
-    fn peer() -> SocketAddr {
-        "10.0.0.1:5555".parse().unwrap()
-    }
-
-    fn xff(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn peer_unless_forwarded_headers_are_trusted() {
-        let h = xff(&["203.0.113.9"]);
-        assert_eq!(client_ip(&h, peer(), false), Ok(peer().ip()));
-        assert_eq!(
-            client_ip(&h, peer(), true),
-            Ok("203.0.113.9".parse().unwrap())
-        );
-        assert_eq!(client_ip(&HeaderMap::new(), peer(), true), Ok(peer().ip()));
-    }
-
-    #[test]
-    fn rightmost_entry_of_the_last_line_is_the_one_the_proxy_added() {
-        let h = xff(&["1.1.1.1, 2.2.2.2", "6.6.6.6 ,  203.0.113.9 "]);
-        assert_eq!(
-            client_ip(&h, peer(), true),
-            Ok("203.0.113.9".parse().unwrap())
-        );
-        for (entry, want) in [
-            ("203.0.113.9:4711", "203.0.113.9"),
-            ("2001:db8::1", "2001:db8::1"),
-            ("[2001:db8::1]", "2001:db8::1"),
-            ("[2001:db8::1]:443", "2001:db8::1"),
-        ] {
-            let h = xff(&[&format!("evil, {entry}")]);
-            assert_eq!(
-                client_ip(&h, peer(), true),
-                Ok(want.parse().unwrap()),
-                "{entry}"
-            );
-        }
-    }
-
-    #[test]
-    fn unusable_rightmost_entry_is_refused_not_replaced() {
-        for bad in [
-            "unknown",
-            "",
-            "1.2.3.4, ",
-            "1.2.3",
-            "[1.2.3.4]",
-            "example.com",
-            "1.2.3.4 5.6.7.8",
-        ] {
-            assert_eq!(
-                client_ip(&xff(&[bad]), peer(), true),
-                Err(BadForwardedFor),
-                "{bad:?}"
-            );
-        }
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_bytes(b"1.2.3.4\xff").unwrap(),
-        );
-        assert_eq!(client_ip(&h, peer(), true), Err(BadForwardedFor));
-    }
 
     #[test]
     fn ipv6_is_keyed_per_64_and_mapped_v4_as_v4() {
@@ -393,20 +275,5 @@ mod tests {
             whole_seconds(Duration::from_secs(3)),
             Duration::from_secs(3)
         );
-    }
-
-    proptest! {
-        #[test]
-        fn any_forwarded_header_is_an_address_or_refused(raw in proptest::collection::vec(any::<u8>(), 0..64)) {
-            if let Ok(v) = HeaderValue::from_bytes(&raw) {
-                let mut h = HeaderMap::new();
-                h.insert("x-forwarded-for", v);
-                if let Ok(ip) = client_ip(&h, peer(), true) {
-                    let text = String::from_utf8(raw).unwrap();
-                    let last = text.rsplit(',').next().unwrap().trim().to_owned();
-                    prop_assert!(last.contains(&ip.to_string()) || last.parse::<IpAddr>().is_ok() || last.parse::<SocketAddr>().is_ok());
-                }
-            }
-        }
     }
 }

@@ -196,21 +196,57 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// A request's id, shown on error pages and in log lines: random, kept as a number and
-/// formatted (16 hex digits) only when something shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestId(pub u64);
+/// A request's id: shown on error pages and in log lines, sent upstream and back to the client
+/// as `X-Request-Id`. Random (16 hex digits), or adopted from a trusted proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(http::HeaderValue);
+
+/// Longest `X-Request-Id` adopted from a trusted proxy.
+const MAX_ADOPTED_ID: usize = 128;
 
 impl RequestId {
     /// A new random id.
     pub fn random() -> Self {
-        Self(rand::random())
+        Self::from_u64(rand::random())
+    }
+
+    /// The id `n` as 16 hex digits.
+    pub fn from_u64(n: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 16];
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        // Hex digits are always a valid header value.
+        Self(http::HeaderValue::from_bytes(&digits).unwrap_or(http::HeaderValue::from_static("0")))
+    }
+
+    /// A proxy's `X-Request-Id`, when it looks like an id: 1 to 128 of `A-Z a-z 0-9 - _ . : = / + @ ~`
+    /// (UUIDs, ULIDs, hex, base64, nginx's `$request_id`). Anything else — spaces, quotes,
+    /// markup, control characters — is not adopted, so an id is always safe to show and log.
+    pub fn adopt(value: &http::HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let plain = (1..=MAX_ADOPTED_ID).contains(&bytes.len())
+            && bytes.iter().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'-' | b'_' | b'.' | b':' | b'=' | b'/' | b'+' | b'@' | b'~'
+                    )
+            });
+        plain.then(|| Self(value.clone()))
+    }
+
+    /// The id as a header value.
+    pub fn header(&self) -> &http::HeaderValue {
+        &self.0
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
+        // Only ever built from visible ASCII (hex digits or an adopted, checked id).
+        f.write_str(self.0.to_str().unwrap_or("-"))
     }
 }
 

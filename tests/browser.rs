@@ -650,7 +650,6 @@ mod page_server {
                         state: "qr-state",
                         corp_id: Some(&shared.corp_id),
                         exclusive_corp_id: None,
-                        metrics: Default::default(),
                         login_origin: "https://login.dingtalk.com",
                     }),
                     signed_in: None,

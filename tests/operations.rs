@@ -459,3 +459,98 @@ async fn the_admin_listener_serves_nothing_else() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     stack.stop().await;
 }
+
+/// GETs `/echo` with `headers`, returning the response's `X-Request-Id` and the echoed request.
+async fn echo_with(
+    stack: &dinggate::demo::Stack,
+    client: &reqwest::Client,
+    headers: &[(&str, &str)],
+) -> (String, Value) {
+    let mut req = client
+        .get(format!("{}/echo", stack.url()))
+        .header("accept", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    (id, resp.json().await.unwrap())
+}
+
+fn is_generated(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[tokio::test]
+async fn request_ids_and_forwarded_headers_are_taken_from_trusted_proxies_only() {
+    // The test client connects from 127.0.0.1: trusted here ...
+    let trusted = stack("trusted_proxies: [127.0.0.0/8]\n").await;
+    let client = logged_in(&trusted, "zhangsan").await;
+    let (id, echoed) = echo_with(
+        &trusted,
+        &client,
+        &[
+            ("x-request-id", "3f2c1a9e-7d4b-4c11-9a55-0b8e2f6d1c3a"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+    )
+    .await;
+    assert_eq!(id, "3f2c1a9e-7d4b-4c11-9a55-0b8e2f6d1c3a");
+    assert_eq!(common::header(&echoed, "x-request-id"), Some(id.as_str()));
+    assert_eq!(
+        common::header(&echoed, "x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    // A trusted proxy's id that is not an id (markup, spaces, too long) is replaced.
+    for odd in ["<script>alert(1)</script>", "a b", &"x".repeat(129)] {
+        let (id, echoed) = echo_with(&trusted, &client, &[("x-request-id", odd)]).await;
+        assert!(is_generated(&id), "{odd:?} → {id}");
+        assert_eq!(common::header(&echoed, "x-request-id"), Some(id.as_str()));
+    }
+    // Error answers carry the same id in the header and in the body.
+    let resp = client
+        .get(format!("{}/_dinggate/nope", trusted.url()))
+        .header("accept", "application/json")
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["x-request-id"], "req-42");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["request_id"], "req-42");
+    trusted.stop().await;
+
+    // ... and not here: the same headers from an untrusted peer are ignored.
+    let untrusted = stack("trusted_proxies: [192.0.2.0/24]\n").await;
+    let client = logged_in(&untrusted, "zhangsan").await;
+    let (id, echoed) = echo_with(
+        &untrusted,
+        &client,
+        &[
+            ("x-request-id", "3f2c1a9e-7d4b-4c11-9a55-0b8e2f6d1c3a"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+    )
+    .await;
+    assert!(is_generated(&id), "{id}");
+    assert_eq!(common::header(&echoed, "x-request-id"), Some(id.as_str()));
+    assert_eq!(
+        common::header(&echoed, "x-forwarded-for"),
+        Some("127.0.0.1")
+    );
+    assert_ne!(
+        common::header(&echoed, "x-forwarded-host"),
+        Some("evil.example")
+    );
+    // Without trusted_proxies at all, the same.
+    untrusted.stop().await;
+    let none = stack("").await;
+    let client = logged_in(&none, "zhangsan").await;
+    let (id, echoed) = echo_with(&none, &client, &[("x-request-id", "mine")]).await;
+    assert!(is_generated(&id), "{id}");
+    assert_eq!(common::header(&echoed, "x-request-id"), Some(id.as_str()));
+    none.stop().await;
+}

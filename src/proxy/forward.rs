@@ -15,10 +15,11 @@ use crate::proxy::headers::{
     is_upgrade_request, remove_hop_by_hop, set_forwarded, strip_cookies, strip_protected,
     IdentityValues, ProtectedHeaders,
 };
-use crate::proxy::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::proxy::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::proxy::pool::{Origin, OriginError, Pool, PoolError};
 use crate::proxy::uri::UpstreamBase;
 use crate::routes::Route;
+use crate::trusted::TrustedProxies;
 
 /// Everything forwarding needs, built once at startup: the pooled clients, each route's
 /// upstream URL in parts, and the header rules. Forwarding sees this, never the whole state.
@@ -33,7 +34,7 @@ pub struct Upstream {
     /// The session cookie's name and the login-state cookies' prefix: never forwarded.
     session_cookie: String,
     state_cookie_prefix: String,
-    trust_forwarded_headers: bool,
+    trusted: TrustedProxies,
     /// `X-Forwarded-Proto`: the scheme of `public_url`.
     proto: &'static str,
     pass_host_header: bool,
@@ -106,7 +107,7 @@ impl Upstream {
             ),
             session_cookie: config.session.cookie_name.clone(),
             state_cookie_prefix: config.session.state_cookie_prefix(),
-            trust_forwarded_headers: config.trust_forwarded_headers,
+            trusted: config.trusted_proxies.clone(),
             proto: if config.public_url.scheme() == "https" {
                 "https"
             } else {
@@ -183,6 +184,7 @@ pub async fn forward(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     identity: Option<&IdentityValues>,
+    request_id: &HeaderValue,
     target: Target<'_>,
 ) -> Result<Response<GatewayBody>, UpstreamError> {
     let upgrade = is_upgrade_request(req.headers());
@@ -196,7 +198,8 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
     let client_forwarded = up
-        .trust_forwarded_headers
+        .trusted
+        .trusts(peer.ip())
         .then(|| ClientForwarded::take(headers));
     remove_hop_by_hop(headers);
     strip_protected(headers, &up.protected);
@@ -208,6 +211,8 @@ pub async fn forward(
     if let Some(values) = identity {
         values.apply(headers);
     }
+    // Replaces whatever the client sent: the upstream's logs line up with the gateway's.
+    headers.insert(X_REQUEST_ID, request_id.clone());
     let host = match original_host {
         Some(host) if up.pass_host_header => host,
         _ => base.host().clone(),
@@ -270,7 +275,7 @@ fn classify(error: PoolError, route: &Route) -> UpstreamError {
     }
 }
 
-/// The client's own `X-Forwarded-*` values, kept only when `trust_forwarded_headers` is on.
+/// The peer's `X-Forwarded-*` values, kept only when the peer is a trusted proxy.
 struct ClientForwarded {
     xff: Option<HeaderValue>,
     proto: Option<HeaderValue>,

@@ -6,6 +6,9 @@ use http::HeaderName;
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`: the scheme the client used (set by the gateway).
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Request-Id`: the request's id (adopted from a trusted proxy or generated; sent upstream
+/// and back to the client).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Forwarded-Host`: the host the client asked for (set by the gateway; read in forward-auth).
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `X-Forwarded-Uri`: the original request target (Traefik, Caddy forward-auth).

@@ -381,7 +381,7 @@ async fn login_rate_limit_answers_429_per_client_address() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_address_it_appended_is_limited() {
-    let stack = common::stack(&format!("{LOGIN_LIMIT}trust_forwarded_headers: true\n")).await;
+    let stack = common::stack(&format!("{LOGIN_LIMIT}trusted_proxies: [127.0.0.1]\n")).await;
     let start = format!("{}/_dinggate/start?rd=/", stack.url());
     let proxy = client_from("127.0.0.1");
     // The client controls everything left of the proxy's entry; rotating it changes nothing.
