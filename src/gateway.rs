@@ -164,7 +164,7 @@ pub async fn handle(
         uri: req.uri().clone(),
     };
     let mut access = Access::default();
-    let in_flight = InFlight::start(&app);
+    let in_flight = InFlight::start(&app, worker);
     let (result, cookies) = match dispatch(&app, req, peer, &ctx, &mut access).await {
         Ok(resp) => (Ok(resp), Vec::new()),
         Err(Failure { error, cookies }) => (Err(error), cookies),
@@ -183,6 +183,7 @@ pub async fn handle(
     drop(in_flight);
     count(
         &app,
+        &ctx,
         &method,
         resp.status(),
         started,
@@ -214,18 +215,18 @@ fn request_id(app: &AppState, headers: &http::HeaderMap, peer: SocketAddr) -> Re
 }
 
 /// One request in `dinggate_requests_in_flight`, from its head until its response head.
-struct InFlight<'a>(&'a AppState);
+struct InFlight<'a>(&'a AppState, usize);
 
 impl<'a> InFlight<'a> {
-    fn start(app: &'a AppState) -> Self {
-        app.metrics.in_flight.inc();
-        InFlight(app)
+    fn start(app: &'a AppState, worker: usize) -> Self {
+        app.metrics.in_flight(worker, 1);
+        InFlight(app, worker)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.metrics.in_flight.dec();
+        self.0.metrics.in_flight(self.1, -1);
     }
 }
 
@@ -233,6 +234,7 @@ impl Drop for InFlight<'_> {
 /// status class, and the refusing route of a policy denial.
 fn count(
     app: &AppState,
+    ctx: &RequestContext,
     method: &Method,
     status: StatusCode,
     started: Instant,
@@ -244,7 +246,8 @@ fn count(
         (None, true) => RouteKey::Gateway,
         (None, false) => RouteKey::None,
     };
-    app.metrics.request(key, method, status, started.elapsed());
+    app.metrics
+        .request(ctx.worker, key, method, status, started.elapsed());
     if let Some(GatewayError::Forbidden { route, .. }) = error {
         app.metrics.denial(route);
     }
@@ -713,7 +716,7 @@ async fn forward_timed(
     .await;
     let cause = match &result {
         Ok(_) => {
-            app.metrics.upstream(route, sent.elapsed());
+            app.metrics.upstream(ctx.worker, route, sent.elapsed());
             return result;
         }
         Err(UpstreamError::Unreachable(PoolError::Connect(_))) => UpstreamFailure::Connect,

@@ -1,15 +1,18 @@
 //! Prometheus metrics: every series the gateway exports, registered once at startup and encoded for the admin listener's `/metrics`.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::dingtalk::api::Api;
@@ -19,6 +22,11 @@ use crate::dingtalk::DingTalkError;
 /// the upstream timeout.
 const DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// The same bounds in microseconds, for the request path (integer compares only).
+const DURATION_BUCKETS_US: [u64; 14] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000,
 ];
 
 /// The method label: the common methods by name, everything else as `OTHER`, so a client
@@ -106,14 +114,161 @@ struct ConfigLabels {
     hash: String,
 }
 
-/// The series of one route, resolved at startup so that counting a request is an index and an
-/// atomic add (no label hashing or map look-up on the request path).
-struct RouteSeries {
-    name: String,
-    /// `[method][status]`, created on first use so that only combinations seen are exported.
-    requests: [[OnceLock<Counter>; 5]; 8],
-    duration: Histogram,
-    upstream: Histogram,
+/// A histogram's cells: one count per bucket (the last is `+Inf`) and the sum in microseconds.
+#[derive(Default)]
+struct HistogramCells {
+    buckets: [AtomicU64; DURATION_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl HistogramCells {
+    fn observe(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let i = DURATION_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+/// One worker's cells for one route.
+#[derive(Default)]
+struct RouteCells {
+    /// `[method][status]`.
+    requests: [[AtomicU64; STATUSES.len()]; METHODS.len()],
+    duration: HistogramCells,
+    upstream: HistogramCells,
+}
+
+/// What one worker thread counts. Each worker writes only its own cells (no cache line is
+/// shared between workers on the request path: with shared counters, two workers at 256
+/// connections spent measurable time bouncing them); a scrape adds the workers up.
+struct WorkerCells {
+    routes: Box<[RouteCells]>,
+    in_flight: AtomicI64,
+}
+
+/// The per-route request series, kept per worker and summed at scrape time.
+struct RequestSeries {
+    /// Route names by index, then [`GATEWAY_ROUTE`] and [`NO_ROUTE`].
+    names: Vec<String>,
+    workers: Box<[WorkerCells]>,
+}
+
+impl std::fmt::Debug for RequestSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSeries")
+            .field("routes", &self.names)
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl RequestSeries {
+    fn route_total(&self, route: usize, m: usize, s: usize) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.routes[route].requests[m][s].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn histogram(
+        &self,
+        route: usize,
+        which: fn(&RouteCells) -> &HistogramCells,
+    ) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut counts = [0u64; DURATION_BUCKETS_US.len() + 1];
+        let mut sum_us = 0u64;
+        for w in self.workers.iter() {
+            let h = which(&w.routes[route]);
+            for (c, b) in counts.iter_mut().zip(&h.buckets) {
+                *c += b.load(Ordering::Relaxed);
+            }
+            sum_us = sum_us.wrapping_add(h.sum_us.load(Ordering::Relaxed));
+        }
+        let buckets = DURATION_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(counts)
+            .collect();
+        (sum_us as f64 / 1e6, counts.iter().sum(), buckets)
+    }
+}
+
+impl Collector for RequestSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut family = encoder.encode_descriptor(
+                "requests",
+                "Requests served, by route, method and status class",
+                None,
+                MetricType::Counter,
+            )?;
+            for (r, route) in self.names.iter().enumerate() {
+                for (m, method) in METHODS.iter().enumerate() {
+                    for (s, status) in STATUSES.iter().enumerate() {
+                        // Only combinations seen: a counter that was ever non-zero stays so,
+                        // so no series disappears between scrapes.
+                        let total = self.route_total(r, m, s);
+                        if total == 0 {
+                            continue;
+                        }
+                        let labels = RequestLabels {
+                            route: route.clone(),
+                            method,
+                            status,
+                        };
+                        family
+                            .encode_family(&labels)?
+                            .encode_counter::<RequestLabels, u64, f64>(&total, None)?;
+                    }
+                }
+            }
+        }
+        let histograms: [(&str, &str, fn(&RouteCells) -> &HistogramCells); 2] = [
+            (
+                "request_duration",
+                "Time from the request head to the response head, by route",
+                |c| &c.duration,
+            ),
+            (
+                "upstream_duration",
+                "Time from sending a request upstream to its response head, by route",
+                |c| &c.upstream,
+            ),
+        ];
+        for (name, help, which) in histograms {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for (r, route) in self.names.iter().enumerate() {
+                let (sum, count, buckets) = self.histogram(r, which);
+                let labels = RouteLabel {
+                    route: route.clone(),
+                };
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<RouteLabel>(sum, count, &buckets, None)?;
+            }
+        }
+        let in_flight: i64 = self
+            .workers
+            .iter()
+            .map(|w| w.in_flight.load(Ordering::Relaxed))
+            .sum();
+        encoder
+            .encode_descriptor(
+                "requests_in_flight",
+                "Requests being served (request head read, response head not yet sent)",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&in_flight)?;
+        Ok(())
+    }
 }
 
 /// Which of the gateway's routes (or pseudo-routes) a request is counted under.
@@ -329,13 +484,10 @@ impl DingTalkMetrics {
 }
 
 /// Every series the gateway exports. Built once per process (it holds the registry); the
-/// request path touches only pre-resolved handles.
+/// request path touches only its own worker's cells.
 pub struct Metrics {
     registry: Registry,
-    routes: Box<[RouteSeries]>,
-    requests: Family<RequestLabels, Counter>,
-    /// Requests being served (from the request head until the response head).
-    pub in_flight: Gauge,
+    requests: Arc<RequestSeries>,
     /// Client connections open on the public listener.
     pub connections: Gauge,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
@@ -354,43 +506,30 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Registers every series under the `dinggate_` prefix, with one request series set per
-    /// route in `routes` (by index) plus [`GATEWAY_ROUTE`] and [`NO_ROUTE`]. `config_hash`
-    /// identifies the loaded configuration.
+    /// route in `routes` (by index) plus [`GATEWAY_ROUTE`] and [`NO_ROUTE`], kept for each of
+    /// `workers` worker threads. `config_hash` identifies the loaded configuration.
     pub fn new<'a>(
         routes: impl IntoIterator<Item = &'a str>,
+        workers: usize,
         version: &'static str,
         commit: &'static str,
         config_hash: &str,
     ) -> Self {
         let mut registry = Registry::with_prefix("dinggate");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let duration = Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-            duration_histogram,
-        );
-        let upstream = Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-            duration_histogram,
-        );
-        let names = routes
+        let names: Vec<String> = routes
             .into_iter()
             .map(str::to_owned)
-            .chain([GATEWAY_ROUTE.to_owned(), NO_ROUTE.to_owned()]);
-        let routes: Box<[RouteSeries]> = names
-            .map(|name| {
-                let label = RouteLabel {
-                    route: name.clone(),
-                };
-                RouteSeries {
-                    requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
-                    duration: duration.get_or_create_owned(&label),
-                    upstream: upstream.get_or_create_owned(&label),
-                    name,
-                }
+            .chain([GATEWAY_ROUTE.to_owned(), NO_ROUTE.to_owned()])
+            .collect();
+        let workers = (0..workers.max(1))
+            .map(|_| WorkerCells {
+                routes: names.iter().map(|_| RouteCells::default()).collect(),
+                in_flight: AtomicI64::new(0),
             })
             .collect();
+        let requests = Arc::new(RequestSeries { names, workers });
         let metrics = Metrics {
-            routes,
-            requests,
-            in_flight: Gauge::default(),
+            requests: requests.clone(),
             connections: Gauge::default(),
             upstream_errors: Family::default(),
             logins: Family::default(),
@@ -411,28 +550,7 @@ impl Metrics {
                 hash: config_hash.to_owned(),
             }),
         );
-        registry.register(
-            "requests",
-            "Requests served, by route, method and status class",
-            metrics.requests.clone(),
-        );
-        registry.register_with_unit(
-            "request_duration",
-            "Time from the request head to the response head, by route",
-            Unit::Seconds,
-            duration,
-        );
-        registry.register_with_unit(
-            "upstream_duration",
-            "Time from sending a request upstream to its response head, by route",
-            Unit::Seconds,
-            upstream,
-        );
-        registry.register(
-            "requests_in_flight",
-            "Requests being served (request head read, response head not yet sent)",
-            metrics.in_flight.clone(),
-        );
+        registry.register_collector(Box::new(requests));
         registry.register(
             "client_connections",
             "Client connections open on the public listener",
@@ -465,42 +583,61 @@ impl Metrics {
         }
     }
 
-    fn series(&self, route: RouteKey) -> &RouteSeries {
-        let n = self.routes.len();
+    /// The cells of `route` on `worker` (an index past the table counts under [`NO_ROUTE`],
+    /// a worker past the count under the last worker: never a panic).
+    fn cells(&self, worker: usize, route: RouteKey) -> &RouteCells {
+        let w = &self.requests.workers[worker.min(self.requests.workers.len() - 1)];
+        let n = w.routes.len();
         let i = match route {
             RouteKey::Route(i) if i + 2 < n => i,
             RouteKey::Route(_) | RouteKey::None => n - 1,
             RouteKey::Gateway => n - 2,
         };
-        &self.routes[i]
+        &w.routes[i]
+    }
+
+    fn route_name(&self, route: RouteKey) -> &str {
+        let names = &self.requests.names;
+        let n = names.len();
+        match route {
+            RouteKey::Route(i) if i + 2 < n => &names[i],
+            RouteKey::Route(_) | RouteKey::None => &names[n - 1],
+            RouteKey::Gateway => &names[n - 2],
+        }
+    }
+
+    /// A request of `worker` started (`+1`) or reached its response head (`-1`).
+    pub fn in_flight(&self, worker: usize, delta: i64) {
+        let workers = &self.requests.workers;
+        workers[worker.min(workers.len() - 1)]
+            .in_flight
+            .fetch_add(delta, Ordering::Relaxed);
     }
 
     /// Counts one served request and how long it took to its response head.
-    pub fn request(&self, route: RouteKey, method: &Method, status: StatusCode, took: Duration) {
-        let series = self.series(route);
-        let (m, s) = (method_index(method), status_index(status));
-        series.requests[m][s]
-            .get_or_init(|| {
-                self.requests.get_or_create_owned(&RequestLabels {
-                    route: series.name.clone(),
-                    method: METHODS[m],
-                    status: STATUSES[s],
-                })
-            })
-            .inc();
-        series.duration.observe(took.as_secs_f64());
+    pub fn request(
+        &self,
+        worker: usize,
+        route: RouteKey,
+        method: &Method,
+        status: StatusCode,
+        took: Duration,
+    ) {
+        let cells = self.cells(worker, route);
+        cells.requests[method_index(method)][status_index(status)].fetch_add(1, Ordering::Relaxed);
+        cells.duration.observe(took);
     }
 
     /// Records the time the upstream took to answer a request of `route` (response head).
-    pub fn upstream(&self, route: RouteKey, took: Duration) {
-        self.series(route).upstream.observe(took.as_secs_f64());
+    pub fn upstream(&self, worker: usize, route: RouteKey, took: Duration) {
+        self.cells(worker, route).upstream.observe(took);
     }
 
     /// Counts a request the upstream of `route` did not answer.
     pub fn upstream_error(&self, route: RouteKey, cause: UpstreamFailure) {
         self.upstream_errors
             .get_or_create(&UpstreamErrorLabels {
-                route: self.series(route).name.clone(),
+                route: self.route_name(route).to_owned(),
                 cause: cause.label(),
             })
             .inc();
@@ -552,7 +689,7 @@ mod tests {
     use super::*;
 
     fn metrics() -> Metrics {
-        Metrics::new(["/admin", "/"], "0.1.0", "abc", "h")
+        Metrics::new(["/admin", "/"], 2, "0.1.0", "abc", "h")
     }
 
     #[test]
@@ -566,18 +703,29 @@ mod tests {
     fn requests_are_counted_under_their_route_and_classes() {
         let m = metrics();
         let d = Duration::from_millis(3);
-        m.request(RouteKey::Route(0), &Method::GET, StatusCode::OK, d);
-        m.request(RouteKey::Route(0), &Method::GET, StatusCode::NO_CONTENT, d);
+        m.request(0, RouteKey::Route(0), &Method::GET, StatusCode::OK, d);
         m.request(
+            1,
+            RouteKey::Route(0),
+            &Method::GET,
+            StatusCode::NO_CONTENT,
+            d,
+        );
+        m.request(
+            0,
             RouteKey::Route(1),
             &Method::from_bytes(b"PROPFIND").unwrap(),
             StatusCode::NOT_FOUND,
             d,
         );
-        m.request(RouteKey::Gateway, &Method::GET, StatusCode::FOUND, d);
-        m.request(RouteKey::None, &Method::POST, StatusCode::BAD_REQUEST, d);
-        // An index past the table (a route added after start) is never a panic.
-        m.request(RouteKey::Route(99), &Method::GET, StatusCode::OK, d);
+        m.request(1, RouteKey::Gateway, &Method::GET, StatusCode::FOUND, d);
+        m.request(0, RouteKey::None, &Method::POST, StatusCode::BAD_REQUEST, d);
+        // An index past the table (a route added after start) or a worker past the count is
+        // never a panic.
+        m.request(7, RouteKey::Route(99), &Method::GET, StatusCode::OK, d);
+        m.in_flight(0, 1);
+        m.in_flight(1, 1);
+        m.in_flight(1, -1);
         let text = m.encode(false);
         for line in [
             r#"dinggate_requests_total{route="/admin",method="GET",status="2xx"} 2"#,
@@ -586,6 +734,11 @@ mod tests {
             r#"dinggate_requests_total{route="_none",method="POST",status="4xx"} 1"#,
             r#"dinggate_requests_total{route="_none",method="GET",status="2xx"} 1"#,
             r#"dinggate_request_duration_seconds_count{route="/admin"} 2"#,
+            r#"dinggate_request_duration_seconds_bucket{route="/admin",le="0.0025"} 0"#,
+            r#"dinggate_request_duration_seconds_bucket{route="/admin",le="0.005"} 2"#,
+            r#"dinggate_request_duration_seconds_bucket{route="/admin",le="+Inf"} 2"#,
+            r#"dinggate_request_duration_seconds_sum{route="/admin"} 0.006"#,
+            "dinggate_requests_in_flight 1",
             r#"dinggate_build_info{version="0.1.0",commit="abc"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");

@@ -197,6 +197,7 @@ impl AppState {
         let redirects = RedirectPolicy::new(&config.public_url, config.redirect_allowlist.clone());
         let metrics = Metrics::new(
             config.routes.routes().iter().map(|r| r.name.as_str()),
+            config.server.workers,
             env!("CARGO_PKG_VERSION"),
             env!("BUILD_GIT_COMMIT"),
             &config.hash(),
