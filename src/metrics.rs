@@ -130,6 +130,9 @@ impl HistogramCells {
     }
 }
 
+/// Chooses one of a route's histograms.
+type Pick = fn(&RouteCells) -> &HistogramCells;
+
 /// One worker's cells for one route.
 #[derive(Default)]
 struct RouteCells {
@@ -171,11 +174,7 @@ impl RequestSeries {
             .sum()
     }
 
-    fn histogram(
-        &self,
-        route: usize,
-        which: fn(&RouteCells) -> &HistogramCells,
-    ) -> (f64, u64, Vec<(f64, u64)>) {
+    fn histogram(&self, route: usize, which: Pick) -> (f64, u64, Vec<(f64, u64)>) {
         let mut counts = [0u64; DURATION_BUCKETS_US.len() + 1];
         let mut sum_us = 0u64;
         for w in self.workers.iter() {
@@ -225,7 +224,7 @@ impl Collector for RequestSeries {
                 }
             }
         }
-        let histograms: [(&str, &str, fn(&RouteCells) -> &HistogramCells); 2] = [
+        let histograms: [(&str, &str, Pick); 2] = [
             (
                 "request_duration",
                 "Time from the request head to the response head, by route",
