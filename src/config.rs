@@ -353,6 +353,8 @@ pub struct LogConfig {
     pub level: String,
     /// Output format.
     pub format: LogFormat,
+    /// Write the access line (one per request).
+    pub access: bool,
 }
 
 /// The admin listener (off unless `admin.listen` is set).
@@ -1108,6 +1110,8 @@ struct RawLog {
     level: Option<String>,
     #[serde(deserialize_with = "lenient")]
     format: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    access: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1637,6 +1641,7 @@ impl RawConfig {
                 "not a log filter like `info` or `dinggate=debug,info`",
             );
         }
+        let access = c.boolean("log.access", self.log.access, true);
         let format = match self.log.format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -1759,7 +1764,11 @@ impl RawConfig {
                     headers,
                     server,
                     rate_limit,
-                    log: LogConfig { level, format },
+                    log: LogConfig {
+                        level,
+                        format,
+                        access,
+                    },
                     admin,
                     readiness,
                     login_page,

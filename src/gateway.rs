@@ -1,7 +1,7 @@
 //! The per-request pipeline and the single place where errors become responses.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -135,6 +135,13 @@ pub struct RequestContext {
     pub uri: Uri,
     /// The language pages are shown in first.
     pub lang: Lang,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client behind a trusted proxy (`trusted_proxies`), when the peer is one and its
+    /// `X-Forwarded-For` names one; `None` when the peer is the client (or it is unreadable).
+    pub client: Option<IpAddr>,
+    /// The `Host` header as received (a cheap clone), for the access line.
+    pub host: Option<HeaderValue>,
 }
 
 impl RequestContext {
@@ -162,6 +169,15 @@ pub async fn handle(
         wants_html: wants_html(req.headers(), req.method()),
         lang: pages::negotiate_lang(req.headers()),
         uri: req.uri().clone(),
+        peer,
+        client: app
+            .config
+            .trusted_proxies
+            .trusts(peer.ip())
+            .then(|| client_ip(req.headers(), peer, &app.config.trusted_proxies).ok())
+            .flatten()
+            .filter(|ip| *ip != peer.ip()),
+        host: req.headers().get(http::header::HOST).cloned(),
     };
     let mut access = Access::default();
     let in_flight = InFlight::start(&app, worker);
@@ -190,11 +206,16 @@ pub async fn handle(
         &access,
         error.as_ref(),
     );
+    if !app.config.log.access {
+        return Ok(resp);
+    }
+    let bytes = http_body::Body::size_hint(resp.body()).exact();
     log_access(
         &method,
         // Only the path is logged: query strings carry OAuth codes and states.
         ctx.uri.path(),
         resp.status(),
+        bytes,
         started,
         &ctx,
         &access,
@@ -268,6 +289,8 @@ struct Access<'a> {
     decision: Option<Admitted>,
     /// Forward-auth: the original request, as the proxy in front named it.
     original: Option<Original>,
+    /// How long the upstream took to its response head, when the request was forwarded.
+    upstream: Option<std::time::Duration>,
 }
 
 /// How a route let a request through.
@@ -293,10 +316,12 @@ struct Original {
 /// Writes the access line: one `info` line per request. Fields without a value are left out
 /// (no session: no `union_id`; not forward-auth: no `original_*`). When `info` is filtered out
 /// nothing is formatted or allocated: tracing evaluates the field values only for an enabled line.
+#[allow(clippy::too_many_arguments)]
 fn log_access(
     method: &Method,
     path: &str,
     status: StatusCode,
+    bytes: Option<u64>,
     started: Instant,
     ctx: &RequestContext,
     access: &Access<'_>,
@@ -320,6 +345,11 @@ fn log_access(
         %path,
         status = status.as_u16(),
         ms = started.elapsed().as_millis() as u64,
+        upstream_ms = access.upstream.map(|d| d.as_millis() as u64),
+        bytes,
+        host = ctx.host.as_ref().and_then(|h| h.to_str().ok()).map(display),
+        peer = %ctx.peer.ip(),
+        client = ctx.client.map(display),
         request_id = %ctx.request_id,
         union_id = user.map(|u| display(&u.union_id)),
         user_id = user.and_then(Identity::user_id).map(display),
@@ -641,7 +671,7 @@ async fn protected<'a>(
     if resolution.public {
         access.decision = Some(Admitted::Public);
         // Identity headers are still stripped inside `forward`; none are added.
-        return Ok(forward_timed(app, ctx, req, peer, None, target).await?);
+        return Ok(forward_timed(app, ctx, access, req, peer, None, target).await?);
     }
     let mut clear = Vec::new();
     let Some(session) = session(app, req.headers(), &mut clear).await? else {
@@ -684,8 +714,16 @@ async fn protected<'a>(
         });
     };
     let session = authorize(app, &resolution, session, access).await?;
-    let forwarded =
-        forward_timed(app, ctx, req, peer, Some(&session.current.headers), target).await;
+    let forwarded = forward_timed(
+        app,
+        ctx,
+        access,
+        req,
+        peer,
+        Some(&session.current.headers),
+        target,
+    )
+    .await;
     access.user = Some(session.current);
     let mut resp = forwarded?;
     append_cookies(&mut resp, session.refreshed.as_slice());
@@ -697,6 +735,7 @@ async fn protected<'a>(
 async fn forward_timed(
     app: &AppState,
     ctx: &RequestContext,
+    access: &mut Access<'_>,
     req: Request<Incoming>,
     peer: SocketAddr,
     identity: Option<&IdentityValues>,
@@ -716,7 +755,9 @@ async fn forward_timed(
     .await;
     let cause = match &result {
         Ok(_) => {
-            app.metrics.upstream(ctx.worker, route, sent.elapsed());
+            let took = sent.elapsed();
+            app.metrics.upstream(ctx.worker, route, took);
+            access.upstream = Some(took);
             return result;
         }
         Err(UpstreamError::Unreachable(PoolError::Connect(_))) => UpstreamFailure::Connect,
@@ -1424,6 +1465,9 @@ mod tests {
             wants_html: false,
             uri: Uri::from_static("/"),
             lang: Lang::Zh,
+            peer: "192.0.2.1:50000".parse().unwrap(),
+            client: None,
+            host: None,
         }
     }
 
@@ -1474,6 +1518,8 @@ mod tests {
                 &Method::GET,
                 "/_dinggate/auth",
                 status,
+                // A body of known length, except on error answers (unknown here).
+                error.is_none().then_some(42),
                 Instant::now(),
                 &ctx(),
                 access,
@@ -1539,11 +1585,13 @@ mod tests {
                 host: Some(host::parse_authority("HR.example.test:8443").unwrap()),
                 path: "/admin/x".into(),
             }),
+            upstream: Some(std::time::Duration::from_millis(7)),
         };
         let line = access_json(&access, None);
         let want = json!({
             "level": "INFO", "message": "request", "method": "GET", "path": "/_dinggate/auth",
-            "status": 200, "request_id": "0123456789abcdef", "union_id": "unionzhangsan",
+            "status": 200, "upstream_ms": 7, "bytes": 42, "peer": "192.0.2.1",
+            "request_id": "0123456789abcdef", "union_id": "unionzhangsan",
             "user_id": "zhangsan", "route": "admin", "decision": "allow",
             "original_method": "POST", "original_host": "hr.example.test:8443",
             "original_path": "/admin/x",
@@ -1574,6 +1622,7 @@ mod tests {
                 "method",
                 "ms",
                 "path",
+                "peer",
                 "request_id",
                 "status",
                 "timestamp"
@@ -1591,6 +1640,7 @@ mod tests {
                 host: None,
                 path: "/".into(),
             }),
+            upstream: None,
         };
         let line = access_json(&access, None);
         assert_eq!(line["union_id"], "unionzhangsan");
@@ -1609,6 +1659,7 @@ mod tests {
             gateway: false,
             decision: None,
             original: None,
+            upstream: None,
         };
         let error = GatewayError::Forbidden {
             name: "张三".into(),
@@ -1638,6 +1689,7 @@ mod tests {
                 &Method::GET,
                 "/x",
                 StatusCode::OK,
+                None,
                 Instant::now(),
                 &ctx(),
                 &access,

@@ -421,6 +421,7 @@ fn default_log() -> LogConfig {
     LogConfig {
         level: "info".to_owned(),
         format: LogFormat::Text,
+        access: true,
     }
 }
 

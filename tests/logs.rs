@@ -396,6 +396,23 @@ async fn json_logs_are_flat_complete_and_free_of_debug_text() {
 
     let allowed = access_line(&lines, "path", "/echo/proxied");
     assert_eq!(allowed["status"], 200);
+    assert_eq!(allowed["host"], authority.as_str());
+    assert_eq!(allowed["peer"], "127.0.0.1");
+    assert!(
+        allowed.get("client").is_none(),
+        "no trusted proxy: {allowed:?}"
+    );
+    assert!(allowed["upstream_ms"].is_u64(), "{allowed:?}");
+    assert!(
+        allowed["bytes"].as_u64().is_some_and(|b| b > 0),
+        "{allowed:?}"
+    );
+    assert!(
+        allowed["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 16),
+        "{allowed:?}"
+    );
     assert_eq!(allowed["union_id"], union_id.as_str());
     assert_eq!(allowed["user_id"], "zhangsan");
     assert_eq!(allowed["route"], "/");
@@ -407,6 +424,7 @@ async fn json_logs_are_flat_complete_and_free_of_debug_text() {
     assert_eq!(denied["rule"], "none of allow.users [nobody]");
     let anonymous = access_line(&lines, "path", "/echo/anonymous");
     assert_eq!(anonymous["status"], 401);
+    assert!(anonymous.get("upstream_ms").is_none(), "{anonymous:?}");
     assert!(anonymous.get("union_id").is_none(), "{anonymous:?}");
 
     let checked = access_line(&lines, "original_path", "/admin/original");
@@ -563,4 +581,73 @@ async fn a_missing_directory_permission_fails_the_login_with_a_page_and_names_th
             "{permission} named in the log:\n{text}"
         );
     }
+}
+
+/// Behind a trusted proxy the access line names the client it reported and the peer; with
+/// `log.access: false` there is no access line, while refusals and failures are still logged.
+#[tokio::test]
+async fn the_access_line_names_peer_and_client_and_can_be_switched_off() {
+    let running = run_binary_with_env(
+        MockSettings::default(),
+        "access-on",
+        "routes:\n  - path_prefix: /\n    public: [/open]\n",
+        &[
+            ("DINGGATE_LOG__FORMAT", "json"),
+            ("DINGGATE_LOG__LEVEL", "info"),
+            ("DINGGATE_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/open/x", running.base))
+        .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+        .header("x-request-id", "edge-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = running.log_text();
+    let lines: Vec<serde_json::Map<String, serde_json::Value>> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let line = access_line(&lines, "path", "/open/x");
+    assert_eq!(line["client"], "203.0.113.9", "{line:?}");
+    assert_eq!(line["peer"], "127.0.0.1", "{line:?}");
+    assert_eq!(line["request_id"], "edge-7f3a", "{line:?}");
+    assert_eq!(line["decision"], "public", "{line:?}");
+    drop(running);
+
+    let running = run_binary_with_env(
+        MockSettings::default(),
+        "access-off",
+        "routes:\n  - path_prefix: /\n    public: [/open]\n",
+        &[
+            ("DINGGATE_LOG__FORMAT", "json"),
+            ("DINGGATE_LOG__LEVEL", "info"),
+            ("DINGGATE_LOG__ACCESS", "false"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let ok = client
+        .get(format!("{}/open/x", running.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let refused = client
+        .get(format!("{}/_dinggate/nope", running.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = running.log_text();
+    assert!(
+        !text.contains(r#""message":"request""#),
+        "an access line with log.access false:\n{text}"
+    );
+    assert!(text.contains("request refused"), "{text}");
 }
