@@ -355,7 +355,14 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Write the access line (one per request).
     pub access: bool,
+    /// Repeated failures of one kind (route and cause): the first is logged in full, the rest
+    /// as one count per interval. Zero: every one in full.
+    #[serde(serialize_with = "ser_duration")]
+    pub repeat_interval: Duration,
 }
+
+/// The default of `log.repeat_interval`.
+pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The admin listener (off unless `admin.listen` is set).
 #[derive(Debug, Clone, Serialize)]
@@ -1112,6 +1119,8 @@ struct RawLog {
     format: Option<String>,
     #[serde(deserialize_with = "lenient")]
     access: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    repeat_interval: Option<String>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1642,6 +1651,10 @@ impl RawConfig {
             );
         }
         let access = c.boolean("log.access", self.log.access, true);
+        let repeat_interval = match self.log.repeat_interval {
+            None => DEFAULT_REPEAT_INTERVAL,
+            raw => c.delay("log.repeat_interval", raw, Duration::from_secs(3600)),
+        };
         let format = match self.log.format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -1768,6 +1781,7 @@ impl RawConfig {
                         level,
                         format,
                         access,
+                        repeat_interval,
                     },
                     admin,
                     readiness,
@@ -2688,6 +2702,23 @@ log:
         assert_eq!(c.admin.listen, None, "the admin listener is off by default");
         assert!(!c.readiness.check_dingtalk);
         assert_eq!(c.server.shutdown_delay, Duration::ZERO);
+        assert_eq!(c.log.repeat_interval, Duration::from_secs(10));
+        assert!(c.log.access);
+        let c = Config::from_yaml_str(&format!(
+            "{MINIMAL}log:\n  repeat_interval: 0s\n  access: false\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.log.repeat_interval, Duration::ZERO);
+        assert!(!c.log.access);
+        let got = issues(&format!(
+            "{MINIMAL}log:\n  repeat_interval: 2h\n  access: sometimes\n"
+        ));
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("log.repeat_interval: must be at most 1h")),
+            "{got:#?}"
+        );
+        assert!(got.iter().any(|i| i.starts_with("log.access")), "{got:#?}");
         assert_eq!(
             c.server.max_header_bytes,
             crate::server::ServerLimits::default().max_header_bytes,

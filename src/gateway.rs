@@ -32,6 +32,7 @@ use crate::proxy::names::{
 use crate::proxy::path::{normalize_path, PathError};
 use crate::proxy::pool::PoolError;
 use crate::ratelimit::Throttled;
+use crate::repeats::Kind;
 use crate::routes::{Resolution, Route};
 use crate::session::cache::VerifiedSession;
 use crate::session::cookie::clear_cookie;
@@ -189,7 +190,9 @@ pub async fn handle(
         Ok(resp) => (resp, None),
         Err(error) => {
             let resp = error_response(&app, &error, &ctx);
-            log_error(&error, resp.status(), &ctx);
+            if first_of_its_kind(&app, &error, resp.status(), &access) {
+                log_error(&error, resp.status(), &ctx);
+            }
             (resp, Some(error))
         }
     };
@@ -1383,6 +1386,62 @@ fn log_error(error: &GatewayError, status: StatusCode, ctx: &RequestContext) {
     }
 }
 
+/// Whether a failure's line is written: refusals always; a server-side failure (an outage fails
+/// every request the same way) only when it is the first of its kind, the rest being counted
+/// into the summaries of [`crate::repeats`].
+fn first_of_its_kind(
+    app: &AppState,
+    error: &GatewayError,
+    status: StatusCode,
+    access: &Access<'_>,
+) -> bool {
+    if !status.is_server_error() {
+        return true;
+    }
+    let kind = Kind {
+        route: match (access.route, access.gateway) {
+            (Some(route), _) => route.name.clone(),
+            (None, true) => crate::metrics::GATEWAY_ROUTE.to_owned(),
+            (None, false) => crate::metrics::NO_ROUTE.to_owned(),
+        },
+        cause: failure_cause(error),
+    };
+    app.repeats.first(kind, std::time::Instant::now())
+}
+
+/// What failed, in a few words: with the route, what makes two failures "the same" for the
+/// log's summaries (never a value from the request).
+fn failure_cause(error: &GatewayError) -> String {
+    let dingtalk = |d: &DingTalkError| {
+        let (result, code) = crate::metrics::dingtalk_result(&Err(d));
+        format!("DingTalk {} {result} {code}", d.api().name())
+            .trim_end()
+            .to_owned()
+    };
+    match error {
+        GatewayError::Upstream(UpstreamError::Unreachable(PoolError::Connect(_))) => {
+            "upstream connect".to_owned()
+        }
+        GatewayError::Upstream(UpstreamError::Unreachable(PoolError::Request(_))) => {
+            "upstream request".to_owned()
+        }
+        GatewayError::Upstream(UpstreamError::Timeout(_)) => "upstream timeout".to_owned(),
+        GatewayError::Upstream(UpstreamError::Tls(_)) => "upstream tls".to_owned(),
+        GatewayError::Upstream(UpstreamError::BadUri(_)) => "upstream uri".to_owned(),
+        GatewayError::Login(LoginError::DingTalk(d)) | GatewayError::Revalidation(d) => dingtalk(d),
+        GatewayError::Login(LoginError::CodeRejected(d)) => dingtalk(d),
+        other => {
+            // The variant's name: `Login(SessionTooLarge { .. })` → `Login`.
+            let debug = format!("{other:?}");
+            debug
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or("gateway")
+                .to_owned()
+        }
+    }
+}
+
 /// Refusals that are part of normal traffic: not worth an info line of their own (the access
 /// line already records the status).
 fn is_routine(error: &GatewayError) -> bool {
@@ -1493,7 +1552,6 @@ mod tests {
         })
     }
 
-    /// The JSON access line for a request that ended with `error` (or succeeded).
     /// A route table with the routes `admin`, `/` and `app`, for access lines that name them.
     fn named_routes() -> crate::routes::RouteTable {
         crate::Config::from_yaml_str(
@@ -1511,6 +1569,7 @@ mod tests {
             .expect("route")
     }
 
+    /// The JSON access line for a request that ended with `error` (or succeeded).
     fn access_json(access: &Access<'_>, error: Option<GatewayError>) -> serde_json::Value {
         let status = error.as_ref().map_or(StatusCode::OK, status_of);
         let text = captured(crate::config::LogFormat::Json, || {

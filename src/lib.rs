@@ -19,6 +19,7 @@ pub mod mock;
 pub mod pages;
 pub mod proxy;
 pub mod ratelimit;
+pub mod repeats;
 pub mod routes;
 pub mod server;
 pub mod session;
@@ -78,6 +79,12 @@ pub async fn serve_worker(
         open_connections: state.metrics.connections.clone(),
     };
     state.readiness.serving();
+    // One worker writes the failure summaries (they are shared by all).
+    let summaries = (worker.index == 0).then(|| {
+        let state = state.clone();
+        tokio::spawn(async move { state.repeats.run().await })
+    });
+    let last = state.clone();
     server::serve_http(
         listener,
         limits,
@@ -88,4 +95,8 @@ pub async fn serve_worker(
         shutdown,
     )
     .await;
+    if let Some(task) = summaries {
+        task.abort();
+        last.repeats.log_due(std::time::Instant::now(), true);
+    }
 }

@@ -422,6 +422,7 @@ fn default_log() -> LogConfig {
         level: "info".to_owned(),
         format: LogFormat::Text,
         access: true,
+        repeat_interval: dinggate::config::DEFAULT_REPEAT_INTERVAL,
     }
 }
 

@@ -402,7 +402,7 @@ impl std::fmt::Debug for DingTalkMetrics {
 /// The `result` and `code` labels of one DingTalk answer. Codes come from DingTalk (a finite,
 /// documented set); anything that does not look like one is counted as `other`, so an odd
 /// answer cannot grow the series without bound.
-fn dingtalk_result(result: &Result<(), &DingTalkError>) -> (&'static str, String) {
+pub fn dingtalk_result(result: &Result<(), &DingTalkError>) -> (&'static str, String) {
     fn bounded(code: &str) -> String {
         let plain = !code.is_empty()
             && code.len() <= 64

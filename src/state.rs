@@ -12,6 +12,7 @@ use crate::login::state::{LoginStates, StateSettings};
 use crate::metrics::Metrics;
 use crate::proxy::forward::{Upstream, UpstreamBuildError};
 use crate::ratelimit::RateLimits;
+use crate::repeats::Repeats;
 use crate::session::cache::SessionCache;
 use crate::session::cookie::{
     session_cookie, set_cookie_line_len, CookieSettings, MAX_SET_COOKIE_LINE,
@@ -87,6 +88,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Whether the gateway is serving and not shutting down (`/readyz`).
     pub readiness: Readiness,
+    /// Repeated failures, summarized in the log (`log.repeat_interval`).
+    pub repeats: Repeats,
 }
 
 /// The process's own share of readiness: set when the listeners serve, cleared when shutdown
@@ -246,6 +249,7 @@ impl AppState {
         let revocations = Revocations::memory(config.session.max_revocations);
         let session_cache = SessionCache::new(config.session.cache_entries);
         let limits = RateLimits::new(&config.rate_limit);
+        let repeats = Repeats::new(config.log.repeat_interval);
         Ok(AppState {
             config,
             sessions,
@@ -261,6 +265,7 @@ impl AppState {
             clock: Clock::default(),
             metrics,
             readiness: Readiness::default(),
+            repeats,
         })
     }
 }

@@ -651,3 +651,85 @@ async fn the_access_line_names_peer_and_client_and_can_be_switched_off() {
     );
     assert!(text.contains("request refused"), "{text}");
 }
+
+/// An outage under load: every request to a dead upstream fails the same way. One ERROR line in
+/// full (with its hint), then one summary line per interval with the count; every failure is
+/// accounted for, and the number of lines stays small whatever the load.
+#[tokio::test]
+async fn an_outage_under_load_writes_a_bounded_number_of_lines() {
+    let running = run_binary_with_env(
+        MockSettings::default(),
+        "outage",
+        "routes:\n  - name: dead\n    path_prefix: /dead\n    upstream: http://127.0.0.1:9\n    public: [/dead]\n  - path_prefix: /\n",
+        &[
+            ("DINGGATE_LOG__FORMAT", "json"),
+            ("DINGGATE_LOG__LEVEL", "info"),
+            ("DINGGATE_LOG__ACCESS", "false"),
+            ("DINGGATE_LOG__REPEAT_INTERVAL", "1s"),
+        ],
+    )
+    .await;
+    const REQUESTS: u64 = 3000;
+    let client = reqwest::Client::new();
+    let url = format!("{}/dead/x", running.base);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..32 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = worker;
+            while i < REQUESTS {
+                let r = client.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+                i += 32;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = started.elapsed();
+    // Long enough for the last interval's summary.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let text = running.log_text();
+    let lines: Vec<serde_json::Map<String, serde_json::Value>> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let full: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "request failed")
+        .collect();
+    assert_eq!(full.len(), 1, "one failure in full:\n{text}");
+    assert!(full[0]["hint"].as_str().is_some_and(|h| !h.is_empty()));
+    let summaries: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("more like this in the last"))
+        })
+        .collect();
+    let counted: u64 = summaries
+        .iter()
+        .map(|l| {
+            assert_eq!(l["route"], "dead", "{l:?}");
+            assert_eq!(l["cause"], "upstream connect", "{l:?}");
+            assert_eq!(l["level"], "ERROR", "{l:?}");
+            l["count"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(
+        1 + counted,
+        REQUESTS,
+        "every failure accounted for:\n{text}"
+    );
+    // One summary per interval at most (plus one for a partial interval).
+    let bound = took.as_secs() + 3;
+    assert!(
+        (summaries.len() as u64) <= bound,
+        "{} summaries for {took:?}:\n{text}",
+        summaries.len()
+    );
+    assert!(lines.len() < 40, "{} lines:\n{text}", lines.len());
+}
