@@ -96,6 +96,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Logging.
     pub log: LogConfig,
+    /// TLS termination on the public listener (`None`: plain HTTP).
+    pub tls: Option<ServerTlsConfig>,
     /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
     pub admin: AdminConfig,
     /// What `/readyz` requires beyond a loaded configuration and a serving listener.
@@ -363,6 +365,19 @@ pub struct LogConfig {
 
 /// The default of `log.repeat_interval`.
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// TLS termination: the certificate and key the public listener serves, and an optional
+/// plain-HTTP listener that redirects to https.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first (certbot's `fullchain.pem`, cert-manager's `tls.crt`).
+    pub cert_file: PathBuf,
+    /// PEM private key (`privkey.pem`, `tls.key`).
+    pub key_file: PathBuf,
+    /// Where a plain-HTTP listener answers every request with a redirect to https.
+    #[serde(serialize_with = "ser_opt_display")]
+    pub redirect_http: Option<SocketAddr>,
+}
 
 /// The admin listener (off unless `admin.listen` is set).
 #[derive(Debug, Clone, Serialize)]
@@ -671,6 +686,68 @@ fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }
 
+/// `tls:`: both files or neither; the pair must load (so `check` reports a bad certificate, not
+/// the first handshake), and `public_url` should then be https.
+fn server_tls(
+    c: &mut Check,
+    raw: RawServerTls,
+    listen: Option<SocketAddr>,
+    public_url: Option<&Url>,
+) -> Option<ServerTlsConfig> {
+    let clean = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let (cert, key) = (clean(raw.cert_file), clean(raw.key_file));
+    let redirect = clean(raw.redirect_http);
+    let (cert_file, key_file) = match (cert, key) {
+        (None, None) => {
+            if redirect.is_some() {
+                c.issue(
+                    "tls.redirect_http",
+                    "needs tls.cert_file and tls.key_file (it redirects to the https listener)",
+                );
+            }
+            return None;
+        }
+        (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+        (Some(_), None) => {
+            c.issue(
+                "tls.key_file",
+                "missing: tls.cert_file needs its private key",
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            c.issue(
+                "tls.cert_file",
+                "missing: tls.key_file needs its certificate",
+            );
+            return None;
+        }
+    };
+    if let Err(e) = crate::tls_server::ServerTls::load(&cert_file, &key_file) {
+        c.issue("tls", e.to_string());
+    }
+    if public_url.is_some_and(|u| u.scheme() != "https") {
+        c.warn(
+            "public_url",
+            "is http while the gateway terminates TLS (tls:): browsers are sent to http URLs and session cookies lose Secure; write https://",
+        );
+    }
+    let redirect_http = redirect.and_then(|raw| listen_addr(c, "tls.redirect_http", &raw));
+    if let (Some(r), Some(l)) = (redirect_http, listen) {
+        if r.port() == l.port() {
+            c.issue(
+                "tls.redirect_http",
+                "must listen on another port than `listen` (the https listener)",
+            );
+        }
+    }
+    Some(ServerTlsConfig {
+        cert_file,
+        key_file,
+        redirect_http,
+    })
+}
+
 fn ser_trusted<S: Serializer>(t: &TrustedProxies, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(t.nets().iter().map(ToString::to_string))
 }
@@ -897,6 +974,7 @@ struct RawConfig {
     server: RawServer,
     rate_limit: RawRateLimit,
     log: RawLog,
+    tls: RawServerTls,
     admin: RawAdmin,
     readiness: RawReadiness,
     #[serde(deserialize_with = "lenient")]
@@ -1090,6 +1168,19 @@ impl RawBucket {
         ) as u32;
         RateBucket { per_second, burst }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawServerTls {
+    #[serde(deserialize_with = "lenient")]
+    cert_file: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    key_file: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    redirect_http: Option<String>,
+    #[serde(flatten)]
+    unknown: Unknown,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1439,6 +1530,7 @@ impl RawConfig {
         c.unknown("server", &self.server.unknown);
         c.unknown("log", &self.log.unknown);
         c.unknown("admin", &self.admin.unknown);
+        c.unknown("tls", &self.tls.unknown);
         c.unknown("readiness", &self.readiness.unknown);
         c.unknown("rate_limit", &self.rate_limit.unknown);
         c.unknown("ui", &self.ui.unknown);
@@ -1744,6 +1836,7 @@ impl RawConfig {
                 );
             }
         }
+        let tls = server_tls(&mut c, self.tls, listen, public_url.as_ref());
         let readiness = ReadinessConfig {
             check_dingtalk: c.boolean(
                 "readiness.check_dingtalk",
@@ -1783,6 +1876,7 @@ impl RawConfig {
                         access,
                         repeat_interval,
                     },
+                    tls,
                     admin,
                     readiness,
                     login_page,

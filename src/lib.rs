@@ -25,6 +25,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod tls_server;
 pub mod trusted;
 
 use std::future::Future;
@@ -77,6 +78,7 @@ pub async fn serve_worker(
         max_connections: server.max_connections.div_ceil(worker.of.max(1)),
         max_concurrent_streams: server.max_concurrent_streams,
         open_connections: state.metrics.connections.clone(),
+        tls: state.tls.clone(),
     };
     state.readiness.serving();
     // One worker writes the failure summaries (they are shared by all).

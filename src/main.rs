@@ -154,12 +154,23 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot listen on {addr} (admin.listen)"))
         })
         .transpose()?;
+    let redirect_listener = cfg
+        .tls
+        .as_ref()
+        .and_then(|t| t.redirect_http)
+        .map(|addr| {
+            dinggate::server::bind_std(addr, cfg.server.listen_backlog, false)
+                .with_context(|| format!("cannot listen on {addr} (tls.redirect_http)"))
+        })
+        .transpose()?;
     tracing::info!(
         listen = %cfg.listen,
         public_url = %cfg.public_url,
         routes = cfg.routes.routes().len(),
         callback = %cfg.callback_url(),
         admin = cfg.admin.listen.map(tracing::field::display),
+        tls = cfg.tls.is_some(),
+        redirect_http = cfg.tls.as_ref().and_then(|t| t.redirect_http).map(tracing::field::display),
         workers,
         version = VERSION,
         "dinggate started"
@@ -194,7 +205,21 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
         threads.push(thread);
     }
     let served = single_threaded()?.block_on(async {
-        catch_reload_signal()?;
+        catch_reload_signal(state.tls.clone())?;
+        if let Some(tls) = state.tls.clone() {
+            tokio::spawn(tls.watch());
+        }
+        if let Some(listener) = redirect_listener {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let app = state.clone();
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                dinggate::tls_server::serve_redirect(listener, app, shutdown).await;
+            });
+        }
         let listener = tokio::net::TcpListener::from_std(first)?;
         let draining = state.clone();
         let stop = &stop;
@@ -343,7 +368,7 @@ async fn doctor(config: &Path) -> anyhow::Result<ExitCode> {
 /// `dinggate demo`: mock DingTalk + demo upstream + gateway on loopback.
 async fn demo() -> anyhow::Result<ExitCode> {
     dinggate::telemetry::init(&default_log());
-    catch_reload_signal()?;
+    catch_reload_signal(None)?;
     dinggate::demo::run().await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -351,7 +376,7 @@ async fn demo() -> anyhow::Result<ExitCode> {
 /// `dinggate demo-upstream`: the demo upstream alone.
 async fn demo_upstream(listen: String) -> anyhow::Result<ExitCode> {
     dinggate::telemetry::init(&default_log());
-    catch_reload_signal()?;
+    catch_reload_signal(None)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -381,7 +406,7 @@ async fn mock_dingtalk(
     app: MockApp,
 ) -> anyhow::Result<ExitCode> {
     dinggate::telemetry::init(&default_log());
-    catch_reload_signal()?;
+    catch_reload_signal(None)?;
     let mut settings = MockSettings::default();
     if let Some(path) = org {
         settings.org = Org::from_yaml_file(&path)
@@ -427,9 +452,10 @@ fn default_log() -> LogConfig {
 }
 
 /// Keeps SIGHUP (what `systemctl reload` and `kill -HUP` send) from killing the process, its
-/// default action: until configuration reload exists, each one is logged at WARN and the
-/// process keeps serving. Call after logging is set up and before serving.
-fn catch_reload_signal() -> anyhow::Result<()> {
+/// default action: it re-reads the TLS certificate (when the gateway terminates TLS); until
+/// configuration reload exists, each one is also logged at WARN and the process keeps serving.
+/// Call after logging is set up and before serving.
+fn catch_reload_signal(tls: Option<dinggate::tls_server::ServerTls>) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -437,6 +463,9 @@ fn catch_reload_signal() -> anyhow::Result<()> {
             signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
+                if let Some(tls) = &tls {
+                    tls.reload_logged("SIGHUP");
+                }
                 tracing::warn!(
                     "SIGHUP received: configuration reload is not supported, nothing changed; restart dinggate to apply changes"
                 );

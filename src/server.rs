@@ -16,6 +16,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::gauge::Gauge;
+
+use crate::tls_server::ServerTls;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -39,6 +41,9 @@ pub struct ServerLimits {
     pub max_concurrent_streams: u32,
     /// Counts the connections open (a metric); the default counts into nothing exported.
     pub open_connections: Gauge,
+    /// TLS termination: every connection is a TLS handshake (within `header_read_timeout`)
+    /// first. `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerLimits {
@@ -51,6 +56,7 @@ impl Default for ServerLimits {
             max_connections: 16_384,
             max_concurrent_streams: 100,
             open_connections: Gauge::default(),
+            tls: None,
         }
     }
 }
@@ -178,37 +184,47 @@ pub async fn serve_http<H, Fut, B>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let seen = activity.clone();
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let guard = InFlight::start(&seen);
-            let response = handler(req, peer);
-            async move {
-                let response = response.await?;
-                Ok::<_, Infallible>(response.map(|inner| TrackedBody {
-                    inner,
-                    _guard: guard,
-                }))
-            }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
         let timers = ConnTimers {
             header_read_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
         };
-        let stopped = stopped.clone();
         let open = OpenConnection::new(&limits.open_connections);
+        let handler = handler.clone();
+        let stopped = stopped.clone();
+        let Some(tls) = limits.tls.clone() else {
+            let conn = connection(&builder, TokioIo::new(stream), handler, peer);
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _open = open;
+                conn.run(timers, stopped, peer).await;
+            });
+            continue;
+        };
+        let builder = builder.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _open = open;
-            tokio::pin!(conn);
-            let result = drive(conn, &activity, timers, stopped, peer).await;
-            if let Err(err) = result {
-                tracing::debug!(error = %err, %peer, "connection ended with error");
-            }
+            // The handshake counts against the time a client has to send its request head: a
+            // client that opens connections and never finishes a handshake holds nothing long.
+            let stream = match tokio::time::timeout(
+                timers.header_read_timeout,
+                tls.acceptor().accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, %peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no TLS handshake within header_read_timeout");
+                    return;
+                }
+            };
+            connection(&builder, TokioIo::new(stream), handler, peer)
+                .run(timers, stopped, peer)
+                .await;
         });
     }
     drop(listener);
@@ -236,6 +252,58 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// One accepted connection, ready to be driven: hyper's connection and its request accounting.
+struct Connection<C> {
+    conn: C,
+    activity: Arc<Activity>,
+}
+
+/// How a connection ended.
+type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Sets up hyper on `io` with `handler`, counting requests for the idle timer.
+fn connection<I, H, Fut, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    handler: H,
+    peer: SocketAddr,
+) -> Connection<impl GracefulClose<Output = ConnResult>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let activity = Arc::new(Activity::new());
+    let seen = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let guard = InFlight::start(&seen);
+        let response = handler(req, peer);
+        async move {
+            let response = response.await?;
+            Ok::<_, Infallible>(response.map(|inner| TrackedBody {
+                inner,
+                _guard: guard,
+            }))
+        }
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    Connection { conn, activity }
+}
+
+impl<C: GracefulClose<Output = ConnResult>> Connection<C> {
+    async fn run(self, timers: ConnTimers, stopped: watch::Receiver<bool>, peer: SocketAddr) {
+        let Connection { conn, activity } = self;
+        tokio::pin!(conn);
+        if let Err(err) = drive(conn, &activity, timers, stopped, peer).await {
+            tracing::debug!(error = %err, %peer, "connection ended with error");
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::session::cookie::{
 };
 use crate::session::jwt::{KeyRing, SessionCodec, SessionError};
 use crate::session::revocation::Revocations;
+use crate::tls_server::ServerTls;
 
 /// Wall-clock seconds with a test-adjustable offset (tests move time instead of sleeping).
 #[derive(Debug, Default)]
@@ -90,6 +91,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Repeated failures, summarized in the log (`log.repeat_interval`).
     pub repeats: Repeats,
+    /// TLS termination of the public listener (`tls:`).
+    pub tls: Option<ServerTls>,
 }
 
 /// The process's own share of readiness: set when the listeners serve, cleared when shutdown
@@ -147,6 +150,9 @@ pub enum BuildError {
     /// The TLS/HTTP client for DingTalk could not be built.
     #[error("cannot build the DingTalk HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// The certificate or key of `tls:` could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[source] crate::tls_server::CertError),
     /// The upstream clients could not be built.
     #[error(transparent)]
     Upstream(#[from] UpstreamBuildError),
@@ -250,6 +256,12 @@ impl AppState {
         let session_cache = SessionCache::new(config.session.cache_entries);
         let limits = RateLimits::new(&config.rate_limit);
         let repeats = Repeats::new(config.log.repeat_interval);
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| ServerTls::load(&t.cert_file, &t.key_file))
+            .transpose()
+            .map_err(BuildError::Tls)?;
         Ok(AppState {
             config,
             sessions,
@@ -266,6 +278,7 @@ impl AppState {
             metrics,
             readiness: Readiness::default(),
             repeats,
+            tls,
         })
     }
 }
