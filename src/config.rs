@@ -674,7 +674,7 @@ impl Config {
 
     /// The effective configuration as YAML, secrets redacted.
     pub fn redacted_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        yaml_serde::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use dinggate::proxy::names;
 use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -57,7 +57,7 @@ fn int(v: Option<&Value>) -> Option<u64> {
 fn manifest_problems(manifest: &str, image: (u32, Option<u32>)) -> Vec<String> {
     let mut problems = Vec::new();
     let mut workloads = 0;
-    for doc in serde_yaml::Deserializer::from_str(manifest) {
+    for doc in yaml_serde::Deserializer::from_str(manifest) {
         let doc = Value::deserialize(doc).expect("manifest is YAML");
         let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
         let pod = match kind.as_str() {
@@ -138,7 +138,7 @@ fn kubernetes_files() -> Vec<(String, String)> {
 }
 
 fn yaml_docs(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
+    yaml_serde::Deserializer::from_str(text)
         .map(|d| Value::deserialize(d).expect("manifest is YAML"))
         .filter(|d| !d.is_null())
         .collect()
@@ -197,7 +197,7 @@ fn kubernetes_probes_and_metrics_use_the_admin_listener_of_the_configmap() {
     let pod = &deployment["spec"]["template"];
     let container = &pod["spec"]["containers"][0];
     let config_map = object(&objects, "ConfigMap");
-    let gateway: Value = serde_yaml::from_str(
+    let gateway: Value = yaml_serde::from_str(
         config_map["data"]["gateway.yaml"]
             .as_str()
             .expect("the ConfigMap embeds gateway.yaml"),
@@ -284,13 +284,13 @@ fn kubernetes_pods_start_and_drain() {
     // DINGGATE_SERVICE_HOST, ...: unknown settings, and the gateway refuses to start.
     assert_eq!(pod["enableServiceLinks"], false);
 
-    let gateway: Value = serde_yaml::from_str(
+    let gateway: Value = yaml_serde::from_str(
         object(&objects, "ConfigMap")["data"]["gateway.yaml"]
             .as_str()
             .unwrap(),
     )
     .unwrap();
-    let defaults: Value = serde_yaml::from_str(&read("gateway.yaml")).unwrap();
+    let defaults: Value = yaml_serde::from_str(&read("gateway.yaml")).unwrap();
     let shutdown = gateway["server"]["shutdown_timeout"]
         .as_str()
         .or(defaults["server"]["shutdown_timeout"].as_str())
@@ -479,7 +479,7 @@ fn the_systemd_unit_allows_a_descriptor_per_client_and_upstream_connection() {
         .unwrap()
         .parse()
         .expect("numeric LimitNOFILE");
-    let config: Value = serde_yaml::from_str(&read("gateway.yaml")).unwrap();
+    let config: Value = yaml_serde::from_str(&read("gateway.yaml")).unwrap();
     let max_connections = config["server"]["max_connections"]
         .as_u64()
         .expect("gateway.yaml documents server.max_connections");
@@ -523,7 +523,7 @@ fn identity_headers() -> [http::HeaderName; 9] {
 #[test]
 fn traefik_strips_every_underscore_spelling_of_every_identity_header_first() {
     let identity = identity_headers();
-    let traefik: Value = serde_yaml::from_str(&read("deploy/traefik.yaml")).unwrap();
+    let traefik: Value = yaml_serde::from_str(&read("deploy/traefik.yaml")).unwrap();
     let middlewares = traefik["http"]["middlewares"].as_mapping().unwrap();
     let (strip, removed) = middlewares
         .iter()
@@ -843,7 +843,7 @@ fn traefik_problems(config: &Value) -> Vec<String> {
 
 #[test]
 fn traefik_file_uses_only_traefiks_keys() {
-    let traefik: Value = serde_yaml::from_str(&read("deploy/traefik.yaml")).unwrap();
+    let traefik: Value = yaml_serde::from_str(&read("deploy/traefik.yaml")).unwrap();
     let problems = traefik_problems(&traefik);
     assert!(problems.is_empty(), "{problems:#?}");
     assert!(traefik["http"]["middlewares"]["dinggate"]["forwardAuth"].is_mapping());
@@ -895,7 +895,7 @@ fn the_traefik_schema_check_catches_misspelt_and_misplaced_keys() {
         ),
     ] {
         assert!(good.contains(from), "{from}");
-        let bad: Value = serde_yaml::from_str(&good.replacen(from, to, 1)).unwrap();
+        let bad: Value = yaml_serde::from_str(&good.replacen(from, to, 1)).unwrap();
         let problems = traefik_problems(&bad);
         assert!(
             problems.iter().any(|p| p.contains(wanted)),
@@ -903,7 +903,7 @@ fn the_traefik_schema_check_catches_misspelt_and_misplaced_keys() {
         );
     }
     let url = good.replace("servers: [{ url:", "servers: [{ address:");
-    let problems = traefik_problems(&serde_yaml::from_str(&url).unwrap());
+    let problems = traefik_problems(&yaml_serde::from_str(&url).unwrap());
     assert!(
         problems
             .iter()

@@ -29,7 +29,7 @@ pub enum OrgError {
         /// 1-based column of the problem, when the parser knows it.
         column: Option<usize>,
         #[source]
-        source: serde_yaml::Error,
+        source: yaml_serde::Error,
     },
     /// A required text field is empty.
     #[error("{what} must not be empty")]
@@ -278,7 +278,7 @@ impl Org {
 
     /// Parses and validates an organization from YAML text.
     pub fn from_yaml_str(text: &str) -> Result<Org, OrgError> {
-        let raw: RawOrg = serde_yaml::from_str(text).map_err(|source| {
+        let raw: RawOrg = yaml_serde::from_str(text).map_err(|source| {
             let location = source.location();
             OrgError::Parse {
                 line: location.as_ref().map(|l| l.line()),
