@@ -498,6 +498,22 @@ async fn request_ids_and_forwarded_headers_are_taken_from_trusted_proxies_only()
     .await;
     assert_eq!(id, "3f2c1a9e-7d4b-4c11-9a55-0b8e2f6d1c3a");
     assert_eq!(common::header(&echoed, "x-request-id"), Some(id.as_str()));
+    // W3C trace context passes through untouched, so the upstream's spans join the caller's.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (_, traced) = echo_with(
+        &trusted,
+        &client,
+        &[
+            ("traceparent", traceparent),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ],
+    )
+    .await;
+    assert_eq!(common::header(&traced, "traceparent"), Some(traceparent));
+    assert_eq!(
+        common::header(&traced, "tracestate"),
+        Some("congo=t61rcWkgMzE")
+    );
     assert_eq!(
         common::header(&echoed, "x-forwarded-for"),
         Some("203.0.113.9, 127.0.0.1")
