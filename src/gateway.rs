@@ -41,6 +41,7 @@ use crate::session::revocation::RevocationError;
 use crate::state::AppState;
 use crate::telemetry::{ErrorChain, RequestId};
 use crate::trusted::{client_ip, BadForwardedFor};
+use tracing::Instrument;
 
 /// Everything that can go wrong while serving a request, by boundary.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +239,12 @@ fn request_id(app: &AppState, headers: &http::HeaderMap, peer: SocketAddr) -> Re
         .unwrap_or_else(RequestId::random)
 }
 
+/// The span of a request's slow work (logins, re-validations): its log lines carry the
+/// request's id. The proxy fast path opens none (its lines name the id themselves).
+fn request_span(id: &RequestId) -> tracing::Span {
+    tracing::info_span!("request", request_id = %id)
+}
+
 /// One request in `dinggate_requests_in_flight`, from its head until its response head.
 struct InFlight<'a>(&'a AppState, usize);
 
@@ -427,11 +434,14 @@ async fn dispatch<'a>(
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     access.gateway = true;
     if endpoint == "/auth" && get {
-        return forward_auth(app, &req, access).await;
+        return forward_auth(app, &req, ctx, access).await;
     }
     // Boxed: the login and sign-out futures (DingTalk calls inside) are several KB, and inline
     // they would size every request's future, the proxy path's included (6.2 KB before).
-    Box::pin(endpoint_request(app, req, peer, &endpoint, ctx, access)).await
+    // The request's span: DingTalk and directory log lines of a login are tied to its id.
+    Box::pin(endpoint_request(app, req, peer, &endpoint, ctx, access))
+        .instrument(request_span(&ctx.request_id))
+        .await
 }
 
 /// The gateway's own endpoints under the prefix, except forward-auth.
@@ -519,7 +529,7 @@ async fn endpoint_request<'a>(
         }
         "/userinfo" if get => {
             let mut clear = Vec::new();
-            let Some(session) = session(app, req.headers(), &mut clear).await? else {
+            let Some(session) = session(app, req.headers(), ctx, &mut clear).await? else {
                 return Err(Failure {
                     error: GatewayError::Unauthenticated,
                     cookies: clear,
@@ -677,7 +687,7 @@ async fn protected<'a>(
         return Ok(forward_timed(app, ctx, access, req, peer, None, target).await?);
     }
     let mut clear = Vec::new();
-    let Some(session) = session(app, req.headers(), &mut clear).await? else {
+    let Some(session) = session(app, req.headers(), ctx, &mut clear).await? else {
         // `public_url` always has a host (config validation), already in canonical form: the
         // `url` crate lower-cases names and writes addresses as `host::Host` does.
         let public_host = app.config.public_url.host_str().unwrap_or_default();
@@ -837,16 +847,19 @@ fn wants_inapp(app: &AppState, headers: &HeaderMap) -> bool {
 async fn session(
     app: &AppState,
     headers: &HeaderMap,
+    ctx: &RequestContext,
     clear: &mut Vec<Cookie<'static>>,
 ) -> Result<Option<Session>, Failure> {
-    session_of(app, headers, clear).await.map_err(|e| match e {
-        LookupError::Revocation(e) => GatewayError::Revocation(e).into(),
-        LookupError::Revalidation(e) => GatewayError::Revalidation(e).into(),
-        LookupError::Ended(e) => Failure {
-            error: GatewayError::Login(e),
-            cookies: vec![clear_cookie(&app.cookies, &app.cookies.name)],
-        },
-    })
+    session_of(app, headers, clear, || request_span(&ctx.request_id))
+        .await
+        .map_err(|e| match e {
+            LookupError::Revocation(e) => GatewayError::Revocation(e).into(),
+            LookupError::Revalidation(e) => GatewayError::Revalidation(e).into(),
+            LookupError::Ended(e) => Failure {
+                error: GatewayError::Login(e),
+                cookies: vec![clear_cookie(&app.cookies, &app.cookies.name)],
+            },
+        })
 }
 
 /// The caller's identity as JSON: everything the identity headers carry (unionId, name, email,
@@ -992,6 +1005,7 @@ fn encode_forwarded_uri(raw: &[u8]) -> Result<String, GatewayError> {
 async fn forward_auth<'a>(
     app: &'a AppState,
     req: &Request<Incoming>,
+    ctx: &RequestContext,
     access: &mut Access<'a>,
 ) -> Result<Response<GatewayBody>, Failure> {
     let ForwardedRequest {
@@ -1019,7 +1033,7 @@ async fn forward_auth<'a>(
         return Ok(resp);
     }
     let mut clear = Vec::new();
-    let Some(session) = session(app, req.headers(), &mut clear).await? else {
+    let Some(session) = session(app, req.headers(), ctx, &mut clear).await? else {
         // Without X-Forwarded-Method (nginx) the subrequest's own method stands in: it only
         // chooses between a login redirect and 401 JSON, both of which refuse.
         let method = original.method.as_ref().unwrap_or(req.method());

@@ -30,8 +30,9 @@ pub fn init(cfg: &LogConfig) {
 ///
 /// JSON logs are one flat object per line: `timestamp`, `level`, `message` and the event's
 /// fields side by side (no `fields` object), for log pipelines that index top-level keys.
-/// The gateway opens no spans, and span data would only come as nested `span`/`spans`
-/// objects, so none is written. serde_json escapes every control character below U+0020.
+/// Inside a request's span (login, callback and re-validation work, see `gateway`), the span's
+/// fields (`request_id`) are written beside them too, not as a nested `span` object (see
+/// [`FlatSpans`]). serde_json escapes every control character below U+0020.
 /// Fields whose value is absent (`Option::None`) are left out in both formats.
 pub fn subscriber<W>(
     format: LogFormat,
@@ -50,13 +51,62 @@ where
     match format {
         LogFormat::Json => Box::new(
             builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(FlatSpans(
+                    tracing_subscriber::fmt::format()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_span_list(false)
+                        .with_target(false),
+                ))
                 .finish(),
         ),
         LogFormat::Text => Box::new(builder.fmt_fields(EscapedFields).finish()),
+    }
+}
+
+/// The JSON event format with the current span's fields lifted to the top level: tracing's JSON
+/// format can only nest them (`"span": {"name": …, "request_id": …}`), and pipelines index
+/// top-level keys. Events outside any span (the proxy fast path, whose lines name their request
+/// id themselves) are written as tracing formats them, without a second pass.
+pub struct FlatSpans(
+    tracing_subscriber::fmt::format::Format<
+        tracing_subscriber::fmt::format::Json,
+        tracing_subscriber::fmt::time::SystemTime,
+    >,
+);
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for FlatSpans
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        if ctx.lookup_current().is_none() {
+            return self.0.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let Ok(mut object) =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line)
+        else {
+            return writer.write_str(&line);
+        };
+        if let Some(serde_json::Value::Object(span)) = object.remove("span") {
+            for (key, value) in span {
+                // The event's own fields win; the span's name is not a field.
+                if key != "name" {
+                    object.entry(key).or_insert(value);
+                }
+            }
+        }
+        writeln!(writer, "{}", serde_json::Value::Object(object))
     }
 }
 
@@ -370,11 +420,20 @@ mod tests {
         let obj = v.as_object().unwrap();
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
+        // The span's field sits beside the event's (no nested `span` object).
         assert_eq!(
             keys,
-            ["level", "message", "status", "timestamp", "union_id"],
+            [
+                "level",
+                "message",
+                "request_id",
+                "status",
+                "timestamp",
+                "union_id"
+            ],
             "{out}"
         );
+        assert_eq!(v["request_id"], "r1");
         assert_eq!(
             (&v["message"], &v["status"]),
             (&"request".into(), &200.into())

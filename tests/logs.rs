@@ -394,6 +394,25 @@ async fn json_logs_are_flat_complete_and_free_of_debug_text() {
         .unwrap()
         .contains("Contact.User.Read"));
 
+    // A login's DingTalk calls are logged inside its request's span: each line carries the
+    // request id of the callback that caused it, as a top-level key.
+    let calls: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "DingTalk call")
+        .collect();
+    assert!(calls.len() >= 3, "{text}");
+    for call in &calls {
+        let id = call["request_id"]
+            .as_str()
+            .expect("request_id on a DingTalk line");
+        assert!(call.get("span").is_none(), "{call:?}");
+        let callback = lines
+            .iter()
+            .find(|l| l["message"] == "request" && l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no access line with {id}:\n{text}"));
+        assert_eq!(callback["path"], "/_dinggate/callback", "{callback:?}");
+    }
+
     let allowed = access_line(&lines, "path", "/echo/proxied");
     assert_eq!(allowed["status"], 200);
     assert_eq!(allowed["host"], authority.as_str());

@@ -197,7 +197,7 @@ impl DingTalkClient {
             status,
             elapsed_ms,
             retry,
-            request_id = request_id.as_deref().unwrap_or("-"),
+            dingtalk_request_id = request_id.as_deref().unwrap_or("-"),
             "DingTalk call"
         );
         let object = match parsed {

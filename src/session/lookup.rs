@@ -2,6 +2,7 @@
 
 use crate::metrics::Revalidation;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use http::HeaderMap;
 
@@ -189,10 +190,14 @@ impl Session {
 /// `revalidate_after` is re-checked against the directory first; a person who left or was
 /// deactivated is refused ([`LookupError::Ended`]). A revoked session is refused before any
 /// re-check, so it is never re-minted.
+///
+/// `span` makes the span a due re-validation runs in (its DingTalk calls and its log lines
+/// are then tied to the request); it is only called when one is due.
 pub async fn session_of(
     app: &AppState,
     headers: &HeaderMap,
     clear: &mut Vec<Cookie<'static>>,
+    span: impl FnOnce() -> tracing::Span,
 ) -> Result<Option<Session>, LookupError> {
     let now = app.clock.now();
     let verified = verify_cookies(app, headers, now)
@@ -220,7 +225,13 @@ pub async fn session_of(
     let identity = current.identity.clone();
     // Boxed: the directory look-up future (DingTalk calls) is large, and inline it would size
     // every request's future, not only the rare re-validating one.
-    match Box::pin(flow::with_membership(app, identity, Lookup::UserId)).await {
+    let span = span();
+    let looked_up = Box::pin(flow::with_membership(app, identity, Lookup::UserId))
+        .instrument(span.clone())
+        .await;
+    // The rest is synchronous: its log lines are written inside the request's span too.
+    let _in_span = span.enter();
+    match looked_up {
         Ok(fresh) => {
             let (token, fresh_claims) = app.sessions.remint_with_claims(claims, &fresh, now);
             let max_age = i64::try_from(s.max_lifetime.as_secs()).unwrap_or(i64::MAX);
