@@ -220,7 +220,7 @@ pub async fn run() -> anyhow::Result<()> {
 
 /// One line per mock user: userid, name, department (or why they cannot log in) and the route
 /// prefixes they may open, decided by the routes' real policies.
-pub fn demo_users(org: &mock::Org, routes: &[crate::routes::Route]) -> String {
+pub fn demo_users(org: &mock::Org, routes: &[crate::config::routes::Route]) -> String {
     let mut rows = vec![[
         "userid".to_owned(),
         "name".to_owned(),
@@ -250,7 +250,7 @@ pub fn demo_users(org: &mock::Org, routes: &[crate::routes::Route]) -> String {
 }
 
 /// The departments a route table names, `id = name` as the org calls them.
-fn department_legend(org: &mock::Org, routes: &[crate::routes::Route]) -> String {
+fn department_legend(org: &mock::Org, routes: &[crate::config::routes::Route]) -> String {
     let mut ids: Vec<u64> = routes
         .iter()
         .flat_map(|r| {

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::authz::{Decision, DenyReason};
 use crate::body::GatewayBody;
+use crate::config::routes::{Resolution, Route};
 use crate::dingtalk::DingTalkError;
 use crate::host::{self, HostError, HostPort};
 use crate::identity::Identity;
@@ -33,7 +34,6 @@ use crate::proxy::path::{normalize_path, PathError};
 use crate::proxy::pool::PoolError;
 use crate::ratelimit::Throttled;
 use crate::repeats::Kind;
-use crate::routes::{Resolution, Route};
 use crate::session::cache::VerifiedSession;
 use crate::session::cookie::clear_cookie;
 use crate::session::lookup::{session_of, verify_cookies, LookupError, Session};
@@ -1567,7 +1567,7 @@ mod tests {
     }
 
     /// A route table with the routes `admin`, `/` and `app`, for access lines that name them.
-    fn named_routes() -> crate::routes::RouteTable {
+    fn named_routes() -> crate::config::routes::RouteTable {
         crate::Config::from_yaml_str(
             "public_url: https://gate.example.com\nupstream: http://127.0.0.1:8080\ndingtalk: {client_id: dingabc, client_secret: s3cret, corp_id: dingcorp}\nsession: {signing_key: \"0123456789abcdef0123456789abcdef\"}\nroutes:\n  - {name: admin, path_prefix: /admin}\n  - {name: app, path_prefix: /app}\n  - {name: /, path_prefix: /}\n",
         )
@@ -1575,7 +1575,7 @@ mod tests {
         .routes
     }
 
-    fn route<'a>(table: &'a crate::routes::RouteTable, name: &str) -> &'a Route {
+    fn route<'a>(table: &'a crate::config::routes::RouteTable, name: &str) -> &'a Route {
         table
             .routes()
             .iter()

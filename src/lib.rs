@@ -15,12 +15,10 @@ pub mod identity;
 pub mod login;
 pub mod metrics;
 pub mod mock;
-
 pub mod pages;
 pub mod proxy;
 pub mod ratelimit;
 pub mod repeats;
-pub mod routes;
 pub mod server;
 pub mod session;
 pub mod state;

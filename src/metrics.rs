@@ -273,7 +273,7 @@ impl Collector for RequestSeries {
 /// Which of the gateway's routes (or pseudo-routes) a request is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteKey {
-    /// A configured route, by [`crate::routes::Route::index`].
+    /// A configured route, by [`crate::config::routes::Route::index`].
     Route(usize),
     /// The gateway's own endpoints ([`GATEWAY_ROUTE`]).
     Gateway,

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::GatewayBody;
+use crate::config::routes::Route;
 use crate::config::Config;
 use crate::proxy::headers::{
     is_upgrade_request, remove_hop_by_hop, set_forwarded, strip_cookies, strip_protected,
@@ -18,7 +19,6 @@ use crate::proxy::headers::{
 use crate::proxy::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::proxy::pool::{Origin, OriginError, Pool, PoolError};
 use crate::proxy::uri::UpstreamBase;
-use crate::routes::Route;
 use crate::trusted::TrustedProxies;
 
 /// Everything forwarding needs, built once at startup: the pooled clients, each route's

@@ -1,6 +1,5 @@
 //! TLS to https upstreams: the `tls:` block, its validation into a rustls client config, and handshake-failure hints.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,9 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{lenient, ConfigIssue};
-
-type Unknown = BTreeMap<String, figment::value::Value>;
+use crate::config::raw::{lenient, parse_bool, unknown_keys, ConfigIssue, Unknown};
 
 /// A `tls:` block as written (a route's `tls:` or the top-level `upstream_tls:`), before validation.
 #[derive(Debug, Default, Deserialize)]
@@ -101,8 +98,6 @@ pub enum Field {
     SystemRoots,
 }
 
-const UNKNOWN_KEY: &str = "unknown key (check the spelling; see gateway.yaml)";
-
 impl RawTls {
     /// Validates the block; every problem goes to `issues` as `{section}.{key}`
     /// (e.g. `routes[2].tls.ca_file`). Files are read and parsed here.
@@ -114,23 +109,16 @@ impl RawTls {
                 problem,
             })
         };
-        for k in self.unknown.keys() {
-            issue(&mut found, k, UNKNOWN_KEY.to_owned());
-        }
+        found.extend(unknown_keys(section, &self.unknown));
         let path = |v: Option<String>| {
             v.map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
         };
-        let insecure_skip_verify = match self.insecure_skip_verify.as_deref().map(str::trim) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(_) => {
-                issue(
-                    &mut found,
-                    "insecure_skip_verify",
-                    "must be true or false".to_owned(),
-                );
+        let insecure_skip_verify = match parse_bool(self.insecure_skip_verify.as_deref()) {
+            Ok(b) => b.unwrap_or(false),
+            Err(problem) => {
+                issue(&mut found, "insecure_skip_verify", problem.to_owned());
                 false
             }
         };

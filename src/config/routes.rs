@@ -4,17 +4,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use percent_encoding::percent_decode_str;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::authz::{Policy, Rule};
-use crate::config::{lenient, ConfigIssue};
+use crate::config::raw::{lenient, parse_bool, ser_display, unknown_keys, ConfigIssue, Unknown};
 use crate::host::{self, HostError};
 use crate::proxy::fold::{affected_by, fold, Fold};
 use crate::proxy::path::normalize_path;
 use crate::proxy::tls::{RawTls, TlsSettings, UpstreamTls};
-
-type Unknown = BTreeMap<String, figment::value::Value>;
 
 /// One entry of `routes:` as written in `gateway.yaml`, before validation.
 ///
@@ -166,10 +164,6 @@ pub struct Route {
     pub public: Vec<String>,
     /// Who may use the route.
     pub policy: Policy,
-}
-
-fn ser_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 impl Route {
@@ -532,8 +526,8 @@ pub fn validate_routes(
     let mut seen_folded: BTreeMap<(Option<String>, String), usize> = BTreeMap::new();
     for (i, r) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("routes[{i}].{k}");
-        for k in r.unknown.keys() {
-            issue(key(k), UNKNOWN_KEY.to_owned());
+        for found in unknown_keys(&format!("routes[{i}]"), &r.unknown) {
+            issue(found.key, found.problem);
         }
 
         // `None` = invalid (reported); `Some(None)` = any host.
@@ -790,8 +784,6 @@ fn system_tls(
     .clone()
 }
 
-const UNKNOWN_KEY: &str = "unknown key (check the spelling; see gateway.yaml)";
-
 struct CheckedRule {
     rule: Rule,
     corp: Option<String>,
@@ -802,8 +794,8 @@ fn validate_rule(
     section: &str,
     issue: &mut impl FnMut(String, String),
 ) -> CheckedRule {
-    for k in raw.unknown.keys() {
-        issue(format!("{section}.{k}"), UNKNOWN_KEY.to_owned());
+    for found in unknown_keys(section, &raw.unknown) {
+        issue(found.key, found.problem);
     }
     let mut rule = Rule::default();
     for (j, u) in raw
@@ -856,14 +848,10 @@ fn validate_rule(
             ),
         }
     }
-    rule.admins = match raw.admins.as_deref().map(str::trim) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => {
-            issue(
-                format!("{section}.admins"),
-                "must be true or false".to_owned(),
-            );
+    rule.admins = match parse_bool(raw.admins.as_deref()) {
+        Ok(b) => b.unwrap_or(false),
+        Err(problem) => {
+            issue(format!("{section}.admins"), problem.to_owned());
             false
         }
     };

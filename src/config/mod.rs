@@ -1,6 +1,8 @@
 //! Configuration: strict raw structs read by figment (YAML, then `DINGGATE_*` env) → one validated `Config`.
 
-use std::collections::BTreeMap;
+pub mod raw;
+pub mod routes;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,15 +11,17 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Yaml};
 use figment::Figment;
 use http::HeaderName;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use url::Url;
 
 use crate::login::redirect::HostPattern;
 use crate::proxy::headers::StripRule;
 use crate::proxy::tls::RawTls;
-use crate::routes::{validate_routes, RawRoute, RouteDefaults, RouteTable};
 use crate::server::ServerLimits;
 use crate::trusted::TrustedProxies;
+pub use raw::ConfigIssue;
+use raw::{lenient, parse_bool, ser_display, string_list, unknown_keys, Unknown};
+use routes::{validate_routes, RawRoute, RouteDefaults, RouteTable};
 
 /// The shortest accepted session signing key, in bytes (HS256 wants at least the hash size).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -394,21 +398,6 @@ pub struct ReadinessConfig {
     pub check_dingtalk: bool,
 }
 
-/// One problem found in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// Dotted key path, e.g. `dingtalk.client_id`.
-    pub key: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.problem)
-    }
-}
-
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -678,10 +667,6 @@ impl Config {
     }
 }
 
-fn ser_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }
@@ -824,122 +809,6 @@ fn ser_opt_header<S: Serializer>(h: &Option<HeaderName>, s: S) -> Result<S::Ok, 
 // Every leaf is optional and scalars are read leniently as strings, so that one bad value does
 // not hide the others: the validator below reports all problems at once. Unknown keys land in
 // `unknown` (a typo must be an error, not silently ignored).
-
-type Unknown = BTreeMap<String, figment::value::Value>;
-
-/// Accepts strings, numbers and booleans as a string (env vars like `DINGGATE_X=123` arrive as numbers).
-pub(crate) fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    d.deserialize_option(OptionalScalar)
-}
-
-/// Reads one scalar as text; a list or a map is a type error that names neither value nor enum.
-struct Scalar;
-
-impl<'de> serde::de::Visitor<'de> for Scalar {
-    type Value = String;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a single value (text, a number or true/false)")
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
-    }
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
-        Ok(v)
-    }
-    fn visit_char<E: serde::de::Error>(self, v: char) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-}
-
-struct OptionalScalar;
-
-impl<'de> serde::de::Visitor<'de> for OptionalScalar {
-    type Value = Option<String>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Scalar.expecting(f)
-    }
-    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(Scalar).map(Some)
-    }
-}
-
-/// One scalar of a list, read like [`lenient`].
-struct ListItem(String);
-
-impl<'de> Deserialize<'de> for ListItem {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Scalar).map(ListItem)
-    }
-}
-
-/// A list of scalars, written as a YAML list (`[a, b]`, also in an env var) or as one text of
-/// comma-separated entries (`a,b`, the natural form of an env var). Blank entries are dropped.
-fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    struct List;
-    impl<'de> serde::de::Visitor<'de> for List {
-        type Value = Option<Vec<String>>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list, or text of comma-separated entries")
-        }
-        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(List)
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(split_list(v)))
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(ListItem(item)) = seq.next_element()? {
-                out.push(item);
-            }
-            Ok(Some(out))
-        }
-    }
-    d.deserialize_option(List)
-}
-
-/// `a, b,,c` → `[a, b, c]`.
-fn split_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawConfig {
@@ -1294,14 +1163,7 @@ impl Check {
     }
 
     fn unknown(&mut self, section: &str, unknown: &Unknown) {
-        for key in unknown.keys() {
-            let path = if section.is_empty() {
-                key.clone()
-            } else {
-                format!("{section}.{key}")
-            };
-            self.issue(&path, "unknown key (check the spelling; see gateway.yaml)");
-        }
+        self.issues.extend(unknown_keys(section, unknown));
     }
 
     fn required(&mut self, key: &str, v: Option<String>) -> Option<String> {
@@ -1389,12 +1251,10 @@ impl Check {
     }
 
     fn boolean(&mut self, key: &str, v: Option<String>, default: bool) -> bool {
-        match v.as_deref().map(str::trim) {
-            None => default,
-            Some("true") => true,
-            Some("false") => false,
-            Some(_) => {
-                self.issue(key, "must be true or false");
+        match parse_bool(v.as_deref()) {
+            Ok(b) => b.unwrap_or(default),
+            Err(problem) => {
+                self.issue(key, problem);
                 default
             }
         }
