@@ -911,3 +911,61 @@ fn the_traefik_schema_check_catches_misspelt_and_misplaced_keys() {
         "{problems:?}"
     );
 }
+
+/// The unit's credentials and the settings that read them agree: every `%d/NAME` an
+/// `Environment=` line points a `DINGGATE_*_FILE` setting at is a `LoadCredential=NAME:`, and
+/// the setting is one gateway.yaml documents; systemd waits longer than the drain before it kills.
+#[test]
+fn the_systemd_units_credentials_and_stop_timeout_fit_the_configuration() {
+    let unit = read("deploy/dinggate.service");
+    let active: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let credentials: Vec<&str> = active
+        .iter()
+        .filter_map(|l| l.strip_prefix("LoadCredential="))
+        .map(|c| c.split(':').next().unwrap())
+        .collect();
+    let documented = read("gateway.yaml");
+    let mut pointed = 0;
+    for env in active.iter().filter_map(|l| l.strip_prefix("Environment=")) {
+        let (var, value) = env.split_once('=').unwrap();
+        let Some(name) = value.strip_prefix("%d/") else {
+            continue;
+        };
+        pointed += 1;
+        assert!(
+            credentials.contains(&name),
+            "{var} reads credential {name}, which no LoadCredential= provides"
+        );
+        // DINGGATE_DINGTALK__CLIENT_SECRET_FILE -> section dingtalk, key client_secret_file.
+        let path = var.strip_prefix("DINGGATE_").unwrap().to_ascii_lowercase();
+        let (section, key) = path.split_once("__").unwrap();
+        assert!(key.ends_with("_file"), "{var} is not a *_file setting");
+        assert!(
+            documented.contains(&format!("\n{section}:"))
+                && documented.contains(&format!("  {key}:")),
+            "{var}: gateway.yaml documents no {section}.{key}"
+        );
+    }
+    assert_eq!(pointed, credentials.len(), "every credential is used");
+
+    let stop: u64 = active
+        .iter()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .expect("TimeoutStopSec=")
+        .parse()
+        .unwrap();
+    let config: Value = yaml_serde::from_str(&documented).unwrap();
+    let secs = |key: &str| {
+        humantime::parse_duration(config["server"][key].as_str().unwrap())
+            .unwrap()
+            .as_secs()
+    };
+    assert!(
+        stop > secs("shutdown_delay") + secs("shutdown_timeout"),
+        "TimeoutStopSec={stop} must exceed server.shutdown_delay + server.shutdown_timeout"
+    );
+}
