@@ -20,7 +20,7 @@ use crate::proxy::tls::RawTls;
 use crate::server::ServerLimits;
 use crate::trusted::TrustedProxies;
 pub use raw::ConfigIssue;
-use raw::{lenient, parse_bool, ser_display, string_list, unknown_keys, Unknown};
+use raw::{parse_bool, ser_display, string_list, unknown_keys, Text, Unknown};
 use routes::{validate_routes, RawRoute, RouteDefaults, RouteTable};
 
 /// The shortest accepted session signing key, in bytes (HS256 wants at least the hash size).
@@ -679,7 +679,7 @@ fn server_tls(
     listen: Option<SocketAddr>,
     public_url: Option<&Url>,
 ) -> Option<ServerTlsConfig> {
-    let clean = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let clean = |v: Text| v.0.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let (cert, key) = (clean(raw.cert_file), clean(raw.key_file));
     let redirect = clean(raw.redirect_http);
     let (cert_file, key_file) = match (cert, key) {
@@ -739,11 +739,7 @@ fn ser_trusted<S: Serializer>(t: &TrustedProxies, s: S) -> Result<S::Ok, S::Erro
 
 /// `trusted_proxies`, or the deprecated `trust_forwarded_headers` (true = every peer, with the
 /// old meaning: the peer's own `X-Forwarded-For` entry is the client).
-fn trusted_proxies(
-    c: &mut Check,
-    list: Option<Vec<String>>,
-    deprecated: Option<String>,
-) -> TrustedProxies {
+fn trusted_proxies(c: &mut Check, list: Option<Vec<String>>, deprecated: Text) -> TrustedProxies {
     let old = c.boolean("trust_forwarded_headers", deprecated.clone(), false);
     if deprecated.is_some() {
         if list.is_some() {
@@ -812,29 +808,19 @@ fn ser_opt_header<S: Serializer>(h: &Option<HeaderName>, s: S) -> Result<S::Ok, 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawConfig {
-    #[serde(deserialize_with = "lenient")]
-    listen: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    public_url: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    prefix: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    upstream: Option<String>,
+    listen: Text,
+    public_url: Text,
+    prefix: Text,
+    upstream: Text,
     upstream_tls: Option<RawTls>,
-    #[serde(deserialize_with = "lenient")]
-    upstream_timeout: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    upstream_connect_timeout: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    pass_host_header: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    upstream_max_idle_per_host: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    upstream_idle_timeout: Option<String>,
+    upstream_timeout: Text,
+    upstream_connect_timeout: Text,
+    pass_host_header: Text,
+    upstream_max_idle_per_host: Text,
+    upstream_idle_timeout: Text,
     #[serde(deserialize_with = "string_list")]
     redirect_allowlist: Option<Vec<String>>,
-    #[serde(deserialize_with = "lenient")]
-    trust_forwarded_headers: Option<String>,
+    trust_forwarded_headers: Text,
     #[serde(deserialize_with = "string_list")]
     trusted_proxies: Option<Vec<String>>,
     dingtalk: RawDingTalk,
@@ -846,8 +832,7 @@ struct RawConfig {
     tls: RawServerTls,
     admin: RawAdmin,
     readiness: RawReadiness,
-    #[serde(deserialize_with = "lenient")]
-    login_page: Option<String>,
+    login_page: Text,
     ui: RawUi,
     routes: Option<Vec<RawRoute>>,
     #[serde(flatten)]
@@ -857,10 +842,8 @@ struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawUi {
-    #[serde(deserialize_with = "lenient")]
-    app_name: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    logo_url: Option<String>,
+    app_name: Text,
+    logo_url: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -868,36 +851,21 @@ struct RawUi {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawDingTalk {
-    #[serde(deserialize_with = "lenient")]
-    client_id: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    client_secret: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    client_secret_file: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    corp_id: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    exclusive_corp_id: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    allow_any_corp: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    login_url: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    api_url: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    oapi_url: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    timeout: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    directory: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    directory_cache_ttl: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    inapp_login: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    jsapi_url: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    qr_script_url: Option<String>,
+    client_id: Text,
+    client_secret: Text,
+    client_secret_file: Text,
+    corp_id: Text,
+    exclusive_corp_id: Text,
+    allow_any_corp: Text,
+    login_url: Text,
+    api_url: Text,
+    oapi_url: Text,
+    timeout: Text,
+    directory: Text,
+    directory_cache_ttl: Text,
+    inapp_login: Text,
+    jsapi_url: Text,
+    qr_script_url: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -905,36 +873,22 @@ struct RawDingTalk {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawSession {
-    #[serde(deserialize_with = "lenient")]
-    cookie_name: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    cookie_domain: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    lifetime: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    signing_key: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    signing_key_file: Option<String>,
+    cookie_name: Text,
+    cookie_domain: Text,
+    lifetime: Text,
+    signing_key: Text,
+    signing_key_file: Text,
     #[serde(deserialize_with = "string_list")]
     previous_signing_keys: Option<Vec<String>>,
-    #[serde(deserialize_with = "lenient")]
-    issuer: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    audience: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    max_login_flows: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    login_timeout: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    revalidate_after: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    revalidate_grace: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    max_lifetime: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    max_revocations: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    cache_entries: Option<String>,
+    issuer: Text,
+    audience: Text,
+    max_login_flows: Text,
+    login_timeout: Text,
+    revalidate_after: Text,
+    revalidate_grace: Text,
+    max_lifetime: Text,
+    max_revocations: Text,
+    cache_entries: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -942,24 +896,15 @@ struct RawSession {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawHeaders {
-    #[serde(deserialize_with = "lenient")]
-    user: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    email: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    preferred_username: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    union_id: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    name: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    corp_id: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    user_id: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    departments: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    title: Option<String>,
+    user: Text,
+    email: Text,
+    preferred_username: Text,
+    union_id: Text,
+    name: Text,
+    corp_id: Text,
+    user_id: Text,
+    departments: Text,
+    title: Text,
     #[serde(deserialize_with = "string_list")]
     strip_extra: Option<Vec<String>>,
     #[serde(flatten)]
@@ -969,24 +914,15 @@ struct RawHeaders {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawServer {
-    #[serde(deserialize_with = "lenient")]
-    header_read_timeout: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    max_header_bytes: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    shutdown_timeout: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    shutdown_delay: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    idle_timeout: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    max_connections: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    max_concurrent_streams: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    listen_backlog: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    workers: Option<String>,
+    header_read_timeout: Text,
+    max_header_bytes: Text,
+    shutdown_timeout: Text,
+    shutdown_delay: Text,
+    idle_timeout: Text,
+    max_connections: Text,
+    max_concurrent_streams: Text,
+    listen_backlog: Text,
+    workers: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -994,8 +930,7 @@ struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawRateLimit {
-    #[serde(deserialize_with = "lenient")]
-    enabled: Option<String>,
+    enabled: Text,
     login: RawBucket,
     code_exchange: RawBucket,
     #[serde(flatten)]
@@ -1005,10 +940,8 @@ struct RawRateLimit {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawBucket {
-    #[serde(deserialize_with = "lenient")]
-    per_second: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    burst: Option<String>,
+    per_second: Text,
+    burst: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1042,12 +975,9 @@ impl RawBucket {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawServerTls {
-    #[serde(deserialize_with = "lenient")]
-    cert_file: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    key_file: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    redirect_http: Option<String>,
+    cert_file: Text,
+    key_file: Text,
+    redirect_http: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1055,8 +985,7 @@ struct RawServerTls {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawAdmin {
-    #[serde(deserialize_with = "lenient")]
-    listen: Option<String>,
+    listen: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1064,8 +993,7 @@ struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawReadiness {
-    #[serde(deserialize_with = "lenient")]
-    check_dingtalk: Option<String>,
+    check_dingtalk: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1073,14 +1001,10 @@ struct RawReadiness {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawLog {
-    #[serde(deserialize_with = "lenient")]
-    level: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    format: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    access: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    repeat_interval: Option<String>,
+    level: Text,
+    format: Text,
+    access: Text,
+    repeat_interval: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1166,7 +1090,8 @@ impl Check {
         self.issues.extend(unknown_keys(section, unknown));
     }
 
-    fn required(&mut self, key: &str, v: Option<String>) -> Option<String> {
+    fn required(&mut self, key: &str, v: impl Into<Option<String>>) -> Option<String> {
+        let v: Option<String> = v.into();
         match v.map(|s| s.trim().to_owned()) {
             Some(s) if !s.is_empty() => Some(s),
             _ => {
@@ -1176,7 +1101,8 @@ impl Check {
         }
     }
 
-    fn duration(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
+    fn duration(&mut self, key: &str, v: impl Into<Option<String>>, default: Duration) -> Duration {
+        let v: Option<String> = v.into();
         let Some(s) = v else { return default };
         match humantime::parse_duration(s.trim()) {
             Ok(d) if !d.is_zero() => d,
@@ -1196,7 +1122,8 @@ impl Check {
 
     /// A duration within `range` (both ends included).
     /// A duration that may be zero (`0s`, the default), at most `max`.
-    fn delay(&mut self, key: &str, v: Option<String>, max: Duration) -> Duration {
+    fn delay(&mut self, key: &str, v: impl Into<Option<String>>, max: Duration) -> Duration {
+        let v: Option<String> = v.into();
         let Some(s) = v else { return Duration::ZERO };
         match humantime::parse_duration(s.trim()) {
             Ok(d) if d <= max => d,
@@ -1217,10 +1144,11 @@ impl Check {
     fn duration_within(
         &mut self,
         key: &str,
-        v: Option<String>,
+        v: impl Into<Option<String>>,
         default: Duration,
         range: (Duration, Duration),
     ) -> Duration {
+        let v: Option<String> = v.into();
         let d = self.duration(key, v, default);
         if d < range.0 || d > range.1 {
             self.issue(
@@ -1236,7 +1164,13 @@ impl Check {
         d
     }
 
-    fn duration_or_zero(&mut self, key: &str, v: Option<String>, default: Duration) -> Duration {
+    fn duration_or_zero(
+        &mut self,
+        key: &str,
+        v: impl Into<Option<String>>,
+        default: Duration,
+    ) -> Duration {
+        let v: Option<String> = v.into();
         let Some(s) = v else { return default };
         if s.trim() == "0" {
             return Duration::ZERO;
@@ -1250,7 +1184,8 @@ impl Check {
         }
     }
 
-    fn boolean(&mut self, key: &str, v: Option<String>, default: bool) -> bool {
+    fn boolean(&mut self, key: &str, v: impl Into<Option<String>>, default: bool) -> bool {
+        let v: Option<String> = v.into();
         match parse_bool(v.as_deref()) {
             Ok(b) => b.unwrap_or(default),
             Err(problem) => {
@@ -1263,10 +1198,11 @@ impl Check {
     fn number(
         &mut self,
         key: &str,
-        v: Option<String>,
+        v: impl Into<Option<String>>,
         default: usize,
         range: (usize, usize),
     ) -> usize {
+        let v: Option<String> = v.into();
         let Some(s) = v else { return default };
         match s.trim().parse::<usize>() {
             Ok(n) if n >= range.0 && n <= range.1 => n,
@@ -1280,7 +1216,13 @@ impl Check {
         }
     }
 
-    fn http_url(&mut self, key: &str, v: Option<String>, default: Option<&str>) -> Option<Url> {
+    fn http_url(
+        &mut self,
+        key: &str,
+        v: impl Into<Option<String>>,
+        default: Option<&str>,
+    ) -> Option<Url> {
+        let v: Option<String> = v.into();
         let s = match (v, default) {
             (Some(s), _) => s,
             (None, Some(d)) => d.to_owned(),
@@ -1310,7 +1252,8 @@ impl Check {
 
     /// An http(s) URL of a script or image: a query is fine (CDNs version with one), credentials
     /// and fragments are not.
-    fn asset_url(&mut self, key: &str, v: Option<String>, default: &str) -> Option<Url> {
+    fn asset_url(&mut self, key: &str, v: impl Into<Option<String>>, default: &str) -> Option<Url> {
+        let v: Option<String> = v.into();
         let s = v.unwrap_or_else(|| default.to_owned());
         match Url::parse(s.trim()) {
             Ok(u)
@@ -1333,9 +1276,11 @@ impl Check {
     fn secret(
         &mut self,
         key: &str,
-        inline: Option<String>,
-        file: Option<String>,
+        inline: impl Into<Option<String>>,
+        file: impl Into<Option<String>>,
     ) -> Option<String> {
+        let inline: Option<String> = inline.into();
+        let file: Option<String> = file.into();
         match (
             inline.filter(|s| !s.is_empty()),
             file.filter(|s| !s.is_empty()),
@@ -1364,7 +1309,13 @@ impl Check {
         }
     }
 
-    fn header(&mut self, key: &str, v: Option<String>, default: &str) -> Option<HeaderName> {
+    fn header(
+        &mut self,
+        key: &str,
+        v: impl Into<Option<String>>,
+        default: &str,
+    ) -> Option<HeaderName> {
+        let v: Option<String> = v.into();
         let s = v.unwrap_or_else(|| default.to_owned());
         let s = s.trim();
         if s.is_empty() {
@@ -1424,7 +1375,7 @@ impl RawConfig {
             }
         }
 
-        let prefix = self.prefix.unwrap_or_else(|| "/_dinggate".to_owned());
+        let prefix = self.prefix.0.unwrap_or_else(|| "/_dinggate".to_owned());
         let prefix = prefix.trim().trim_end_matches('/').to_owned();
         if !prefix.starts_with('/')
             || prefix.len() < 2
@@ -1443,7 +1394,7 @@ impl RawConfig {
         // A missing upstream is only a problem when no route names its own; the route check
         // below reports it then.
         let upstream_given = self.upstream.is_some();
-        let upstream_url = match self.upstream {
+        let upstream_url = match self.upstream.0 {
             Some(u) => c.http_url("upstream", Some(u), None),
             None => None,
         };
@@ -1595,7 +1546,7 @@ impl RawConfig {
             ),
         };
 
-        let level = self.log.level.unwrap_or_else(|| "info".to_owned());
+        let level = self.log.level.0.unwrap_or_else(|| "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             c.issue(
                 "log.level",
@@ -1603,7 +1554,7 @@ impl RawConfig {
             );
         }
         let access = c.boolean("log.access", self.log.access, true);
-        let repeat_interval = match self.log.repeat_interval {
+        let repeat_interval = match self.log.repeat_interval.0 {
             None => DEFAULT_REPEAT_INTERVAL,
             raw => c.delay("log.repeat_interval", raw, Duration::from_secs(3600)),
         };
@@ -1620,10 +1571,11 @@ impl RawConfig {
         let app_name = self
             .ui
             .app_name
+            .0
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "dinggate".to_owned());
-        let logo_url = match self.ui.logo_url.filter(|s| !s.trim().is_empty()) {
+        let logo_url = match self.ui.logo_url.0.filter(|s| !s.trim().is_empty()) {
             None => None,
             Some(u) => c.asset_url("ui.logo_url", Some(u), ""),
         };
@@ -1843,10 +1795,12 @@ impl RawDingTalk {
         }
         let corp_id = self
             .corp_id
+            .0
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
         let exclusive_corp_id = self
             .exclusive_corp_id
+            .0
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
         if let Some(corp) = &exclusive_corp_id {
@@ -1944,7 +1898,7 @@ impl RawDingTalk {
 
 impl RawSession {
     fn validate(self, c: &mut Check, public_url: Option<&Url>) -> Option<SessionConfig> {
-        let cookie_name = self.cookie_name.unwrap_or_else(|| "_dinggate".to_owned());
+        let cookie_name = self.cookie_name.0.unwrap_or_else(|| "_dinggate".to_owned());
         let cookie_name = cookie_name.trim().to_owned();
         // RFC 6265 cookie-name is an RFC 7230 token; we are stricter to keep names predictable.
         if cookie_name.is_empty()
@@ -1960,6 +1914,7 @@ impl RawSession {
         }
         let cookie_domain = self
             .cookie_domain
+            .0
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
         if let Some(d) = &cookie_domain {
@@ -2030,11 +1985,13 @@ impl RawSession {
         }
         let issuer = self
             .issuer
+            .0
             .filter(|s| !s.trim().is_empty())
             .or_else(|| public_url.map(|u| u.as_str().trim_end_matches('/').to_owned()))
             .unwrap_or_default();
         let audience = self
             .audience
+            .0
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "dinggate".to_owned());
         let max_login_flows = c.number("session.max_login_flows", self.max_login_flows, 4, (1, 10));

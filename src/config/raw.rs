@@ -60,8 +60,33 @@ pub fn parse_bool(v: Option<&str>) -> Result<Option<bool>, &'static str> {
     }
 }
 
+/// One scalar setting as written: text, a number or a boolean, kept as text (an env var like
+/// `DINGGATE_X=123` arrives as a number); absent or null is `None`. The type every raw section
+/// uses for its scalars, so each field is read the same way without an attribute of its own.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Text(pub Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        lenient(d).map(Text)
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = Option<String>;
+    fn deref(&self) -> &Option<String> {
+        &self.0
+    }
+}
+
+impl From<Text> for Option<String> {
+    fn from(t: Text) -> Self {
+        t.0
+    }
+}
+
 /// Accepts strings, numbers and booleans as a string (env vars like `DINGGATE_X=123` arrive as numbers).
-pub fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     d.deserialize_option(OptionalScalar)
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::authz::{Policy, Rule};
-use crate::config::raw::{lenient, parse_bool, ser_display, unknown_keys, ConfigIssue, Unknown};
+use crate::config::raw::{parse_bool, ser_display, unknown_keys, ConfigIssue, Text, Unknown};
 use crate::host::{self, HostError};
 use crate::proxy::fold::{affected_by, fold, Fold};
 use crate::proxy::path::normalize_path;
@@ -52,14 +52,10 @@ use crate::proxy::tls::{RawTls, TlsSettings, UpstreamTls};
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawRoute {
-    #[serde(deserialize_with = "lenient")]
-    name: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    host: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    path_prefix: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    upstream: Option<String>,
+    name: Text,
+    host: Text,
+    path_prefix: Text,
+    upstream: Text,
     tls: Option<RawTls>,
     public: Option<OneOrMany>,
     allow: RawRule,
@@ -74,10 +70,8 @@ pub struct RawRoute {
 pub struct RawRule {
     users: Option<OneOrMany>,
     departments: Option<OneOrMany>,
-    #[serde(deserialize_with = "lenient")]
-    admins: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    corp: Option<String>,
+    admins: Text,
+    corp: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -857,6 +851,7 @@ fn validate_rule(
     };
     let corp = raw
         .corp
+        .0
         .map(|c| c.trim().to_owned())
         .filter(|c| !c.is_empty());
     CheckedRule { rule, corp }

@@ -10,22 +10,17 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::{Deserialize, Serialize};
 
-use crate::config::raw::{lenient, parse_bool, unknown_keys, ConfigIssue, Unknown};
+use crate::config::raw::{parse_bool, unknown_keys, ConfigIssue, Text, Unknown};
 
 /// A `tls:` block as written (a route's `tls:` or the top-level `upstream_tls:`), before validation.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawTls {
-    #[serde(deserialize_with = "lenient")]
-    ca_file: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    server_name: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    cert_file: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    key_file: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    insecure_skip_verify: Option<String>,
+    ca_file: Text,
+    server_name: Text,
+    cert_file: Text,
+    key_file: Text,
+    insecure_skip_verify: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -124,6 +119,7 @@ impl RawTls {
         };
         let server_name = self
             .server_name
+            .0
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
         if let Some(name) = &server_name {
@@ -136,10 +132,10 @@ impl RawTls {
             }
         }
         let settings = TlsSettings {
-            ca_file: path(self.ca_file),
+            ca_file: path(self.ca_file.0),
             server_name,
-            cert_file: path(self.cert_file),
-            key_file: path(self.key_file),
+            cert_file: path(self.cert_file.0),
+            key_file: path(self.key_file.0),
             insecure_skip_verify,
         };
         match (&settings.cert_file, &settings.key_file) {
