@@ -179,7 +179,10 @@ pub async fn handle(
             .then(|| client_ip(req.headers(), peer, &app.config.trusted_proxies).ok())
             .flatten()
             .filter(|ip| *ip != peer.ip()),
-        host: req.headers().get(http::header::HOST).cloned(),
+        // Only the access line shows it: no header look-up when that line is not written.
+        host: (app.config.log.access && tracing::enabled!(tracing::Level::INFO))
+            .then(|| req.headers().get(http::header::HOST).cloned())
+            .flatten(),
     };
     let mut access = Access::default();
     let in_flight = InFlight::start(&app, worker);
@@ -232,10 +235,12 @@ pub async fn handle(
 /// looks like an id, else a new random one. A client's own is never adopted: it could make its
 /// requests look like someone else's in the logs.
 fn request_id(app: &AppState, headers: &http::HeaderMap, peer: SocketAddr) -> RequestId {
-    headers
-        .get(X_REQUEST_ID)
-        .filter(|_| app.config.trusted_proxies.trusts(peer.ip()))
-        .and_then(RequestId::adopt)
+    // The peer first: without trusted proxies there is no header look-up at all.
+    app.config
+        .trusted_proxies
+        .trusts(peer.ip())
+        .then(|| headers.get(X_REQUEST_ID).and_then(RequestId::adopt))
+        .flatten()
         .unwrap_or_else(RequestId::random)
 }
 

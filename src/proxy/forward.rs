@@ -201,6 +201,10 @@ pub async fn forward(
         .trusted
         .trusts(peer.ip())
         .then(|| ClientForwarded::take(headers));
+    // Grown once to its final size: the forwarded headers, the identity and the request id
+    // added one by one would otherwise make the map rehash every entry once or twice
+    // (callgrind: ~1,400 instructions per request).
+    headers.reserve(identity.map_or(0, IdentityValues::len) + 5);
     remove_hop_by_hop(headers);
     strip_protected(headers, &up.protected);
     strip_cookies(headers, |name| up.is_own_cookie(name));

@@ -351,6 +351,16 @@ impl IdentityValues {
         Self(out)
     }
 
+    /// How many headers [`IdentityValues::apply`] sets.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Sets these headers on `headers`, replacing any value there (call after client copies
     /// were stripped).
     pub fn apply(&self, headers: &mut HeaderMap) {
