@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -14,13 +13,19 @@ use tokio::net::TcpListener;
 use crate::body::GatewayBody;
 use crate::pages;
 use crate::server::{self, ServerLimits};
-use crate::state::AppState;
+use crate::state::{AppState, Live};
 
 /// Most connections the admin listener keeps open: scrapers and probes, not people.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, app: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves, for the
+/// state in service (an `Arc<AppState>`, or a [`Live`] that reloads replace).
+pub async fn serve(
+    listener: TcpListener,
+    live: impl Into<Live>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let live = live.into();
     let limits = ServerLimits {
         max_connections: ADMIN_MAX_CONNECTIONS,
         ..ServerLimits::default()
@@ -29,7 +34,7 @@ pub async fn serve(listener: TcpListener, app: Arc<AppState>, shutdown: impl Fut
         listener,
         limits,
         move |req, _peer: SocketAddr| {
-            let app = app.clone();
+            let app = live.load();
             async move { Ok::<_, Infallible>(handle(&app, req).await) }
         },
         shutdown,
@@ -92,10 +97,14 @@ pub async fn readiness(app: &AppState) -> (bool, Value) {
     let serving = app.readiness.is_serving();
     let draining = app.readiness.is_draining();
     let mut checks = serde_json::Map::new();
-    checks.insert(
-        "config".into(),
-        json!({ "ok": true, "detail": format!("loaded (hash {})", app.config.hash()) }),
-    );
+    let config = match app.readiness.reload_failure() {
+        None => format!("loaded (hash {})", app.config.hash()),
+        Some(problems) => format!(
+            "loaded (hash {}); the last reload failed and this configuration stays in service: {problems}",
+            app.config.hash()
+        ),
+    };
+    checks.insert("config".into(), json!({ "ok": true, "detail": config }));
     checks.insert(
         "keys".into(),
         json!({ "ok": true, "detail": format!("{} session signing key(s)", 1 + app.config.session.previous_signing_keys.len()) }),

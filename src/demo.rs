@@ -21,7 +21,8 @@ use crate::config::{Config, ConfigError};
 use crate::mock::{self, MockDingTalk, MockSettings};
 use crate::pages::escape_html;
 use crate::server::{serve_http, ServerLimits};
-use crate::state::{AppState, BuildError};
+use crate::reload::{ReloadError, Reloaded};
+use crate::state::{AppState, BuildError, Live};
 
 /// Largest body the demo upstream echoes back.
 const ECHO_LIMIT: usize = 1024 * 1024;
@@ -50,8 +51,12 @@ pub struct Stack {
     pub upstream: SocketAddr,
     /// Handle to the mock, to inspect calls or inject faults.
     pub mock: MockDingTalk,
-    /// The gateway's shared state (tests move its clock).
+    /// The gateway's state at start (tests move its clock, which reloads keep).
     pub state: Arc<AppState>,
+    /// The state in service; [`Stack::reload`] replaces it.
+    pub live: Live,
+    /// The generated configuration (with its signing key), which reloads start from.
+    base_yaml: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -110,15 +115,10 @@ rate_limit:
             client_secret = settings.client_secret,
             key = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()),
         );
-        let mut figment = Figment::new().merge(Yaml::string(&yaml));
-        if !extra_yaml.trim().is_empty() {
-            let extra = extra_yaml
-                .replace("{mock}", &mock_addr.to_string())
-                .replace("{gateway_port}", &gateway.port().to_string());
-            figment = figment.merge(Yaml::string(&extra));
-        }
-        let config = Config::from_figment(figment).map_err(StackError::Config)?;
+        let config = stack_config(&yaml, extra_yaml, mock_addr, gateway.port())
+            .map_err(StackError::Config)?;
         let state = Arc::new(AppState::build(config)?);
+        let live = Live::new(state.clone());
         if settings.redirect_urls.is_empty() && settings.org.app().redirect_urls.is_empty() {
             settings.redirect_urls = vec![state.config.callback_url()];
         }
@@ -146,7 +146,7 @@ rate_limit:
                 upstream_handler,
                 stop(rx.clone()),
             )),
-            tokio::spawn(crate::serve(gateway_listener, state.clone(), stop(rx))),
+            tokio::spawn(crate::serve(gateway_listener, live.clone(), stop(rx))),
         ];
         Ok(Stack {
             gateway,
@@ -154,6 +154,8 @@ rate_limit:
             upstream,
             mock,
             state,
+            live,
+            base_yaml: yaml,
             shutdown,
             tasks,
         })
@@ -164,6 +166,20 @@ rate_limit:
         self.state.config.public_origin()
     }
 
+    /// Reloads the gateway's configuration as SIGHUP does, with `extra_yaml` (same placeholders
+    /// as in [`Stack::start`]) merged over the generated configuration instead of the one it
+    /// started with.
+    pub fn reload(&self, extra_yaml: &str) -> Result<Reloaded, ReloadError> {
+        crate::reload::reload(&self.live, || {
+            stack_config(
+                &self.base_yaml,
+                extra_yaml,
+                self.mock_addr,
+                self.gateway.port(),
+            )
+        })
+    }
+
     /// Stops all three servers and waits for them.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
@@ -171,6 +187,23 @@ rate_limit:
             let _ = t.await;
         }
     }
+}
+
+/// The stack's configuration: `yaml` with `extra_yaml` merged over it.
+fn stack_config(
+    yaml: &str,
+    extra_yaml: &str,
+    mock_addr: SocketAddr,
+    gateway_port: u16,
+) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new().merge(Yaml::string(yaml));
+    if !extra_yaml.trim().is_empty() {
+        let extra = extra_yaml
+            .replace("{mock}", &mock_addr.to_string())
+            .replace("{gateway_port}", &gateway_port.to_string());
+        figment = figment.merge(Yaml::string(&extra));
+    }
+    Config::from_figment(figment)
 }
 
 async fn bind(port: u16) -> Result<TcpListener, StackError> {

@@ -282,7 +282,7 @@ fn count(
         (None, true) => RouteKey::Gateway,
         (None, false) => RouteKey::None,
     };
-    app.metrics
+    app.route_metrics
         .request(ctx.worker, key, method, status, started.elapsed());
     if let Some(GatewayError::Forbidden { route, .. }) = error {
         app.metrics.denial(route);
@@ -774,7 +774,7 @@ async fn forward_timed(
     let cause = match &result {
         Ok(_) => {
             let took = sent.elapsed();
-            app.metrics.upstream(ctx.worker, route, took);
+            app.route_metrics.upstream(ctx.worker, route, took);
             access.upstream = Some(took);
             return result;
         }
@@ -785,7 +785,7 @@ async fn forward_timed(
         // Not the upstream's failure: the request could not be turned into one.
         Err(UpstreamError::BadUri(_)) => return result,
     };
-    app.metrics.upstream_error(route, cause);
+    app.route_metrics.upstream_error(route, cause);
     result
 }
 

@@ -18,6 +18,7 @@ pub mod mock;
 pub mod pages;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod repeats;
 pub mod server;
 pub mod session;
@@ -27,21 +28,21 @@ pub mod tls_server;
 pub mod trusted;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 pub use config::Config;
-pub use state::AppState;
+pub use state::{AppState, Live};
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains connections: one
-/// worker with every connection slot ([`serve_worker`] with `Worker::ONLY`).
+/// worker with every connection slot ([`serve_worker`] with `Worker::ONLY`). `state` is an
+/// `Arc<AppState>`, or a [`Live`] to reload.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AppState>,
+    state: impl Into<Live>,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_worker(listener, state, Worker::ONLY, shutdown).await;
+    serve_worker(listener, state.into(), Worker::ONLY, shutdown).await;
 }
 
 /// One of the gateway's worker threads: each runs its own event loop and listening socket
@@ -60,13 +61,16 @@ impl Worker {
 }
 
 /// Serves the gateway as `worker` on `listener` until `shutdown` resolves, then drains its
-/// connections. The worker gets its share of `server.max_connections`.
+/// connections. The worker gets its share of `server.max_connections`. Each request is served
+/// by the state in service when its head arrived (`live`: a reload applies to the next request,
+/// also on open connections); the listener's limits are those of the state at start.
 pub async fn serve_worker(
     listener: TcpListener,
-    state: Arc<AppState>,
+    live: Live,
     worker: Worker,
     shutdown: impl Future<Output = ()>,
 ) {
+    let state = live.load();
     let server = &state.config.server;
     let limits = server::ServerLimits {
         header_read_timeout: server.header_read_timeout,
@@ -79,24 +83,27 @@ pub async fn serve_worker(
         tls: state.tls.clone(),
     };
     state.readiness.serving();
+    // Only the long-lived parts are kept: a replaced state (its upstream pools) must not live
+    // on in the worker.
+    let repeats = state.repeats.clone();
+    drop(state);
     // One worker writes the failure summaries (they are shared by all).
     let summaries = (worker.index == 0).then(|| {
-        let state = state.clone();
-        tokio::spawn(async move { state.repeats.run().await })
+        let repeats = repeats.clone();
+        tokio::spawn(async move { repeats.run().await })
     });
-    let last = state.clone();
     server::serve_http(
         listener,
         limits,
         // Boxed: the request future is several KB, and hyper and the server's in-flight wrapper
         // move it by value; a box makes each move a pointer copy (callgrind: ~16k fewer
         // instructions of memcpy per request, for one allocation).
-        move |req, peer| Box::pin(gateway::handle(state.clone(), worker.index, req, peer)),
+        move |req, peer| Box::pin(gateway::handle(live.load(), worker.index, req, peer)),
         shutdown,
     )
     .await;
     if let Some(task) = summaries {
         task.abort();
-        last.repeats.log_due(std::time::Instant::now(), true);
+        repeats.log_due(std::time::Instant::now(), true);
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dinggate::config::{Config, LogConfig, LogFormat};
 use dinggate::mock::{MockDingTalk, MockSettings, Org};
-use dinggate::{AppState, Worker};
+use dinggate::{AppState, Live, Worker};
 
 /// `dinggate --version`: the release and the git commit it was built from.
 const VERSION: &str = concat!(
@@ -175,18 +175,18 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
         version = VERSION,
         "dinggate started"
     );
-    let state = Arc::new(AppState::build(cfg)?);
+    let live = Live::new(Arc::new(AppState::build(cfg)?));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // The admin listener outlives the workers' drain, so probes see the 503 until the end.
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_thread = admin_listener
-        .map(|listener| spawn_admin(listener, state.clone(), admin_stopped))
+        .map(|listener| spawn_admin(listener, live.clone(), admin_stopped))
         .transpose()?;
     let mut listeners = listeners.into_iter().enumerate();
     let (_, first) = listeners.next().context("no listening socket")?;
     let mut threads = Vec::with_capacity(workers - 1);
     for (index, listener) in listeners {
-        let state = state.clone();
+        let live = live.clone();
         let mut stopped = stopped.clone();
         let worker = Worker { index, of: workers };
         let thread = std::thread::Builder::new()
@@ -197,7 +197,7 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
                     let shutdown = async move {
                         let _ = stopped.wait_for(|s| *s).await;
                     };
-                    dinggate::serve_worker(listener, state, worker, shutdown).await;
+                    dinggate::serve_worker(listener, live, worker, shutdown).await;
                     Ok(())
                 })
             })
@@ -205,29 +205,34 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
         threads.push(thread);
     }
     let served = single_threaded()?.block_on(async {
-        catch_reload_signal(state.tls.clone())?;
-        if let Some(tls) = state.tls.clone() {
+        catch_reload_signal(Some(Reload {
+            live: live.clone(),
+            path: path.to_owned(),
+        }))?;
+        if let Some(tls) = live.load().tls.clone() {
             tokio::spawn(tls.watch());
         }
         if let Some(listener) = redirect_listener {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let app = state.clone();
+            let live = live.clone();
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
-                dinggate::tls_server::serve_redirect(listener, app, shutdown).await;
+                dinggate::tls_server::serve_redirect(listener, live, shutdown).await;
             });
         }
         let listener = tokio::net::TcpListener::from_std(first)?;
-        let draining = state.clone();
+        let draining = live.clone();
         let stop = &stop;
         let shutdown = async move {
             shutdown_signal().await;
             // Readiness first, so load balancers stop sending; accepting stops after the delay.
-            draining.readiness.draining();
-            let delay = draining.config.server.shutdown_delay;
+            let state = draining.load();
+            state.readiness.draining();
+            let delay = state.config.server.shutdown_delay;
+            drop(state);
             if !delay.is_zero() {
                 tracing::info!(
                     delay_ms = delay.as_millis() as u64,
@@ -241,7 +246,7 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
             index: 0,
             of: workers,
         };
-        dinggate::serve_worker(listener, state, worker, shutdown).await;
+        dinggate::serve_worker(listener, live, worker, shutdown).await;
         anyhow::Ok(())
     });
     // Dropping the sender also stops the other workers if the first one failed to start.
@@ -282,7 +287,7 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
 /// the workers are saturated (a liveness probe timing out under load would restart the pod).
 fn spawn_admin(
     listener: std::net::TcpListener,
-    state: Arc<AppState>,
+    live: Live,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
     std::thread::Builder::new()
@@ -293,7 +298,7 @@ fn spawn_admin(
                 let shutdown = async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
-                dinggate::admin::serve(listener, state, shutdown).await;
+                dinggate::admin::serve(listener, live, shutdown).await;
                 Ok(())
             })
         })
@@ -451,11 +456,18 @@ fn default_log() -> LogConfig {
     }
 }
 
+/// What SIGHUP reloads in `dinggate run`: the configuration file (with the environment and
+/// secret files) into `live`.
+struct Reload {
+    live: Live,
+    path: PathBuf,
+}
+
 /// Keeps SIGHUP (what `systemctl reload` and `kill -HUP` send) from killing the process, its
-/// default action: it re-reads the TLS certificate (when the gateway terminates TLS); until
-/// configuration reload exists, each one is also logged at WARN and the process keeps serving.
-/// Call after logging is set up and before serving.
-fn catch_reload_signal(tls: Option<dinggate::tls_server::ServerTls>) -> anyhow::Result<()> {
+/// default action. With `reload` (the gateway), each one re-reads the TLS certificate (when the
+/// gateway terminates TLS) and then the configuration; other commands log it at WARN and keep
+/// serving. Call after logging is set up and before serving.
+fn catch_reload_signal(reload: Option<Reload>) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -463,12 +475,23 @@ fn catch_reload_signal(tls: Option<dinggate::tls_server::ServerTls>) -> anyhow::
             signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                if let Some(tls) = &tls {
+                let Some(Reload { live, path }) = &reload else {
+                    tracing::warn!(
+                        "SIGHUP received: this command has no configuration to reload, nothing changed"
+                    );
+                    continue;
+                };
+                tracing::info!(config = %path.display(), "SIGHUP received: reloading");
+                if let Some(tls) = &live.load().tls {
                     tls.reload_logged("SIGHUP");
                 }
-                tracing::warn!(
-                    "SIGHUP received: configuration reload is not supported, nothing changed; restart dinggate to apply changes"
-                );
+                // Off the worker's thread: reading files and building clients must not stall
+                // the requests this thread serves. The outcome is logged by `reload`.
+                let (live, path) = (live.clone(), path.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    dinggate::reload::reload(&live, || Config::load(&path))
+                })
+                .await;
             }
         });
     }

@@ -1,7 +1,7 @@
 //! Prometheus metrics: every series the gateway exports, registered once at startup and encoded for the admin listener's `/metrics`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -133,8 +133,11 @@ impl HistogramCells {
 /// Chooses one of a route's histograms.
 type Pick = fn(&RouteCells) -> &HistogramCells;
 
-/// One worker's cells for one route.
+/// One worker's cells for one route. Each worker writes only its own cells, and the alignment
+/// keeps two workers' cells off one cache line (with shared counters, two workers at 256
+/// connections spent measurable time bouncing them); a scrape adds the workers up.
 #[derive(Default)]
+#[repr(align(128))]
 struct RouteCells {
     /// `[method][status]`.
     requests: [[AtomicU64; STATUSES.len()]; METHODS.len()],
@@ -142,60 +145,79 @@ struct RouteCells {
     upstream: HistogramCells,
 }
 
-/// What one worker thread counts. Each worker writes only its own cells (no cache line is
-/// shared between workers on the request path: with shared counters, two workers at 256
-/// connections spent measurable time bouncing them); a scrape adds the workers up.
-struct WorkerCells {
-    routes: Box<[RouteCells]>,
-    in_flight: AtomicI64,
+/// One worker's in-flight count, alone on its cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct InFlightCell(AtomicI64);
+
+/// One route name's series: a cell set per worker.
+struct Row {
+    name: String,
+    cells: Box<[Arc<RouteCells>]>,
 }
 
-/// The per-route request series, kept per worker and summed at scrape time.
+/// The process's per-route request series, summed over the workers at scrape time. Rows are
+/// kept by route name for the life of the process: a reload that keeps a route keeps its
+/// counters (they never go back), and a route a reload removed keeps its last values.
 struct RequestSeries {
-    /// Route names by index, then [`GATEWAY_ROUTE`] and [`NO_ROUTE`].
-    names: Vec<String>,
-    workers: Box<[WorkerCells]>,
+    workers: usize,
+    rows: Mutex<Vec<Row>>,
+    in_flight: Box<[InFlightCell]>,
 }
 
 impl std::fmt::Debug for RequestSeries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestSeries")
-            .field("routes", &self.names)
-            .field("workers", &self.workers.len())
-            .finish()
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
     }
 }
 
 impl RequestSeries {
-    fn route_total(&self, route: usize, m: usize, s: usize) -> u64 {
-        self.workers
-            .iter()
-            .map(|w| w.routes[route].requests[m][s].load(Ordering::Relaxed))
-            .sum()
-    }
-
-    fn histogram(&self, route: usize, which: Pick) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut counts = [0u64; DURATION_BUCKETS_US.len() + 1];
-        let mut sum_us = 0u64;
-        for w in self.workers.iter() {
-            let h = which(&w.routes[route]);
-            for (c, b) in counts.iter_mut().zip(&h.buckets) {
-                *c += b.load(Ordering::Relaxed);
-            }
-            sum_us = sum_us.wrapping_add(h.sum_us.load(Ordering::Relaxed));
+    /// The cells of route `name`, one per worker, created on first use.
+    fn row(&self, name: &str) -> Box<[Arc<RouteCells>]> {
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(row) = rows.iter().find(|r| r.name == name) {
+            return row.cells.clone();
         }
-        let buckets = DURATION_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(counts)
-            .collect();
-        (sum_us as f64 / 1e6, counts.iter().sum(), buckets)
+        let cells: Box<[Arc<RouteCells>]> = (0..self.workers).map(|_| Arc::default()).collect();
+        rows.push(Row {
+            name: name.to_owned(),
+            cells: cells.clone(),
+        });
+        cells
     }
+}
+
+fn route_total(row: &Row, m: usize, s: usize) -> u64 {
+    row.cells
+        .iter()
+        .map(|c| c.requests[m][s].load(Ordering::Relaxed))
+        .sum()
+}
+
+fn histogram(row: &Row, which: Pick) -> (f64, u64, Vec<(f64, u64)>) {
+    let mut counts = [0u64; DURATION_BUCKETS_US.len() + 1];
+    let mut sum_us = 0u64;
+    for cells in row.cells.iter() {
+        let h = which(cells);
+        for (c, b) in counts.iter_mut().zip(&h.buckets) {
+            *c += b.load(Ordering::Relaxed);
+        }
+        sum_us = sum_us.wrapping_add(h.sum_us.load(Ordering::Relaxed));
+    }
+    let buckets = DURATION_BUCKETS
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .zip(counts)
+        .collect();
+    (sum_us as f64 / 1e6, counts.iter().sum(), buckets)
 }
 
 impl Collector for RequestSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut family = encoder.encode_descriptor(
                 "requests",
@@ -203,17 +225,17 @@ impl Collector for RequestSeries {
                 None,
                 MetricType::Counter,
             )?;
-            for (r, route) in self.names.iter().enumerate() {
+            for row in rows.iter() {
                 for (m, method) in METHODS.iter().enumerate() {
                     for (s, status) in STATUSES.iter().enumerate() {
                         // Only combinations seen: a counter that was ever non-zero stays so,
                         // so no series disappears between scrapes.
-                        let total = self.route_total(r, m, s);
+                        let total = route_total(row, m, s);
                         if total == 0 {
                             continue;
                         }
                         let labels = RequestLabels {
-                            route: route.clone(),
+                            route: row.name.clone(),
                             method,
                             status,
                         };
@@ -243,10 +265,10 @@ impl Collector for RequestSeries {
                 Some(&Unit::Seconds),
                 MetricType::Histogram,
             )?;
-            for (r, route) in self.names.iter().enumerate() {
-                let (sum, count, buckets) = self.histogram(r, which);
+            for row in rows.iter() {
+                let (sum, count, buckets) = histogram(row, which);
                 let labels = RouteLabel {
-                    route: route.clone(),
+                    route: row.name.clone(),
                 };
                 family
                     .encode_family(&labels)?
@@ -254,9 +276,9 @@ impl Collector for RequestSeries {
             }
         }
         let in_flight: i64 = self
-            .workers
+            .in_flight
             .iter()
-            .map(|w| w.in_flight.load(Ordering::Relaxed))
+            .map(|c| c.0.load(Ordering::Relaxed))
             .sum();
         encoder
             .encode_descriptor(
@@ -267,6 +289,90 @@ impl Collector for RequestSeries {
             )?
             .encode_gauge(&in_flight)?;
         Ok(())
+    }
+}
+
+/// `dinggate_config_info{hash}`: the configuration in service, replaced at each reload.
+#[derive(Debug, Default)]
+struct ConfigInfo(Mutex<String>);
+
+impl Collector for ConfigInfo {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let hash = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        encoder
+            .encode_descriptor(
+                "config",
+                "Hash of the configuration in service (secrets excluded): tells replicas' configurations apart",
+                None,
+                MetricType::Info,
+            )?
+            .encode_info(&ConfigLabels { hash })
+    }
+}
+
+/// One configuration's view of the request series: each route's cells by route index (then
+/// [`GATEWAY_ROUTE`]'s and [`NO_ROUTE`]'s), for each worker. Built with the state, so a reload
+/// with other routes gets a table of its own; the request path only indexes into it.
+pub struct RouteMetrics {
+    /// Route names by index, then [`GATEWAY_ROUTE`] and [`NO_ROUTE`].
+    names: Box<[String]>,
+    /// `[worker][route]`.
+    cells: Box<[Box<[Arc<RouteCells>]>]>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("routes", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteMetrics {
+    /// The cells of `route` on `worker` (an index past the table counts under [`NO_ROUTE`],
+    /// a worker past the count under the last worker: never a panic).
+    fn cells(&self, worker: usize, route: RouteKey) -> &RouteCells {
+        let w = &self.cells[worker.min(self.cells.len() - 1)];
+        &w[self.index(route)]
+    }
+
+    fn index(&self, route: RouteKey) -> usize {
+        let n = self.names.len();
+        match route {
+            RouteKey::Route(i) if i + 2 < n => i,
+            RouteKey::Route(_) | RouteKey::None => n - 1,
+            RouteKey::Gateway => n - 2,
+        }
+    }
+
+    /// Counts one served request and how long it took to its response head.
+    pub fn request(
+        &self,
+        worker: usize,
+        route: RouteKey,
+        method: &Method,
+        status: StatusCode,
+        took: Duration,
+    ) {
+        let cells = self.cells(worker, route);
+        cells.requests[method_index(method)][status_index(status)].fetch_add(1, Ordering::Relaxed);
+        cells.duration.observe(took);
+    }
+
+    /// Records the time the upstream took to answer a request of `route` (response head).
+    pub fn upstream(&self, worker: usize, route: RouteKey, took: Duration) {
+        self.cells(worker, route).upstream.observe(took);
+    }
+
+    /// Counts a request the upstream of `route` did not answer.
+    pub fn upstream_error(&self, route: RouteKey, cause: UpstreamFailure) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                route: self.names[self.index(route)].clone(),
+                cause: cause.label(),
+            })
+            .inc();
     }
 }
 
@@ -482,8 +588,8 @@ impl DingTalkMetrics {
     }
 }
 
-/// Every series the gateway exports. Built once per process (it holds the registry); the
-/// request path touches only its own worker's cells.
+/// Every series the gateway exports. Built once per process (it holds the registry) and kept
+/// across configuration reloads; the request path touches only its own worker's cells.
 pub struct Metrics {
     registry: Registry,
     requests: Arc<RequestSeries>,
@@ -493,6 +599,9 @@ pub struct Metrics {
     logins: Family<OutcomeLabels, Counter>,
     revalidations: Family<ResultLabels, Counter>,
     denials: Family<RouteLabel, Counter>,
+    config: Arc<ConfigInfo>,
+    reloads: Family<ResultLabels, Counter>,
+    last_reload_ok: Gauge,
     /// The DingTalk client's series.
     pub dingtalk: DingTalkMetrics,
 }
@@ -504,50 +613,47 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Registers every series under the `dinggate_` prefix, with one request series set per
-    /// route in `routes` (by index) plus [`GATEWAY_ROUTE`] and [`NO_ROUTE`], kept for each of
-    /// `workers` worker threads. `config_hash` identifies the loaded configuration.
-    pub fn new<'a>(
-        routes: impl IntoIterator<Item = &'a str>,
-        workers: usize,
-        version: &'static str,
-        commit: &'static str,
-        config_hash: &str,
-    ) -> Self {
-        let mut registry = Registry::with_prefix("dinggate");
-        let names: Vec<String> = routes
-            .into_iter()
-            .map(str::to_owned)
-            .chain([GATEWAY_ROUTE.to_owned(), NO_ROUTE.to_owned()])
-            .collect();
-        let workers = (0..workers.max(1))
-            .map(|_| WorkerCells {
-                routes: names.iter().map(|_| RouteCells::default()).collect(),
-                in_flight: AtomicI64::new(0),
-            })
-            .collect();
-        let requests = Arc::new(RequestSeries { names, workers });
-        let metrics = Metrics {
+    /// Registers every series under the `dinggate_` prefix; request series are kept for each of
+    /// `workers` worker threads (see [`Metrics::routes`]).
+    pub fn new(workers: usize, version: &'static str, commit: &'static str) -> Self {
+        let workers = workers.max(1);
+        let requests = Arc::new(RequestSeries {
+            workers,
+            rows: Mutex::new(Vec::new()),
+            in_flight: (0..workers).map(|_| InFlightCell::default()).collect(),
+        });
+        let config = Arc::new(ConfigInfo::default());
+        let last_reload_ok = Gauge::default();
+        last_reload_ok.set(1);
+        let mut metrics = Metrics {
             requests: requests.clone(),
             connections: Gauge::default(),
             upstream_errors: Family::default(),
             logins: Family::default(),
             revalidations: Family::default(),
             denials: Family::default(),
+            config: config.clone(),
+            reloads: Family::default(),
+            last_reload_ok,
             dingtalk: DingTalkMetrics::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("dinggate"),
         };
+        let registry = &mut metrics.registry;
         registry.register(
             "build",
             "The running dinggate's version and git commit",
             Info::new(BuildLabels { version, commit }),
         );
+        registry.register_collector(Box::new(config));
         registry.register(
-            "config",
-            "Hash of the loaded configuration (secrets excluded): tells replicas' configurations apart",
-            Info::new(ConfigLabels {
-                hash: config_hash.to_owned(),
-            }),
+            "config_reloads",
+            "Configuration reloads (SIGHUP) by result: success (swapped in) or failure (the running configuration stayed)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "config_last_reload_successful",
+            "1 when the last configuration reload succeeded (or none was tried), 0 after a failed one",
+            metrics.last_reload_ok.clone(),
         );
         registry.register_collector(Box::new(requests));
         registry.register(
@@ -575,71 +681,48 @@ impl Metrics {
             "Signed-in requests a route's policy refused (403), by the refusing route",
             metrics.denials.clone(),
         );
-        metrics.dingtalk.register(&mut registry);
-        Metrics {
-            registry,
-            ..metrics
+        metrics.dingtalk.register(registry);
+        metrics
+    }
+
+    /// The request series of a configuration with `routes` (by index), plus [`GATEWAY_ROUTE`]
+    /// and [`NO_ROUTE`]. A route name seen before counts on where it left off.
+    pub fn routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) -> RouteMetrics {
+        let names: Box<[String]> = routes
+            .into_iter()
+            .chain([GATEWAY_ROUTE, NO_ROUTE])
+            .map(str::to_owned)
+            .collect();
+        let rows: Vec<Box<[Arc<RouteCells>]>> =
+            names.iter().map(|n| self.requests.row(n)).collect();
+        let cells = (0..self.requests.workers)
+            .map(|w| rows.iter().map(|row| row[w].clone()).collect())
+            .collect();
+        RouteMetrics {
+            names,
+            cells,
+            upstream_errors: self.upstream_errors.clone(),
         }
     }
 
-    /// The cells of `route` on `worker` (an index past the table counts under [`NO_ROUTE`],
-    /// a worker past the count under the last worker: never a panic).
-    fn cells(&self, worker: usize, route: RouteKey) -> &RouteCells {
-        let w = &self.requests.workers[worker.min(self.requests.workers.len() - 1)];
-        let n = w.routes.len();
-        let i = match route {
-            RouteKey::Route(i) if i + 2 < n => i,
-            RouteKey::Route(_) | RouteKey::None => n - 1,
-            RouteKey::Gateway => n - 2,
-        };
-        &w.routes[i]
+    /// The configuration with `hash` is now in service (`dinggate_config_info`).
+    pub fn config_loaded(&self, hash: &str) {
+        *self.config.0.lock().unwrap_or_else(|e| e.into_inner()) = hash.to_owned();
     }
 
-    fn route_name(&self, route: RouteKey) -> &str {
-        let names = &self.requests.names;
-        let n = names.len();
-        match route {
-            RouteKey::Route(i) if i + 2 < n => &names[i],
-            RouteKey::Route(_) | RouteKey::None => &names[n - 1],
-            RouteKey::Gateway => &names[n - 2],
-        }
+    /// Counts a configuration reload and whether it was swapped in.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        self.last_reload_ok.set(i64::from(ok));
     }
 
     /// A request of `worker` started (`+1`) or reached its response head (`-1`).
     pub fn in_flight(&self, worker: usize, delta: i64) {
-        let workers = &self.requests.workers;
-        workers[worker.min(workers.len() - 1)]
-            .in_flight
+        let cells = &self.requests.in_flight;
+        cells[worker.min(cells.len() - 1)]
+            .0
             .fetch_add(delta, Ordering::Relaxed);
-    }
-
-    /// Counts one served request and how long it took to its response head.
-    pub fn request(
-        &self,
-        worker: usize,
-        route: RouteKey,
-        method: &Method,
-        status: StatusCode,
-        took: Duration,
-    ) {
-        let cells = self.cells(worker, route);
-        cells.requests[method_index(method)][status_index(status)].fetch_add(1, Ordering::Relaxed);
-        cells.duration.observe(took);
-    }
-
-    /// Records the time the upstream took to answer a request of `route` (response head).
-    pub fn upstream(&self, worker: usize, route: RouteKey, took: Duration) {
-        self.cells(worker, route).upstream.observe(took);
-    }
-
-    /// Counts a request the upstream of `route` did not answer.
-    pub fn upstream_error(&self, route: RouteKey, cause: UpstreamFailure) {
-        self.upstream_errors
-            .get_or_create(&UpstreamErrorLabels {
-                route: self.route_name(route).to_owned(),
-                cause: cause.label(),
-            })
-            .inc();
     }
 
     /// Counts a login attempt's outcome.
@@ -688,7 +771,9 @@ mod tests {
     use super::*;
 
     fn metrics() -> Metrics {
-        Metrics::new(["/admin", "/"], 2, "0.1.0", "abc", "h")
+        let m = Metrics::new(2, "0.1.0", "abc");
+        m.config_loaded("h");
+        m
     }
 
     #[test]
@@ -701,27 +786,28 @@ mod tests {
     #[test]
     fn requests_are_counted_under_their_route_and_classes() {
         let m = metrics();
+        let r = m.routes(["/admin", "/"]);
         let d = Duration::from_millis(3);
-        m.request(0, RouteKey::Route(0), &Method::GET, StatusCode::OK, d);
-        m.request(
+        r.request(0, RouteKey::Route(0), &Method::GET, StatusCode::OK, d);
+        r.request(
             1,
             RouteKey::Route(0),
             &Method::GET,
             StatusCode::NO_CONTENT,
             d,
         );
-        m.request(
+        r.request(
             0,
             RouteKey::Route(1),
             &Method::from_bytes(b"PROPFIND").unwrap(),
             StatusCode::NOT_FOUND,
             d,
         );
-        m.request(1, RouteKey::Gateway, &Method::GET, StatusCode::FOUND, d);
-        m.request(0, RouteKey::None, &Method::POST, StatusCode::BAD_REQUEST, d);
+        r.request(1, RouteKey::Gateway, &Method::GET, StatusCode::FOUND, d);
+        r.request(0, RouteKey::None, &Method::POST, StatusCode::BAD_REQUEST, d);
         // An index past the table (a route added after start) or a worker past the count is
         // never a panic.
-        m.request(7, RouteKey::Route(99), &Method::GET, StatusCode::OK, d);
+        r.request(7, RouteKey::Route(99), &Method::GET, StatusCode::OK, d);
         m.in_flight(0, 1);
         m.in_flight(1, 1);
         m.in_flight(1, -1);
@@ -739,10 +825,45 @@ mod tests {
             r#"dinggate_request_duration_seconds_sum{route="/admin"} 0.006"#,
             "dinggate_requests_in_flight 1",
             r#"dinggate_build_info{version="0.1.0",commit="abc"} 1"#,
+            r#"dinggate_config_info{hash="h"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
         assert!(!text.contains("PROPFIND"));
+    }
+
+    #[test]
+    fn a_reload_keeps_each_routes_counts_and_names_the_new_config() {
+        let m = metrics();
+        let d = Duration::from_millis(1);
+        let before = m.routes(["app", "old"]);
+        before.request(0, RouteKey::Route(0), &Method::GET, StatusCode::OK, d);
+        before.request(1, RouteKey::Route(1), &Method::GET, StatusCode::OK, d);
+        // The new table moves `app` to another index and drops `old`.
+        let after = m.routes(["new", "app"]);
+        after.request(1, RouteKey::Route(1), &Method::GET, StatusCode::OK, d);
+        after.request(0, RouteKey::Route(0), &Method::GET, StatusCode::OK, d);
+        // A request still in flight on the old configuration counts where it belongs.
+        before.request(0, RouteKey::Route(0), &Method::GET, StatusCode::OK, d);
+        after.upstream_error(RouteKey::Route(1), UpstreamFailure::Connect);
+        m.config_loaded("h2");
+        m.reload(true);
+        m.reload(false);
+        let text = m.encode(false);
+        for line in [
+            r#"dinggate_requests_total{route="app",method="GET",status="2xx"} 3"#,
+            r#"dinggate_requests_total{route="old",method="GET",status="2xx"} 1"#,
+            r#"dinggate_requests_total{route="new",method="GET",status="2xx"} 1"#,
+            r#"dinggate_upstream_errors_total{route="app",cause="connect"} 1"#,
+            r#"dinggate_config_info{hash="h2"} 1"#,
+            r#"dinggate_config_reloads_total{result="success"} 1"#,
+            r#"dinggate_config_reloads_total{result="failure"} 1"#,
+            "dinggate_config_last_reload_successful 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains(r#"hash="h""#), "the old hash is gone:\n{text}");
+        assert_eq!(text.matches(r#"route="app",le="+Inf""#).count(), 2, "{text}");
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The one shared state, built once at startup from a validated `Config`.
+//! The shared state: built from a validated `Config` at startup and again at each reload, held in one swappable `Live`.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::dingtalk::{ClientSettings, DingTalkClient, Endpoints, RetryPolicy};
@@ -9,7 +12,7 @@ use crate::directory::Directory;
 use crate::identity::Identity;
 use crate::login::redirect::RedirectPolicy;
 use crate::login::state::{LoginStates, StateSettings};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::forward::{Upstream, UpstreamBuildError};
 use crate::ratelimit::RateLimits;
 use crate::repeats::Repeats;
@@ -59,7 +62,9 @@ impl Clock {
 /// A time with as many digits as any the gateway will see (year 2286), for the size check.
 const LARGEST_NOW: i64 = 9_999_999_999;
 
-/// Everything a request needs, shared behind one `Arc`.
+/// Everything a request needs, shared behind one `Arc`. One configuration's state: a reload
+/// builds the next one with [`AppState::rebuild`], which hands over the `Arc` parts that outlive
+/// a configuration (sign-outs, consumed login states, metrics, readiness, clock, TLS).
 pub struct AppState {
     /// The validated configuration.
     pub config: Config,
@@ -67,32 +72,73 @@ pub struct AppState {
     pub sessions: SessionCodec,
     /// Session cookie attributes.
     pub cookies: CookieSettings,
-    /// Ended sessions (sign-out, sign-out everywhere).
-    pub revocations: Revocations,
+    /// Ended sessions (sign-out, sign-out everywhere). Kept across reloads.
+    pub revocations: Arc<Revocations>,
     /// Tokens verified before: token → verified session.
     pub session_cache: SessionCache,
-    /// Login `state` cookies.
-    pub login_states: LoginStates,
+    /// Login `state` cookies and the consumed ones. Kept across reloads that keep their key
+    /// and settings.
+    pub login_states: Arc<LoginStates>,
     /// Return-URL validation.
     pub redirects: RedirectPolicy,
-    /// DingTalk API client (one reqwest client inside).
+    /// DingTalk API client (one reqwest client and the app token inside). Kept across reloads
+    /// that keep the `dingtalk:` settings.
     pub dingtalk: DingTalkClient,
-    /// Organization directory, when look-ups are on.
-    pub directory: Option<Directory>,
+    /// Organization directory, when look-ups are on (kept with the DingTalk client).
+    pub directory: Option<Arc<Directory>>,
     /// Forwarding: pooled upstream clients, upstream URLs and header rules.
     pub upstream: Upstream,
-    /// Login rate limits (per client address, and DingTalk code exchanges overall).
-    pub limits: RateLimits,
-    /// Time source.
-    pub clock: Clock,
-    /// Prometheus series (the admin listener's `/metrics`).
-    pub metrics: Metrics,
-    /// Whether the gateway is serving and not shutting down (`/readyz`).
-    pub readiness: Readiness,
-    /// Repeated failures, summarized in the log (`log.repeat_interval`).
-    pub repeats: Repeats,
-    /// TLS termination of the public listener (`tls:`).
+    /// Login rate limits (per client address, and DingTalk code exchanges overall). Kept across
+    /// reloads that keep `rate_limit:`.
+    pub limits: Arc<RateLimits>,
+    /// Time source. Kept across reloads.
+    pub clock: Arc<Clock>,
+    /// Prometheus series (the admin listener's `/metrics`). Kept across reloads.
+    pub metrics: Arc<Metrics>,
+    /// This configuration's per-route request series.
+    pub route_metrics: RouteMetrics,
+    /// Whether the gateway is serving and not shutting down (`/readyz`). Kept across reloads.
+    pub readiness: Arc<Readiness>,
+    /// Repeated failures, summarized in the log (`log.repeat_interval`). Kept across reloads.
+    pub repeats: Arc<Repeats>,
+    /// TLS termination of the public listener (`tls:`). Kept across reloads (the certificate
+    /// files are watched on their own).
     pub tls: Option<ServerTls>,
+}
+
+/// The state in service, swapped whole by a configuration reload: each request loads the
+/// current one once and keeps it to its end, so a request never sees half of two
+/// configurations, and a replaced state (its upstream pools) lives until its last request ends.
+#[derive(Clone)]
+pub struct Live(Arc<ArcSwap<AppState>>);
+
+impl Live {
+    /// Puts `state` in service.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Live(Arc::new(ArcSwap::new(state)))
+    }
+
+    /// The state in service now.
+    pub fn load(&self) -> Arc<AppState> {
+        self.0.load_full()
+    }
+
+    /// Puts `state` in service for every request from now on.
+    pub fn store(&self, state: Arc<AppState>) {
+        self.0.store(state);
+    }
+}
+
+impl From<Arc<AppState>> for Live {
+    fn from(state: Arc<AppState>) -> Self {
+        Live::new(state)
+    }
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Live").field(&self.0.load().config.hash()).finish()
+    }
 }
 
 /// The process's own share of readiness: set when the listeners serve, cleared when shutdown
@@ -101,6 +147,8 @@ pub struct AppState {
 pub struct Readiness {
     serving: AtomicBool,
     draining: AtomicBool,
+    /// Why the last configuration reload failed; `None` when it succeeded or none was tried.
+    reload_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -122,6 +170,21 @@ impl Readiness {
     /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// A configuration reload succeeded (`None`) or failed for `problems`. A failed reload
+    /// leaves the running configuration in service, so it is reported, not a reason to take the
+    /// replica out.
+    pub fn reloaded(&self, problems: Option<String>) {
+        *self.reload_failure.lock().unwrap_or_else(|e| e.into_inner()) = problems;
+    }
+
+    /// Why the last configuration reload failed, if it did.
+    pub fn reload_failure(&self) -> Option<String> {
+        self.reload_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -159,8 +222,22 @@ pub enum BuildError {
 }
 
 impl AppState {
-    /// Builds the state; the only place clients and keys are created.
+    /// Builds the state at startup; with [`AppState::rebuild`], the only place clients and keys
+    /// are created.
     pub fn build(config: Config) -> Result<AppState, BuildError> {
+        Self::assemble(config, None)
+    }
+
+    /// Builds the state of a reloaded `config` from this one: the same checks as
+    /// [`AppState::build`], new keys, routes, upstream pools and session cache, and this state's
+    /// long-lived parts handed over (sign-outs, consumed login states, metrics, readiness, clock,
+    /// TLS; the DingTalk client with its app token and directory cache, and the rate limiters
+    /// with their buckets, while their settings are unchanged).
+    pub fn rebuild(&self, config: Config) -> Result<AppState, BuildError> {
+        Self::assemble(config, Some(self))
+    }
+
+    fn assemble(config: Config, old: Option<&AppState>) -> Result<AppState, BuildError> {
         let ring = KeyRing::new(
             config.session.signing_key.expose().clone(),
             config
@@ -193,57 +270,57 @@ impl AppState {
                 max: MAX_SET_COOKIE_LINE,
             });
         }
-        let login_states = LoginStates::new(
-            config.session.signing_key.expose(),
-            StateSettings {
-                cookie_prefix: config.session.state_cookie_prefix(),
-                cookie_path: format!("{}/", config.prefix),
-                secure: config.session.cookie_secure,
-                ttl: config.session.login_timeout,
-                max_flows: config.session.max_login_flows,
-            },
-        );
+        let state_settings = StateSettings {
+            cookie_prefix: config.session.state_cookie_prefix(),
+            cookie_path: format!("{}/", config.prefix),
+            secure: config.session.cookie_secure,
+            ttl: config.session.login_timeout,
+            max_flows: config.session.max_login_flows,
+        };
+        // Consumed states stay consumed across a reload. A new signing key starts afresh: no
+        // state signed with the old one verifies any more, so none can be replayed.
+        let login_states = match old {
+            Some(o)
+                if o.config.session.signing_key == config.session.signing_key
+                    && *o.login_states.settings() == state_settings =>
+            {
+                o.login_states.clone()
+            }
+            _ => Arc::new(LoginStates::new(
+                config.session.signing_key.expose(),
+                state_settings,
+            )),
+        };
         let redirects = RedirectPolicy::new(&config.public_url, config.redirect_allowlist.clone());
-        let metrics = Metrics::new(
-            config.routes.routes().iter().map(|r| r.name.as_str()),
-            config.server.workers,
-            env!("CARGO_PKG_VERSION"),
-            env!("BUILD_GIT_COMMIT"),
-            &config.hash(),
-        );
-        let http = reqwest::Client::builder()
-            .timeout(config.dingtalk.timeout)
-            .connect_timeout(config.dingtalk.timeout)
-            .user_agent(concat!("dinggate/", env!("CARGO_PKG_VERSION")))
-            // DingTalk never redirects API calls; following one could leak the token header.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(BuildError::HttpClient)?;
-        let dingtalk = DingTalkClient::new(
-            ClientSettings {
-                endpoints: Endpoints {
-                    login: config.dingtalk.login_url.clone(),
-                    api: config.dingtalk.api_url.clone(),
-                    oapi: config.dingtalk.oapi_url.clone(),
-                },
-                client_id: config.dingtalk.client_id.clone(),
-                client_secret: config.dingtalk.client_secret.expose().clone(),
-                timeout: config.dingtalk.timeout,
-                retry: RetryPolicy {
-                    max_retries: 2,
-                    base_delay: std::time::Duration::from_secs(1),
-                },
-                exclusive_corp_id: config.dingtalk.exclusive_corp_id.clone(),
-                metrics: metrics.dingtalk.clone(),
-            },
-            http,
-        );
-        let directory = config.dingtalk.directory.then(|| {
-            Directory::new(
-                dingtalk.clone(),
-                i64::try_from(config.dingtalk.directory_cache_ttl.as_secs()).unwrap_or(i64::MAX),
-            )
-        });
+        let metrics = match old {
+            Some(o) => o.metrics.clone(),
+            None => {
+                let metrics = Metrics::new(
+                    config.server.workers,
+                    env!("CARGO_PKG_VERSION"),
+                    env!("BUILD_GIT_COMMIT"),
+                );
+                metrics.config_loaded(&config.hash());
+                Arc::new(metrics)
+            }
+        };
+        let route_metrics = metrics.routes(config.routes.routes().iter().map(|r| r.name.as_str()));
+        let (dingtalk, directory) = match old {
+            Some(o) if o.config.dingtalk == config.dingtalk => {
+                (o.dingtalk.clone(), o.directory.clone())
+            }
+            _ => {
+                let dingtalk = dingtalk_client(&config, &metrics)?;
+                let directory = config.dingtalk.directory.then(|| {
+                    Arc::new(Directory::new(
+                        dingtalk.clone(),
+                        i64::try_from(config.dingtalk.directory_cache_ttl.as_secs())
+                            .unwrap_or(i64::MAX),
+                    ))
+                });
+                (dingtalk, directory)
+            }
+        };
         for route in config.routes.insecure() {
             tracing::warn!(
                 route = %route.name,
@@ -252,16 +329,33 @@ impl AppState {
             );
         }
         let upstream = Upstream::new(&config).map_err(BuildError::Upstream)?;
-        let revocations = Revocations::memory(config.session.max_revocations);
         let session_cache = SessionCache::new(config.session.cache_entries);
-        let limits = RateLimits::new(&config.rate_limit);
-        let repeats = Repeats::new(config.log.repeat_interval);
-        let tls = config
-            .tls
-            .as_ref()
-            .map(|t| ServerTls::load(&t.cert_file, &t.key_file))
-            .transpose()
-            .map_err(BuildError::Tls)?;
+        let limits = match old {
+            Some(o) if o.config.rate_limit == config.rate_limit => o.limits.clone(),
+            _ => Arc::new(RateLimits::new(&config.rate_limit)),
+        };
+        // The rest outlives a configuration (`reload` keeps their settings as they were at start).
+        let (revocations, clock, readiness, repeats, tls) = match old {
+            Some(o) => (
+                o.revocations.clone(),
+                o.clock.clone(),
+                o.readiness.clone(),
+                o.repeats.clone(),
+                o.tls.clone(),
+            ),
+            None => (
+                Arc::new(Revocations::memory(config.session.max_revocations)),
+                Arc::default(),
+                Arc::default(),
+                Arc::new(Repeats::new(config.log.repeat_interval)),
+                config
+                    .tls
+                    .as_ref()
+                    .map(|t| ServerTls::load(&t.cert_file, &t.key_file))
+                    .transpose()
+                    .map_err(BuildError::Tls)?,
+            ),
+        };
         Ok(AppState {
             config,
             sessions,
@@ -274,13 +368,45 @@ impl AppState {
             directory,
             upstream,
             limits,
-            clock: Clock::default(),
+            clock,
             metrics,
-            readiness: Readiness::default(),
+            route_metrics,
+            readiness,
             repeats,
             tls,
         })
     }
+}
+
+/// The DingTalk client of `config`: one reqwest client, counting into `metrics`.
+fn dingtalk_client(config: &Config, metrics: &Metrics) -> Result<DingTalkClient, BuildError> {
+    let http = reqwest::Client::builder()
+        .timeout(config.dingtalk.timeout)
+        .connect_timeout(config.dingtalk.timeout)
+        .user_agent(concat!("dinggate/", env!("CARGO_PKG_VERSION")))
+        // DingTalk never redirects API calls; following one could leak the token header.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(BuildError::HttpClient)?;
+    Ok(DingTalkClient::new(
+        ClientSettings {
+            endpoints: Endpoints {
+                login: config.dingtalk.login_url.clone(),
+                api: config.dingtalk.api_url.clone(),
+                oapi: config.dingtalk.oapi_url.clone(),
+            },
+            client_id: config.dingtalk.client_id.clone(),
+            client_secret: config.dingtalk.client_secret.expose().clone(),
+            timeout: config.dingtalk.timeout,
+            retry: RetryPolicy {
+                max_retries: 2,
+                base_delay: std::time::Duration::from_secs(1),
+            },
+            exclusive_corp_id: config.dingtalk.exclusive_corp_id.clone(),
+            metrics: metrics.dingtalk.clone(),
+        },
+        http,
+    ))
 }
 
 #[cfg(test)]

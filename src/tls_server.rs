@@ -246,11 +246,11 @@ pub fn redirect_to_https(
 /// Serves the plain-HTTP redirect listener until `shutdown` resolves.
 pub async fn serve_redirect(
     listener: tokio::net::TcpListener,
-    app: Arc<crate::state::AppState>,
+    live: crate::state::Live,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let limits = crate::server::ServerLimits {
-        max_connections: app.config.server.max_connections,
+        max_connections: live.load().config.server.max_connections,
         ..crate::server::ServerLimits::default()
     };
     crate::server::serve_http(
@@ -263,7 +263,8 @@ pub async fn serve_redirect(
                 .and_then(|h| h.to_str().ok())
                 .or_else(|| req.uri().authority().map(|a| a.as_str()));
             let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            let resp = redirect_to_https(&app.config, host, target);
+            // The hosts and public_url of the configuration in service (a reload may add hosts).
+            let resp = redirect_to_https(&live.load().config, host, target);
             async move { Ok::<_, std::convert::Infallible>(resp) }
         },
         shutdown,

@@ -148,7 +148,7 @@ pub struct UpstreamConfig {
 }
 
 /// DingTalk application credentials and endpoints.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DingTalkConfig {
     /// AppKey / Client ID of the enterprise internal app.
     pub client_id: String,
@@ -333,7 +333,7 @@ pub struct ServerConfig {
 }
 
 /// Rate limits of the login flow.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RateLimitConfig {
     /// Whether the limits below apply at all.
     pub enabled: bool,

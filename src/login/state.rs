@@ -52,7 +52,7 @@ pub enum StateError {
 }
 
 /// Settings for login-state cookies.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StateSettings {
     /// Cookie name prefix, e.g. `_dinggate_csrf_`.
     pub cookie_prefix: String,
