@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use crate::config::{Config, ConfigError};
 use crate::mock::{self, MockDingTalk, MockSettings};
 use crate::pages::escape_html;
-use crate::server::{serve_http, ServerLimits};
 use crate::reload::{ReloadError, Reloaded};
+use crate::server::{serve_http, ServerLimits};
 use crate::state::{AppState, BuildError, Live};
 
 /// Largest body the demo upstream echoes back.

@@ -862,8 +862,15 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
-        assert!(!text.contains(r#"hash="h""#), "the old hash is gone:\n{text}");
-        assert_eq!(text.matches(r#"route="app",le="+Inf""#).count(), 2, "{text}");
+        assert!(
+            !text.contains(r#"hash="h""#),
+            "the old hash is gone:\n{text}"
+        );
+        assert_eq!(
+            text.matches(r#"route="app",le="+Inf""#).count(),
+            2,
+            "{text}"
+        );
     }
 
     #[test]

@@ -73,14 +73,12 @@ pub fn reload(
     load: impl FnOnce() -> Result<Config, ConfigError>,
 ) -> Result<Reloaded, ReloadError> {
     let running = live.load();
-    let result = load()
-        .map_err(ReloadError::from)
-        .and_then(|mut config| {
-            let needs_restart = keep_running_settings(&running.config, &mut config);
-            let warnings = std::mem::take(&mut config.warnings);
-            let next = running.rebuild(config)?;
-            Ok((next, needs_restart, warnings))
-        });
+    let result = load().map_err(ReloadError::from).and_then(|mut config| {
+        let needs_restart = keep_running_settings(&running.config, &mut config);
+        let warnings = std::mem::take(&mut config.warnings);
+        let next = running.rebuild(config)?;
+        Ok((next, needs_restart, warnings))
+    });
     running.metrics.reload(result.is_ok());
     match result {
         Ok((next, needs_restart, warnings)) => {
@@ -130,7 +128,9 @@ pub fn reload(
 fn keep_running_settings(running: &Config, next: &mut Config) -> Vec<&'static str> {
     let before = serde_json::to_value(running).unwrap_or_default();
     let after = serde_json::to_value(&*next).unwrap_or_default();
-    let at = |v: &serde_json::Value, key: &str| v.pointer(&format!("/{}", key.replace('.', "/"))).cloned();
+    let at = |v: &serde_json::Value, key: &str| {
+        v.pointer(&format!("/{}", key.replace('.', "/"))).cloned()
+    };
     let changed = RESTART_ONLY
         .into_iter()
         .filter(|key| at(&before, key) != at(&after, key))
@@ -201,7 +201,10 @@ session: { signing_key: "0123456789abcdef0123456789abcdef" }
         assert_eq!(next.admin.listen, None);
         assert_eq!(next.log.level, running.log.level);
         // Reloadable settings keep the new values.
-        assert_eq!(next.server.shutdown_delay, std::time::Duration::from_secs(4));
+        assert_eq!(
+            next.server.shutdown_delay,
+            std::time::Duration::from_secs(4)
+        );
         assert!(!next.log.access);
     }
 

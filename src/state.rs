@@ -137,7 +137,9 @@ impl From<Arc<AppState>> for Live {
 
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Live").field(&self.0.load().config.hash()).finish()
+        f.debug_tuple("Live")
+            .field(&self.0.load().config.hash())
+            .finish()
     }
 }
 
@@ -176,7 +178,10 @@ impl Readiness {
     /// leaves the running configuration in service, so it is reported, not a reason to take the
     /// replica out.
     pub fn reloaded(&self, problems: Option<String>) {
-        *self.reload_failure.lock().unwrap_or_else(|e| e.into_inner()) = problems;
+        *self
+            .reload_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problems;
     }
 
     /// Why the last configuration reload failed, if it did.
