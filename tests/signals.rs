@@ -1,4 +1,4 @@
-//! The real `dinggate` binary under signals: SIGHUP is logged at WARN (no reload, still serving); SIGTERM turns readiness 503, then drains and exits 0.
+//! The real `dinggate` binary under signals: SIGHUP reloads the gateway's configuration (other commands log it and keep serving); SIGTERM turns readiness 503, then drains and exits 0.
 
 mod common;
 
@@ -98,30 +98,166 @@ fn survives_sighup(mut cmd: Command, port: u16, path: &str, want: u16) -> String
         .filter(|l| {
             l.contains("WARN")
                 && l.contains("SIGHUP received")
-                && l.contains("reload is not supported")
-                && l.contains("restart dinggate to apply changes")
+                && l.contains("no configuration to reload")
         })
         .count();
     assert_eq!(warned, 2, "one WARN line per SIGHUP:\n{out}");
     out
 }
 
+/// `GET path` on an open keep-alive connection: the status, after reading the whole response.
+fn keepalive_get(s: &mut TcpStream, port: u16, path: &str) -> u16 {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("the connection stays open");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).unwrap();
+    head[9..12].parse().unwrap()
+}
+
+/// The admin listener's `/metrics`.
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
-fn sighup_is_logged_and_the_gateway_keeps_serving() {
-    let port = free_port();
+fn sighup_reloads_the_configuration_and_a_broken_file_keeps_the_running_one() {
+    let (port, admin, up) = (free_port(), free_port(), free_port());
+    let mut upstream = dinggate()
+        .args(["demo-upstream", "--listen", &format!("127.0.0.1:{up}")])
+        .spawn()
+        .unwrap();
+    wait_for("the upstream", || status(up, "/echo") == Some(200));
     let dir = std::env::temp_dir().join(format!("dinggate-signals-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("gateway.yaml");
+    let config = |routes: &str, extra: &str| {
+        format!(
+            "listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{port}\nupstream: http://127.0.0.1:{up}\ndingtalk: {{client_id: x, client_secret: y, corp_id: dingcorp}}\nsession: {{signing_key: \"0123456789abcdef0123456789abcdef\"}}\nadmin: {{listen: 127.0.0.1:{admin}}}\nserver: {{workers: 2}}\nlog: {{access: false}}\nroutes:\n  - {{name: api, path_prefix: /api, public: [/api/]}}\n  - {{name: slow, path_prefix: /slow, public: [/slow]}}\n{routes}{extra}"
+        )
+    };
+    std::fs::write(&path, config("", "")).unwrap();
+    let mut child = dinggate()
+        .args(["run", "--config"])
+        .arg(&path)
+        .spawn()
+        .unwrap();
+    wait_for("the gateway", || status(port, "/api/x") == Some(200));
+    assert_eq!(status(port, "/reports/q3"), Some(404), "no such route yet");
+    let mut open = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(keepalive_get(&mut open, port, "/api/a"), 200);
+    // A request in flight during the reload finishes on the configuration it started with.
+    let slow = std::thread::spawn(move || status(port, "/slow?ms=1500"));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A route is added; `server.workers` changes too, which only a restart applies.
     std::fs::write(
         &path,
-        format!(
-            "listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{port}\nupstream: http://127.0.0.1:9\ndingtalk: {{client_id: x, client_secret: y, corp_id: dingcorp}}\nsession: {{signing_key: \"0123456789abcdef0123456789abcdef\"}}\n"
-        ),
+        config(
+            "  - {name: reports, path_prefix: /reports, public: [/reports/]}\n",
+            "",
+        )
+        .replace("workers: 2", "workers: 3"),
     )
     .unwrap();
-    let mut cmd = dinggate();
-    cmd.args(["run", "--config"]).arg(&path);
-    let out = survives_sighup(cmd, port, "/_dinggate/healthz", 200);
+    send(&child, "HUP");
+    wait_for("the new route", || status(port, "/reports/q3") == Some(200));
+    assert_eq!(
+        keepalive_get(&mut open, port, "/reports/q4"),
+        200,
+        "same connection, new route"
+    );
+    assert_eq!(keepalive_get(&mut open, port, "/api/b"), 200);
+    assert_eq!(
+        slow.join().unwrap(),
+        Some(200),
+        "the request in flight finished"
+    );
+    let metrics = scrape(admin);
+    assert!(
+        metrics.contains(r#"dinggate_config_reloads_total{result="success"} 1"#),
+        "{metrics}"
+    );
+
+    // A broken file: every problem is logged, the running configuration stays.
+    std::fs::write(
+        &path,
+        config("", "")
+            .replace(
+                &format!("upstream: http://127.0.0.1:{up}"),
+                "upstream: ftp://127.0.0.1",
+            )
+            .replace("0123456789abcdef0123456789abcdef", "tiny-key-x"),
+    )
+    .unwrap();
+    send(&child, "HUP");
+    wait_for("the failed reload", || {
+        scrape(admin).contains(r#"dinggate_config_reloads_total{result="failure"} 1"#)
+    });
+    assert_eq!(
+        status(port, "/reports/q3"),
+        Some(200),
+        "still the reloaded config"
+    );
+    assert_eq!(keepalive_get(&mut open, port, "/reports/q5"), 200);
+    assert!(scrape(admin).contains("dinggate_config_last_reload_successful 0"));
+
+    send(&child, "TERM");
+    let code = child.wait().unwrap();
+    let out = output(&mut child);
+    upstream.kill().unwrap();
+    let _ = upstream.wait();
+    assert!(code.success(), "{code}:\n{out}");
+    let line = |needles: &[&str]| out.lines().any(|l| needles.iter().all(|n| l.contains(n)));
+    assert!(line(&["INFO", "configuration reloaded"]), "{out}");
+    assert!(
+        line(&["WARN", "server.workers", "only a restart applies it"]),
+        "{out}"
+    );
+    assert!(
+        line(&["ERROR", "configuration reload failed", "upstream"]),
+        "{out}"
+    );
+    assert!(
+        line(&[
+            "ERROR",
+            "configuration reload failed",
+            "session.signing_key"
+        ]),
+        "{out}"
+    );
+    assert!(!out.contains("tiny-key-x"), "a secret in the log:\n{out}");
     assert!(out.contains("dinggate stopped"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
