@@ -170,14 +170,18 @@ rate_limit:
     /// as in [`Stack::start`]) merged over the generated configuration instead of the one it
     /// started with.
     pub fn reload(&self, extra_yaml: &str) -> Result<Reloaded, ReloadError> {
-        crate::reload::reload(&self.live, || {
-            stack_config(
-                &self.base_yaml,
-                extra_yaml,
-                self.mock_addr,
-                self.gateway.port(),
-            )
-        })
+        crate::reload::reload(&self.live, || self.config_with(extra_yaml))
+    }
+
+    /// The stack's generated configuration with `extra_yaml` merged over it (as in
+    /// [`Stack::reload`]), e.g. for a [`crate::reload::watch`] to find.
+    pub fn config_with(&self, extra_yaml: &str) -> Result<Config, ConfigError> {
+        stack_config(
+            &self.base_yaml,
+            extra_yaml,
+            self.mock_addr,
+            self.gateway.port(),
+        )
     }
 
     /// Stops all three servers and waits for them.

@@ -212,6 +212,15 @@ fn run_gateway(path: &Path) -> anyhow::Result<ExitCode> {
         if let Some(tls) = live.load().tls.clone() {
             tokio::spawn(tls.watch());
         }
+        let watch_interval = live.load().config.reload.watch_interval;
+        if !watch_interval.is_zero() {
+            let path = path.to_owned();
+            tokio::spawn(dinggate::reload::watch(
+                live.clone(),
+                watch_interval,
+                move || Config::load(&path),
+            ));
+        }
         if let Some(listener) = redirect_listener {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let live = live.clone();

@@ -1,6 +1,7 @@
 //! Configuration reload (SIGHUP): re-read and validate everything, keep what needs a restart as it runs, swap the new state in.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::state::{BuildError, Live};
@@ -44,7 +45,7 @@ pub struct Reloaded {
 
 /// Settings a running gateway cannot change: the sockets and threads it serves with, the limits
 /// its accept loops were started with, the log setup and the in-memory sign-out list's size.
-pub const RESTART_ONLY: [&str; 15] = [
+pub const RESTART_ONLY: [&str; 16] = [
     "listen",
     "server.header_read_timeout",
     "server.max_header_bytes",
@@ -60,6 +61,7 @@ pub const RESTART_ONLY: [&str; 15] = [
     "log.format",
     "log.repeat_interval",
     "session.max_revocations",
+    "reload.watch_interval",
 ];
 
 /// Loads the configuration with `load` (the same loading and validation as `dinggate run` and
@@ -123,6 +125,100 @@ pub fn reload(
     }
 }
 
+/// Re-reads the configuration with `load` every `interval` and reloads it when it differs from
+/// the one in service (secrets included): for orchestrators that update mounted files (Kubernetes
+/// ConfigMaps and Secrets) but send no signal. A file that changes only settings a restart
+/// applies is not reloaded (those are named once at WARN); a broken file is logged and counted
+/// once per distinct problem, not at every look. Runs until the task is dropped.
+pub async fn watch<F>(live: Live, interval: Duration, load: F)
+where
+    F: Fn() -> Result<Config, ConfigError> + Send + Sync + 'static,
+{
+    let load = Arc::new(load);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut last_failure: Option<String> = None;
+    let mut last_restart_only: Vec<&'static str> = Vec::new();
+    loop {
+        ticker.tick().await;
+        // Reading and validating files is blocking work: off the thread that serves requests.
+        let (look_live, look_load) = (live.clone(), load.clone());
+        let Ok(look) = tokio::task::spawn_blocking(move || look_at(&look_live, &*look_load)).await
+        else {
+            continue;
+        };
+        match look {
+            Look::Unchanged { restart_only } => {
+                if last_failure.take().is_some() {
+                    // The file is back to what is in service: nothing failed any more.
+                    live.load().readiness.reloaded(None);
+                }
+                if restart_only != last_restart_only {
+                    for key in &restart_only {
+                        tracing::warn!(
+                            key,
+                            "configuration file changed: this setting needs a restart to apply; it keeps its running value"
+                        );
+                    }
+                    last_restart_only = restart_only;
+                }
+            }
+            Look::Changed(config, restart_only) => {
+                // A configuration that loads but cannot be built fails the same way at each
+                // look: one try per distinct configuration.
+                let tried = format!("{:x?}", config.fingerprint());
+                if last_failure.as_ref() == Some(&tried) {
+                    continue;
+                }
+                last_restart_only = restart_only;
+                let reload_live = live.clone();
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    reload(&reload_live, || Ok(*config)).is_ok()
+                })
+                .await;
+                last_failure = match reloaded {
+                    Ok(true) => None,
+                    _ => Some(tried),
+                };
+            }
+            Look::Broken(err) => {
+                let problem = err.to_string();
+                if last_failure.as_ref() != Some(&problem) {
+                    last_failure = Some(problem);
+                    let _ = reload(&live, || Err(err));
+                }
+            }
+        }
+    }
+}
+
+/// What one look at the configuration found.
+enum Look {
+    /// The same as in service, apart from these restart-only settings.
+    Unchanged { restart_only: Vec<&'static str> },
+    /// A different configuration (and the restart-only settings it changes).
+    Changed(Box<Config>, Vec<&'static str>),
+    /// A configuration that does not load.
+    Broken(ConfigError),
+}
+
+fn look_at(live: &Live, load: &dyn Fn() -> Result<Config, ConfigError>) -> Look {
+    let running = live.load();
+    match load() {
+        Err(err) => Look::Broken(err),
+        Ok(config) => {
+            let mut pinned = config.clone();
+            let restart_only = keep_running_settings(&running.config, &mut pinned);
+            if pinned.fingerprint() == running.config.fingerprint() {
+                Look::Unchanged { restart_only }
+            } else {
+                Look::Changed(Box::new(config), restart_only)
+            }
+        }
+    }
+}
+
 /// Sets the [`RESTART_ONLY`] settings of `next` to their running values and names those the
 /// new file changed. `server.shutdown_delay` is read at shutdown, so it does follow a reload.
 fn keep_running_settings(running: &Config, next: &mut Config) -> Vec<&'static str> {
@@ -146,6 +242,7 @@ fn keep_running_settings(running: &Config, next: &mut Config) -> Vec<&'static st
     next.log.format = running.log.format;
     next.log.repeat_interval = running.log.repeat_interval;
     next.session.max_revocations = running.session.max_revocations;
+    next.reload = running.reload.clone();
     changed
 }
 

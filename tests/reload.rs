@@ -423,3 +423,68 @@ async fn the_dingtalk_app_token_is_kept_while_the_dingtalk_settings_are_unchange
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn the_watch_reloads_a_changed_configuration_once_and_a_broken_one_is_reported_once() {
+    let stack = Arc::new(stack(ONE_ROUTE).await);
+    let cookie = session_cookie(&stack, "/app/", "zhangsan").await;
+    let url = format!("{}/reports/q3", stack.url());
+    let file = Arc::new(std::sync::Mutex::new(ONE_ROUTE.to_owned()));
+    let watch = {
+        let (stack, file) = (stack.clone(), file.clone());
+        tokio::spawn(dinggate::reload::watch(
+            stack.live.clone(),
+            Duration::from_millis(50),
+            move || stack.config_with(&file.lock().unwrap()),
+        ))
+    };
+    let count = |result: &str| {
+        let line = format!(r#"dinggate_config_reloads_total{{result="{result}"}} "#);
+        metrics(&stack)
+            .lines()
+            .find_map(|l| l.strip_prefix(&line).map(|n| n.parse::<u32>().unwrap()))
+            .unwrap_or(0)
+    };
+    let settle = || tokio::time::sleep(Duration::from_millis(400));
+
+    settle().await;
+    assert_eq!(
+        (count("success"), count("failure")),
+        (0, 0),
+        "nothing changed"
+    );
+    assert_eq!(get_status(&url, &cookie).await, StatusCode::NOT_FOUND);
+
+    // A changed file is reloaded once, not at every look (it also changes `server.workers`,
+    // which stays as it runs and must not make every look a reload).
+    *file.lock().unwrap() = TWO_ROUTES.to_owned();
+    settle().await;
+    assert_eq!(get_status(&url, &cookie).await, StatusCode::OK);
+    assert_eq!((count("success"), count("failure")), (1, 0));
+
+    // A broken file is reported once, however many looks see it.
+    *file.lock().unwrap() = "routes:\n  - path_prefix: nope\n".to_owned();
+    settle().await;
+    assert_eq!((count("success"), count("failure")), (1, 1));
+    assert_eq!(get_status(&url, &cookie).await, StatusCode::OK);
+    let (_, report) = dinggate::admin::readiness(&stack.live.load()).await;
+    assert!(
+        report.to_string().contains("last reload failed"),
+        "{report}"
+    );
+
+    // Back to what is in service: no reload, and the failure report is cleared.
+    *file.lock().unwrap() = TWO_ROUTES.to_owned();
+    settle().await;
+    assert_eq!((count("success"), count("failure")), (1, 1));
+    let (_, report) = dinggate::admin::readiness(&stack.live.load()).await;
+    assert!(!report.to_string().contains("failed"), "{report}");
+
+    // A rotated secret alone is a change.
+    *file.lock().unwrap() = format!("{TWO_ROUTES}session:\n  signing_key: \"{KEY_2}\"\n");
+    settle().await;
+    assert_eq!((count("success"), count("failure")), (2, 1));
+    watch.abort();
+    let _ = watch.await;
+    Arc::into_inner(stack).expect("one owner").stop().await;
+}

@@ -263,6 +263,55 @@ fn sighup_reloads_the_configuration_and_a_broken_file_keeps_the_running_one() {
 }
 
 #[test]
+fn with_a_watch_interval_a_changed_file_is_reloaded_without_a_signal() {
+    let (port, up) = (free_port(), free_port());
+    let mut upstream = dinggate()
+        .args(["demo-upstream", "--listen", &format!("127.0.0.1:{up}")])
+        .spawn()
+        .unwrap();
+    wait_for("the upstream", || status(up, "/echo") == Some(200));
+    let dir = std::env::temp_dir().join(format!("dinggate-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.yaml");
+    let config = |routes: &str| {
+        format!(
+            "listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{port}\nupstream: http://127.0.0.1:{up}\ndingtalk: {{client_id: x, client_secret: y, corp_id: dingcorp}}\nsession: {{signing_key: \"0123456789abcdef0123456789abcdef\"}}\nreload: {{watch_interval: 1s}}\nlog: {{access: false}}\nroutes:\n  - {{name: api, path_prefix: /api, public: [/api/]}}\n{routes}"
+        )
+    };
+    std::fs::write(&path, config("")).unwrap();
+    let mut child = dinggate()
+        .args(["run", "--config"])
+        .arg(&path)
+        .spawn()
+        .unwrap();
+    wait_for("the gateway", || status(port, "/api/x") == Some(200));
+    assert_eq!(status(port, "/reports/q3"), Some(404));
+    // Written the way Kubernetes updates a mounted ConfigMap: a new file renamed over the old.
+    let next = dir.join("gateway.yaml.new");
+    std::fs::write(
+        &next,
+        config("  - {name: reports, path_prefix: /reports, public: [/reports/]}\n"),
+    )
+    .unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    wait_for("the watched change", || {
+        status(port, "/reports/q3") == Some(200)
+    });
+    send(&child, "TERM");
+    let code = child.wait().unwrap();
+    let out = output(&mut child);
+    upstream.kill().unwrap();
+    let _ = upstream.wait();
+    assert!(code.success(), "{code}:\n{out}");
+    let reloads = out
+        .lines()
+        .filter(|l| l.contains("configuration reloaded"))
+        .count();
+    assert_eq!(reloads, 1, "one reload for one change:\n{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn sighup_does_not_stop_the_mock_dingtalk_or_the_demo_upstream() {
     let port = free_port();
     let mut cmd = dinggate();

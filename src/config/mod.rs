@@ -106,6 +106,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// What `/readyz` requires beyond a loaded configuration and a serving listener.
     pub readiness: ReadinessConfig,
+    /// How configuration changes are picked up besides SIGHUP.
+    pub reload: ReloadConfig,
     /// Send unauthenticated browsers to the sign-in page instead of straight to DingTalk.
     pub login_page: bool,
     /// Branding of the gateway's pages.
@@ -391,6 +393,15 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// Configuration reloads (SIGHUP always reloads).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadConfig {
+    /// How often the configuration file, the environment and the secret files are re-read and
+    /// compared with the configuration in service; a change is reloaded as on SIGHUP. Zero: off.
+    #[serde(serialize_with = "ser_duration")]
+    pub watch_interval: Duration,
+}
+
 /// What `/readyz` checks.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReadinessConfig {
@@ -661,6 +672,31 @@ impl Config {
             .collect()
     }
 
+    /// A digest of the whole effective configuration, secrets included: tells whether two loads
+    /// differ (the reload watch), never shown anywhere.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        digest.update(serde_json::to_vec(self).unwrap_or_default());
+        let secrets = [
+            self.dingtalk.client_secret.expose().as_bytes(),
+            self.session.signing_key.expose().as_slice(),
+        ]
+        .into_iter()
+        .chain(
+            self.session
+                .previous_signing_keys
+                .iter()
+                .map(|k| k.expose().as_slice()),
+        );
+        for secret in secrets {
+            // Length-prefixed, so that two lists of secrets cannot hash alike.
+            digest.update((secret.len() as u64).to_be_bytes());
+            digest.update(secret);
+        }
+        digest.finalize().into()
+    }
+
     /// The effective configuration as YAML, secrets redacted.
     pub fn redacted_yaml(&self) -> String {
         yaml_serde::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -832,6 +868,7 @@ struct RawConfig {
     tls: RawServerTls,
     admin: RawAdmin,
     readiness: RawReadiness,
+    reload: RawReload,
     login_page: Text,
     ui: RawUi,
     routes: Option<Vec<RawRoute>>,
@@ -986,6 +1023,14 @@ struct RawServerTls {
 #[serde(default)]
 struct RawAdmin {
     listen: Text,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawReload {
+    watch_interval: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1343,6 +1388,7 @@ impl RawConfig {
         c.unknown("admin", &self.admin.unknown);
         c.unknown("tls", &self.tls.unknown);
         c.unknown("readiness", &self.readiness.unknown);
+        c.unknown("reload", &self.reload.unknown);
         c.unknown("rate_limit", &self.rate_limit.unknown);
         c.unknown("ui", &self.ui.unknown);
 
@@ -1657,6 +1703,18 @@ impl RawConfig {
             ),
         };
 
+        let watch_interval = c.delay(
+            "reload.watch_interval",
+            self.reload.watch_interval,
+            Duration::from_secs(3600),
+        );
+        if !watch_interval.is_zero() && watch_interval < Duration::from_secs(1) {
+            c.issue(
+                "reload.watch_interval",
+                "must be 0s (off) or at least 1s: each look reads and validates every file",
+            );
+        }
+
         match (listen, public_url, dingtalk, session) {
             (Some(listen), Some(public_url), Some(dingtalk), Some(session))
                 if c.issues.is_empty() =>
@@ -1691,6 +1749,7 @@ impl RawConfig {
                     tls,
                     admin,
                     readiness,
+                    reload: ReloadConfig { watch_interval },
                     login_page,
                     ui,
                     warnings: c.warnings,
@@ -2658,6 +2717,45 @@ log:
             got.iter().any(|i| i.starts_with("admin.listen: ")),
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn reload_watch_interval_is_off_by_default_and_checked() {
+        let c = Config::from_yaml_str(MINIMAL).expect("valid");
+        assert_eq!(c.reload.watch_interval, Duration::ZERO);
+        let c = Config::from_yaml_str(&format!("{MINIMAL}reload:\n  watch_interval: 30s\n"))
+            .expect("valid");
+        assert_eq!(c.reload.watch_interval, Duration::from_secs(30));
+        for (value, problem) in [
+            (
+                "500ms",
+                "reload.watch_interval: must be 0s (off) or at least 1s",
+            ),
+            ("2h", "reload.watch_interval: must be at most 1h"),
+            ("often", "reload.watch_interval: not a duration"),
+        ] {
+            let got = issues(&format!(
+                "{MINIMAL}reload:\n  watch_interval: {value}\n  wacth: 1s\n"
+            ));
+            assert!(
+                got.iter().any(|i| i.starts_with(problem)),
+                "{value}: {got:#?}"
+            );
+            assert!(
+                got.iter().any(|i| i.starts_with("reload.wacth")),
+                "{got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_follows_secrets_the_hash_does_not() {
+        let a = Config::from_yaml_str(MINIMAL).expect("valid");
+        let b = Config::from_yaml_str(&MINIMAL.replace("0123456789abcdef", "fedcba9876543210"))
+            .expect("valid");
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_eq!(a.hash(), b.hash(), "the hash leaves secrets out");
+        assert_ne!(a.fingerprint(), b.fingerprint());
     }
 
     #[test]
