@@ -357,6 +357,61 @@ fn kubernetes_pods_start_and_drain() {
 }
 
 #[test]
+fn kubernetes_configuration_changes_reach_the_pods_and_are_reloaded() {
+    let objects = kubernetes_objects();
+    let deployment = object(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    // Only volumes mounted as directories receive ConfigMap and Secret updates; a subPath
+    // mount keeps the file the pod started with forever.
+    for mount in container["volumeMounts"].as_sequence().unwrap() {
+        assert!(
+            mount.get("subPath").is_none(),
+            "{mount:?}: a subPath mount never sees updates"
+        );
+    }
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == "dinggate")
+        .expect("a volume of the ConfigMap dinggate");
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .and_then(|m| m["mountPath"].as_str())
+        .expect("the ConfigMap is mounted");
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config = args
+        .iter()
+        .position(|a| *a == "--config")
+        .map(|i| args[i + 1])
+        .expect("--config");
+    assert_eq!(
+        config,
+        format!("{mount}/gateway.yaml"),
+        "--config reads the mounted ConfigMap"
+    );
+    let gateway: Value = yaml_serde::from_str(
+        object(&objects, "ConfigMap")["data"]["gateway.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let watch = gateway["reload"]["watch_interval"]
+        .as_str()
+        .expect("reload.watch_interval: nothing sends the pods a SIGHUP");
+    assert!(!humantime::parse_duration(watch).unwrap().is_zero());
+}
+
+#[test]
 fn ingress_nginx_asks_dinggate_and_copies_every_identity_header() {
     let docs = yaml_docs(&read("deploy/ingress-nginx/ingress.yaml"));
     let app = docs
@@ -951,6 +1006,24 @@ fn the_systemd_units_credentials_and_stop_timeout_fit_the_configuration() {
         );
     }
     assert_eq!(pointed, credentials.len(), "every credential is used");
+
+    // `systemctl reload`: the file is checked (a broken one fails the command), then SIGHUP.
+    let reload: Vec<&str> = active
+        .iter()
+        .filter_map(|l| l.strip_prefix("ExecReload="))
+        .collect();
+    let start = active
+        .iter()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    let config = start.split_once("--config ").expect("--config").1;
+    assert_eq!(
+        reload,
+        vec![
+            format!("/usr/local/bin/dinggate check --config {config}").as_str(),
+            "/bin/kill -HUP $MAINPID"
+        ]
+    );
 
     let stop: u64 = active
         .iter()
