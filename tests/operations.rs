@@ -340,6 +340,7 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() {
         "dinggate_logins_total",
         "dinggate_dingtalk_requests_total",
         "dinggate_revalidations_total",
+        "dinggate_config_reloads_total",
     ] {
         assert!(
             used.contains(needed),
