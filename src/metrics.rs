@@ -641,7 +641,7 @@ impl Metrics {
         // Both results exist from the start (at 0), so an alert on failures has a series to
         // watch before the first reload.
         for result in ["success", "failure"] {
-            metrics.reloads.get_or_create(&ResultLabels { result });
+            let _ = metrics.reloads.get_or_create(&ResultLabels { result });
         }
         let registry = &mut metrics.registry;
         registry.register(

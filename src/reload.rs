@@ -127,9 +127,13 @@ pub fn reload(
 
 /// Re-reads the configuration with `load` every `interval` and reloads it when it differs from
 /// the one in service (secrets included): for orchestrators that update mounted files (Kubernetes
-/// ConfigMaps and Secrets) but send no signal. A file that changes only settings a restart
-/// applies is not reloaded (those are named once at WARN); a broken file is logged and counted
-/// once per distinct problem, not at every look. Runs until the task is dropped.
+/// ConfigMaps and Secrets) but send no signal.
+///
+/// A change is acted on only once two looks in a row found the same thing, so a file caught
+/// half-written is never loaded: a truncated YAML file can still be valid (a route list cut
+/// short, a `deny:` rule lost) and must not go into service. A file that changes only settings
+/// a restart applies is not reloaded (those are named once at WARN); a broken file is logged and
+/// counted once per distinct problem, not at every look. Runs until the task is dropped.
 pub async fn watch<F>(live: Live, interval: Duration, load: F)
 where
     F: Fn() -> Result<Config, ConfigError> + Send + Sync + 'static,
@@ -138,7 +142,9 @@ where
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    let mut last_failure: Option<String> = None;
+    // What the previous look found (a fingerprint or a problem), and what was acted on last.
+    let mut previous: Option<String> = None;
+    let mut acted: Option<String> = None;
     let mut last_restart_only: Vec<&'static str> = Vec::new();
     loop {
         ticker.tick().await;
@@ -148,9 +154,12 @@ where
         else {
             continue;
         };
+        let seen = look.key();
+        let stable = previous.as_ref() == Some(&seen);
+        previous = Some(seen.clone());
         match look {
             Look::Unchanged { restart_only } => {
-                if last_failure.take().is_some() {
+                if acted.take().is_some() {
                     // The file is back to what is in service: nothing failed any more.
                     live.load().readiness.reloaded(None);
                 }
@@ -164,30 +173,24 @@ where
                     last_restart_only = restart_only;
                 }
             }
+            // A configuration that loads but cannot be built, or does not load, fails the same
+            // way at each look: one try per distinct configuration or problem.
+            _ if !stable || acted.as_ref() == Some(&seen) => {}
             Look::Changed(config, restart_only) => {
-                // A configuration that loads but cannot be built fails the same way at each
-                // look: one try per distinct configuration.
-                let tried = format!("{:x?}", config.fingerprint());
-                if last_failure.as_ref() == Some(&tried) {
-                    continue;
-                }
                 last_restart_only = restart_only;
                 let reload_live = live.clone();
                 let reloaded = tokio::task::spawn_blocking(move || {
                     reload(&reload_live, || Ok(*config)).is_ok()
                 })
                 .await;
-                last_failure = match reloaded {
+                acted = match reloaded {
                     Ok(true) => None,
-                    _ => Some(tried),
+                    _ => Some(seen),
                 };
             }
             Look::Broken(err) => {
-                let problem = err.to_string();
-                if last_failure.as_ref() != Some(&problem) {
-                    last_failure = Some(problem);
-                    let _ = reload(&live, || Err(err));
-                }
+                acted = Some(seen);
+                let _ = reload(&live, || Err(err));
             }
         }
     }
@@ -201,6 +204,17 @@ enum Look {
     Changed(Box<Config>, Vec<&'static str>),
     /// A configuration that does not load.
     Broken(ConfigError),
+}
+
+impl Look {
+    /// What was found, to compare looks: the configuration's fingerprint, or the problem.
+    fn key(&self) -> String {
+        match self {
+            Look::Unchanged { .. } => "unchanged".to_owned(),
+            Look::Changed(config, _) => format!("{:x?}", config.fingerprint()),
+            Look::Broken(err) => err.to_string(),
+        }
+    }
 }
 
 fn look_at(live: &Live, load: &dyn Fn() -> Result<Config, ConfigError>) -> Look {

@@ -488,3 +488,48 @@ async fn the_watch_reloads_a_changed_configuration_once_and_a_broken_one_is_repo
     let _ = watch.await;
     Arc::into_inner(stack).expect("one owner").stop().await;
 }
+
+#[tokio::test]
+async fn the_watch_never_loads_a_file_caught_half_written() {
+    // What a look finds while the file is being written: valid YAML, cut before the `deny:`
+    // rule. Loading it, even briefly, would let lisi in.
+    const WHOLE: &str = "routes:\n  - name: app\n    path_prefix: /\n    deny: { users: [lisi] }\n";
+    const CUT: &str = "routes:\n  - name: app\n    path_prefix: /\n";
+    const NEXT: &str = "routes:\n  - name: app\n    path_prefix: /\n    deny: { users: [lisi] }\n  - name: reports\n    path_prefix: /reports\n";
+    let stack = Arc::new(stack(WHOLE).await);
+    // lisi signs in (the route's policy is checked on each request, not at login).
+    let lisi = session_cookie(&stack, "/", "lisi").await;
+    let load = traffic(format!("{}/x", stack.url()), Some(lisi), 4);
+    let looks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watch = {
+        let (stack, looks) = (stack.clone(), looks.clone());
+        tokio::spawn(dinggate::reload::watch(
+            stack.live.clone(),
+            Duration::from_millis(50),
+            move || {
+                // Looks 1-2: the file in service; 3: caught half-written; 4 on: the new file.
+                let extra = match looks.fetch_add(1, Ordering::SeqCst) {
+                    0 | 1 => WHOLE,
+                    2 => CUT,
+                    _ => NEXT,
+                };
+                stack.config_with(extra)
+            },
+        ))
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(looks.load(Ordering::SeqCst) >= 6);
+    watch.abort();
+    let _ = watch.await;
+    let samples = load.finish().await;
+    for s in &samples {
+        assert_eq!(s.status, Ok(403), "lisi is never let in: {s:?}");
+    }
+    let text = metrics(&stack);
+    assert!(
+        text.contains(r#"dinggate_config_reloads_total{result="success"} 1"#),
+        "one reload, to the whole new file:\n{text}"
+    );
+    assert_eq!(stack.live.load().config.routes.routes().len(), 2);
+    Arc::into_inner(stack).expect("one owner").stop().await;
+}
