@@ -533,3 +533,34 @@ async fn the_watch_never_loads_a_file_caught_half_written() {
     assert_eq!(stack.live.load().config.routes.routes().len(), 2);
     Arc::into_inner(stack).expect("one owner").stop().await;
 }
+
+#[tokio::test]
+async fn a_replaced_state_is_freed_when_its_last_request_ends() {
+    const A: &str =
+        "routes:\n  - { name: app, path_prefix: /app }\n  - { name: slow, path_prefix: /slow }\n";
+    const B: &str = "routes:\n  - { name: app, path_prefix: /app }\n  - { name: slow, path_prefix: /slow }\n  - { name: reports, path_prefix: /reports }\n";
+    let stack = stack(A).await;
+    let cookie = session_cookie(&stack, "/app/", "zhangsan").await;
+    stack.reload(B).expect("reload");
+    let replaced = Arc::downgrade(&stack.live.load());
+    // A slow request holds the state it started with…
+    let slow = {
+        let (url, cookie) = (format!("{}/slow?ms=800", stack.url()), cookie.clone());
+        tokio::spawn(async move { get_status(&url, &cookie).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stack.reload(A).expect("reload");
+    for _ in 0..20 {
+        let status = get_status(&format!("{}/app/x", stack.url()), &cookie).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert!(
+        replaced.upgrade().is_some(),
+        "still serving the slow request"
+    );
+    // …and frees it (and its upstream pools) when it ends: reloads do not pile up states.
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(replaced.upgrade().is_none(), "the replaced state is gone");
+    stack.stop().await;
+}
