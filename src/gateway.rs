@@ -23,9 +23,8 @@ use crate::login::sign_out::{self, CrossSite, SignOutError};
 use crate::login::state::StateError;
 use crate::metrics::{LoginOutcome, RouteKey, UpstreamFailure};
 use crate::pages::{self, Lang, Page};
-use crate::proxy::forward::{forward, Target, UpstreamError};
+use crate::proxy::forward::{forward, Identified, Target, UpstreamError};
 use crate::proxy::headers::wants_html;
-use crate::proxy::headers::IdentityValues;
 use crate::proxy::names::{
     X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_URI, X_LOGIN_URL, X_ORIGINAL_URI,
     X_REQUEST_ID,
@@ -480,6 +479,10 @@ async fn endpoint_request<'a>(
         } else {
             pages::text(StatusCode::OK, "ok\n")
         }),
+        "/jwks.json" if get => match &app.config.assertion {
+            Some(assertion) => Ok(pages::jwks(assertion.keys.jwks())),
+            None => Err(GatewayError::NotFound.into()),
+        },
         "/start" if get => Ok(flow::start(app, query, req.headers())?),
         "/sign_in" if get => {
             // Only chooses which page to show: when the sessions cannot be checked, the plain
@@ -546,7 +549,7 @@ async fn endpoint_request<'a>(
             Ok(resp)
         }
         "/healthz" | "/readyz" | "/start" | "/sign_in" | "/callback" | "/sign_out"
-        | "/userinfo" | "/auth" | "/inapp" | "/inapp/callback" => {
+        | "/userinfo" | "/auth" | "/inapp" | "/inapp/callback" | "/jwks.json" => {
             Err(GatewayError::MethodNotAllowed.into())
         }
         _ => Err(GatewayError::NotFound.into()),
@@ -732,16 +735,12 @@ async fn protected<'a>(
         });
     };
     let session = authorize(app, &resolution, session, access).await?;
-    let forwarded = forward_timed(
-        app,
-        ctx,
-        access,
-        req,
-        peer,
-        Some(&session.current.headers),
-        target,
-    )
-    .await;
+    let assertion = assertion(app, target.route, &session.current);
+    let identity = Identified {
+        values: &session.current.headers,
+        assertion: assertion.as_ref().map(|(name, value)| (*name, value)),
+    };
+    let forwarded = forward_timed(app, ctx, access, req, peer, Some(identity), target).await;
     access.user = Some(session.current);
     let mut resp = forwarded?;
     append_cookies(&mut resp, session.refreshed.as_slice());
@@ -756,7 +755,7 @@ async fn forward_timed(
     access: &mut Access<'_>,
     req: Request<Incoming>,
     peer: SocketAddr,
-    identity: Option<&IdentityValues>,
+    identity: Option<Identified<'_>>,
     target: Target<'_>,
 ) -> Result<Response<GatewayBody>, UpstreamError> {
     let route = RouteKey::Route(target.route.index);
@@ -1034,7 +1033,7 @@ async fn forward_auth<'a>(
     let mut resp = pages::text(StatusCode::OK, "ok\n");
     if resolution.public {
         access.decision = Some(Admitted::Public);
-        clear_identity(resp.headers_mut(), &app.config.headers);
+        clear_identity(resp.headers_mut(), &app.config);
         return Ok(resp);
     }
     let mut clear = Vec::new();
@@ -1051,18 +1050,48 @@ async fn forward_auth<'a>(
         });
     };
     let session = authorize(app, &resolution, session, access).await?;
-    clear_identity(resp.headers_mut(), &app.config.headers);
+    clear_identity(resp.headers_mut(), &app.config);
     session.current.headers.apply(resp.headers_mut());
+    if let Some((name, value)) = assertion(app, resolution.route, &session.current) {
+        resp.headers_mut().insert(name.clone(), value);
+    }
     append_cookies(&mut resp, session.refreshed.as_slice());
     access.user = Some(session.current);
     Ok(resp)
 }
 
-/// Sets every configured identity header to an empty value.
-fn clear_identity(headers: &mut HeaderMap, names: &crate::config::IdentityHeaders) {
-    for name in names.names() {
+/// Sets every configured identity header (and the assertion header) to an empty value: proxies
+/// that copy them from the forward-auth answer then overwrite whatever the client sent.
+fn clear_identity(headers: &mut HeaderMap, config: &crate::config::Config) {
+    let assertion = config.assertion.as_ref().map(|a| &a.header);
+    for name in config.headers.names().chain(assertion) {
         headers.insert(name.clone(), HeaderValue::from_static(""));
     }
+}
+
+/// The signed identity assertion `route` sends upstream for `session` (header and value), when
+/// assertions are on and the route has one: minted at most once per half lifetime per session
+/// and route, never on every request.
+fn assertion<'a>(
+    app: &'a AppState,
+    route: &Route,
+    session: &VerifiedSession,
+) -> Option<(&'a HeaderName, HeaderValue)> {
+    let config = app.config.assertion.as_ref()?;
+    let audience = route.assertion.as_deref()?;
+    let now = app.clock.now();
+    let value = session.assertion(route.index, now, || {
+        let lifetime = i64::try_from(config.lifetime.as_secs()).unwrap_or(i64::MAX);
+        config.keys.sign(
+            &session.identity,
+            &app.config.public_origin(),
+            audience,
+            now,
+            lifetime,
+            session.usable_until,
+        )
+    })?;
+    Some((&config.header, value))
 }
 
 /// HTTP status for an error. Client faults are 4xx, DingTalk/upstream faults 502/504.

@@ -683,6 +683,19 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<GatewayBo
     resp
 }
 
+/// The JWKS document of the assertion keys (`/_dinggate/jwks.json`): public, the same for
+/// everyone, so caches may keep it for five minutes (publish a next key at least that long
+/// before it signs).
+pub fn jwks(body: bytes::Bytes) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::from(body));
+    set_common(&mut resp, "application/jwk-set+json");
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
 /// A plain-text body with `status` (health checks).
 pub fn text(status: StatusCode, body: &'static str) -> Response<GatewayBody> {
     let mut resp = Response::new(GatewayBody::from(body));

@@ -108,6 +108,8 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     /// How configuration changes are picked up besides SIGHUP.
     pub reload: ReloadConfig,
+    /// Signed identity assertions for upstreams (`None`: off).
+    pub assertion: Option<AssertionConfig>,
     /// Send unauthenticated browsers to the sign-in page instead of straight to DingTalk.
     pub login_page: bool,
     /// Branding of the gateway's pages.
@@ -392,6 +394,29 @@ pub struct AdminConfig {
     #[serde(serialize_with = "ser_opt_display")]
     pub listen: Option<SocketAddr>,
 }
+
+/// Signed identity assertions: a short-lived JWT per session and route, signed with an
+/// asymmetric key, for upstreams that verify instead of trusting headers.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssertionConfig {
+    /// PEM private key (P-256 for ES256, or Ed25519 for EdDSA) that signs.
+    pub signing_key_file: PathBuf,
+    /// More PEM keys (public or private) whose public keys the JWKS publishes: the next key
+    /// before it signs, the previous one until the assertions it signed have expired.
+    pub publish_key_files: Vec<PathBuf>,
+    /// The request header that carries the assertion (client copies are always removed).
+    #[serde(serialize_with = "ser_display")]
+    pub header: HeaderName,
+    /// How long an assertion is valid (`exp - iat`); it is reused for half of that.
+    #[serde(serialize_with = "ser_duration")]
+    pub lifetime: Duration,
+    /// The loaded keys.
+    #[serde(skip)]
+    pub keys: crate::assertion::AssertionKeys,
+}
+
+/// The default of `assertion.header`.
+pub const DEFAULT_ASSERTION_HEADER: &str = "x-dingtalk-assertion";
 
 /// Configuration reloads (SIGHUP always reloads).
 #[derive(Debug, Clone, Serialize)]
@@ -694,6 +719,10 @@ impl Config {
             digest.update((secret.len() as u64).to_be_bytes());
             digest.update(secret);
         }
+        // The assertion keys are read from files whose paths may stay the same.
+        if let Some(assertion) = &self.assertion {
+            digest.update(assertion.keys.digest);
+        }
         digest.finalize().into()
     }
 
@@ -705,6 +734,105 @@ impl Config {
 
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
+}
+
+/// `assertion:` read but not yet checked against the identity headers.
+struct PendingAssertion {
+    signing_key_file: PathBuf,
+    publish_key_files: Vec<PathBuf>,
+    header: Option<HeaderName>,
+    lifetime: Duration,
+}
+
+impl PendingAssertion {
+    /// `None` when `assertion.signing_key_file` is not set (the feature is off); then no other
+    /// `assertion.*` key may be set either.
+    fn read(c: &mut Check, raw: RawAssertion) -> Option<PendingAssertion> {
+        let signing = raw
+            .signing_key_file
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        let Some(signing_key_file) = signing else {
+            let others = [
+                ("assertion.header", raw.header.is_some()),
+                ("assertion.lifetime", raw.lifetime.is_some()),
+                (
+                    "assertion.publish_key_files",
+                    raw.publish_key_files
+                        .as_ref()
+                        .is_some_and(|l| !l.is_empty()),
+                ),
+            ];
+            for (key, set) in others {
+                if set {
+                    c.issue(
+                        key,
+                        "set, but assertion.signing_key_file is not: assertions are off",
+                    );
+                }
+            }
+            return None;
+        };
+        let header = c.header("assertion.header", raw.header, DEFAULT_ASSERTION_HEADER);
+        if header.is_none() && !c.issues.iter().any(|i| i.key == "assertion.header") {
+            c.issue("assertion.header", "must not be empty");
+        }
+        let lifetime = c.duration_within(
+            "assertion.lifetime",
+            raw.lifetime,
+            Duration::from_secs(300),
+            (Duration::from_secs(30), Duration::from_secs(3600)),
+        );
+        let publish_key_files = raw
+            .publish_key_files
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| PathBuf::from(p.trim()))
+            .collect();
+        Some(PendingAssertion {
+            signing_key_file,
+            publish_key_files,
+            header,
+            lifetime,
+        })
+    }
+
+    /// Loads the keys (each problem named under its key) and checks that the header is none
+    /// of the identity headers.
+    fn finish(self, c: &mut Check, headers: &IdentityHeaders) -> Option<AssertionConfig> {
+        let header = self.header?;
+        if headers.names().any(|n| *n == header) {
+            c.issue(
+                "assertion.header",
+                format!("{header} is already an identity header (headers:); use another name"),
+            );
+            return None;
+        }
+        match crate::assertion::AssertionKeys::load(&self.signing_key_file, &self.publish_key_files)
+        {
+            Ok(keys) => Some(AssertionConfig {
+                signing_key_file: self.signing_key_file,
+                publish_key_files: self.publish_key_files,
+                header,
+                lifetime: self.lifetime,
+                keys,
+            }),
+            Err(problems) => {
+                for p in problems {
+                    let key = match self.publish_key_files.iter().position(|f| *f == p.path) {
+                        Some(i) if p.path != self.signing_key_file => {
+                            format!("assertion.publish_key_files[{i}]")
+                        }
+                        _ => "assertion.signing_key_file".to_owned(),
+                    };
+                    c.issue(&key, p.to_string());
+                }
+                None
+            }
+        }
+    }
 }
 
 /// `tls:`: both files or neither; the pair must load (so `check` reports a bad certificate, not
@@ -869,6 +997,7 @@ struct RawConfig {
     admin: RawAdmin,
     readiness: RawReadiness,
     reload: RawReload,
+    assertion: RawAssertion,
     login_page: Text,
     ui: RawUi,
     routes: Option<Vec<RawRoute>>,
@@ -1023,6 +1152,18 @@ struct RawServerTls {
 #[serde(default)]
 struct RawAdmin {
     listen: Text,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAssertion {
+    signing_key_file: Text,
+    #[serde(deserialize_with = "string_list")]
+    publish_key_files: Option<Vec<String>>,
+    header: Text,
+    lifetime: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1389,6 +1530,7 @@ impl RawConfig {
         c.unknown("tls", &self.tls.unknown);
         c.unknown("readiness", &self.readiness.unknown);
         c.unknown("reload", &self.reload.unknown);
+        c.unknown("assertion", &self.assertion.unknown);
         c.unknown("rate_limit", &self.rate_limit.unknown);
         c.unknown("ui", &self.ui.unknown);
 
@@ -1627,6 +1769,8 @@ impl RawConfig {
         };
         let ui = UiConfig { app_name, logo_url };
 
+        let assertion = PendingAssertion::read(&mut c, self.assertion);
+        let assertion_key_set = assertion.is_some();
         let routes = validate_routes(
             self.routes,
             &RouteDefaults {
@@ -1637,6 +1781,7 @@ impl RawConfig {
                 // reports a follow-on of that (e.g. a missing secret).
                 corp: facts.corp_id.as_deref(),
                 gateway_prefix: &prefix,
+                assertion_key: assertion_key_set,
             },
             &mut c.issues,
         );
@@ -1715,6 +1860,8 @@ impl RawConfig {
             );
         }
 
+        let assertion = assertion.and_then(|a| a.finish(&mut c, &headers));
+
         match (listen, public_url, dingtalk, session) {
             (Some(listen), Some(public_url), Some(dingtalk), Some(session))
                 if c.issues.is_empty() =>
@@ -1750,6 +1897,7 @@ impl RawConfig {
                     admin,
                     readiness,
                     reload: ReloadConfig { watch_interval },
+                    assertion,
                     login_page,
                     ui,
                     warnings: c.warnings,
@@ -2746,6 +2894,77 @@ log:
                 "{got:#?}"
             );
         }
+    }
+
+    #[test]
+    fn assertion_keys_header_and_lifetime_are_checked_all_at_once() {
+        let dir =
+            std::env::temp_dir().join(format!("dinggate-cfg-assertion-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key.pem");
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        std::fs::write(&key, pair.serialize_pem()).unwrap();
+        let c = Config::from_yaml_str(MINIMAL).expect("valid");
+        assert!(c.assertion.is_none(), "off by default");
+        assert!(c.routes.routes()[0].assertion.is_none());
+        let c = Config::from_yaml_str(&format!(
+            "{MINIMAL}assertion:\n  signing_key_file: {}\n",
+            key.display()
+        ))
+        .expect("valid");
+        let a = c.assertion.as_ref().unwrap();
+        assert_eq!(a.header, "x-dingtalk-assertion");
+        assert_eq!(a.lifetime, Duration::from_secs(300));
+        assert_eq!(
+            c.routes.routes()[0].assertion.as_deref(),
+            Some("default"),
+            "the implicit route signs when a key is set"
+        );
+        let got = issues(&format!(
+            "{MINIMAL}assertion:\n  signing_key_file: {}\n  publish_key_files: [{}/missing.pem]\n  header: X-Forwarded-User\n  lifetime: 2h\n  sign: x\n",
+            key.display(),
+            dir.display()
+        ));
+        for want in [
+            "assertion.header: x-forwarded-user is already an identity header",
+            "assertion.lifetime: must be from 30s to 1h",
+            "assertion.sign",
+        ] {
+            assert!(got.iter().any(|i| i.starts_with(want)), "{want}: {got:#?}");
+        }
+        let got = issues(&format!(
+            "{MINIMAL}assertion:\n  signing_key_file: {}/missing.pem\n  publish_key_files: [{}/also-missing.pem]\n",
+            dir.display(),
+            dir.display()
+        ));
+        for want in [
+            "assertion.signing_key_file: ",
+            "assertion.publish_key_files[0]: ",
+        ] {
+            assert!(got.iter().any(|i| i.starts_with(want)), "{want}: {got:#?}");
+        }
+        let got = issues(&format!(
+            "{MINIMAL}assertion:\n  lifetime: 1m\n  header: X-A\n"
+        ));
+        for want in ["assertion.lifetime: set, but", "assertion.header: set, but"] {
+            assert!(got.iter().any(|i| i.starts_with(want)), "{want}: {got:#?}");
+        }
+        // A new key in the same file is a different configuration to the reload watch.
+        let before = Config::from_yaml_str(&format!(
+            "{MINIMAL}assertion:\n  signing_key_file: {}\n",
+            key.display()
+        ))
+        .unwrap();
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        std::fs::write(&key, other.serialize_pem()).unwrap();
+        let after = Config::from_yaml_str(&format!(
+            "{MINIMAL}assertion:\n  signing_key_file: {}\n",
+            key.display()
+        ))
+        .unwrap();
+        assert_eq!(before.hash(), after.hash());
+        assert_ne!(before.fingerprint(), after.fingerprint());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct RawRoute {
     public: Option<OneOrMany>,
     allow: RawRule,
     deny: RawRule,
+    assertion: Text,
+    assertion_audience: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -130,6 +132,9 @@ pub struct RouteDefaults<'a> {
     pub corp: Option<&'a str>,
     /// The gateway's own prefix, e.g. `/_dinggate` (no trailing slash); routes may not go there.
     pub gateway_prefix: &'a str,
+    /// `assertion.signing_key_file` is set: routes may carry signed identity assertions, and the
+    /// implicit route (no `routes:`) does.
+    pub assertion_key: bool,
 }
 
 /// A validated route.
@@ -158,6 +163,10 @@ pub struct Route {
     pub public: Vec<String>,
     /// Who may use the route.
     pub policy: Policy,
+    /// The audience (`aud`) of the signed identity assertion its requests carry; `None`: no
+    /// assertion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<String>,
 }
 
 impl Route {
@@ -503,6 +512,7 @@ pub fn validate_routes(
             index: 0,
             public: Vec::new(),
             policy: Policy::members_of(defaults.corp.map(str::to_owned)),
+            assertion: defaults.assertion_key.then(|| "default".to_owned()),
         }];
     };
     if raw.is_empty() {
@@ -732,6 +742,51 @@ pub fn validate_routes(
             continue;
         }
         seen_name.insert(name.clone(), i);
+        let assertion = match parse_bool(r.assertion.as_deref()) {
+            Err(problem) => {
+                issue(key("assertion"), problem.to_owned());
+                continue;
+            }
+            Ok(Some(true)) if !defaults.assertion_key => {
+                issue(
+                    key("assertion"),
+                    "needs assertion.signing_key_file: the key that signs the assertions"
+                        .to_owned(),
+                );
+                continue;
+            }
+            Ok(Some(true)) => {
+                let audience = r
+                    .assertion_audience
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty());
+                match audience {
+                    Some(a) if a.chars().count() > 128 || a.chars().any(char::is_control) => {
+                        issue(
+                            key("assertion_audience"),
+                            "must be at most 128 characters, without control characters".to_owned(),
+                        );
+                        continue;
+                    }
+                    Some(a) => Some(a.to_owned()),
+                    None => Some(name.clone()),
+                }
+            }
+            Ok(_) => {
+                if r.assertion_audience
+                    .as_deref()
+                    .is_some_and(|a| !a.trim().is_empty())
+                {
+                    issue(
+                        key("assertion_audience"),
+                        "set, but this route has no assertion (assertion: true)".to_owned(),
+                    );
+                    continue;
+                }
+                None
+            }
+        };
 
         routes.push(Route {
             name,
@@ -747,6 +802,7 @@ pub fn validate_routes(
                 allow: allow.rule,
                 deny: deny.rule,
             },
+            assertion,
         });
     }
     routes
@@ -946,6 +1002,8 @@ mod tests {
             upstream_tls: None,
             corp,
             gateway_prefix: "/_dinggate",
+            // Routes may ask for assertions only in YAML that says so (see the assertion test).
+            assertion_key: yaml.contains("assertion: true"),
         };
         let mut issues = Vec::new();
         let routes = validate_routes(doc.routes, &defaults, &mut issues);
@@ -980,7 +1038,32 @@ mod tests {
             index: 0,
             public: Vec::new(),
             policy: Policy::members_of(Some("dingcorp".to_owned())),
+            assertion: None,
         }
+    }
+
+    #[test]
+    fn assertion_routes_have_an_audience_and_need_the_key() {
+        let (routes, issues) = run(
+            "routes:\n  - { name: app, path_prefix: /app, assertion: true }\n  - { name: hr, path_prefix: /hr, assertion: true, assertion_audience: hr-app }\n  - { name: plain, path_prefix: /plain, assertion: false }\n",
+        );
+        assert!(issues.is_empty(), "{issues:#?}");
+        let audiences: Vec<_> = routes.iter().map(|r| r.assertion.as_deref()).collect();
+        assert_eq!(audiences, vec![Some("app"), Some("hr-app"), None]);
+        let (_, issues) = run(
+            "routes:\n  - { path_prefix: /a, assertion: yes please }\n  - { path_prefix: /b, assertion_audience: x }\n",
+        );
+        assert_issue(&issues, "routes[0].assertion: ");
+        assert_issue(
+            &issues,
+            "routes[1].assertion_audience: set, but this route has no assertion",
+        );
+        // Without assertion.signing_key_file (the YAML does not say `assertion: true`).
+        let (_, issues) = run("routes:\n  - { path_prefix: /a, assertion: \"true\" }\n");
+        assert_issue(
+            &issues,
+            "routes[0].assertion: needs assertion.signing_key_file",
+        );
     }
 
     fn found<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {

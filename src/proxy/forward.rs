@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::body::GatewayBody;
 use crate::config::routes::Route;
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_ASSERTION_HEADER};
 use crate::proxy::headers::{
     is_upgrade_request, remove_hop_by_hop, set_forwarded, strip_cookies, strip_protected,
     IdentityValues, ProtectedHeaders,
@@ -101,8 +101,13 @@ impl Upstream {
         Ok(Self {
             pools,
             bases,
+            // The assertion header too: a client's own copy must never reach the upstream, and
+            // the default name is stripped even while assertions are off.
             protected: ProtectedHeaders::new(
-                config.headers.names().map(|h| h.as_str()),
+                config.headers.names().map(|h| h.as_str()).chain([config
+                    .assertion
+                    .as_ref()
+                    .map_or(DEFAULT_ASSERTION_HEADER, |a| a.header.as_str())]),
                 &config.headers.strip_extra,
             ),
             session_cookie: config.session.cookie_name.clone(),
@@ -176,6 +181,16 @@ pub struct Target<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
+/// What the upstream learns about the signed-in person: the identity headers, and the route's
+/// signed assertion when it has one.
+#[derive(Debug, Clone, Copy)]
+pub struct Identified<'a> {
+    /// The identity headers.
+    pub values: &'a IdentityValues,
+    /// The assertion header and its value.
+    pub assertion: Option<(&'a HeaderName, &'a HeaderValue)>,
+}
+
 /// Forwards a request (with identity headers when `identity` is given) over `worker`'s pool and
 /// returns the upstream's response, streamed.
 pub async fn forward(
@@ -183,7 +198,7 @@ pub async fn forward(
     worker: usize,
     mut req: Request<Incoming>,
     peer: SocketAddr,
-    identity: Option<&IdentityValues>,
+    identity: Option<Identified<'_>>,
     request_id: &HeaderValue,
     target: Target<'_>,
 ) -> Result<Response<GatewayBody>, UpstreamError> {
@@ -204,7 +219,7 @@ pub async fn forward(
     // Grown once to its final size: the forwarded headers, the identity and the request id
     // added one by one would otherwise make the map rehash every entry once or twice
     // (callgrind: ~1,400 instructions per request).
-    headers.reserve(identity.map_or(0, IdentityValues::len) + 5);
+    headers.reserve(identity.map_or(0, |i| i.values.len() + 1) + 5);
     remove_hop_by_hop(headers);
     strip_protected(headers, &up.protected);
     strip_cookies(headers, |name| up.is_own_cookie(name));
@@ -212,8 +227,11 @@ pub async fn forward(
     if let Some(prev) = client_forwarded {
         prev.merge_into(headers);
     }
-    if let Some(values) = identity {
-        values.apply(headers);
+    if let Some(identity) = identity {
+        identity.values.apply(headers);
+        if let Some((name, value)) = identity.assertion {
+            headers.insert(name.clone(), value.clone());
+        }
     }
     // Replaces whatever the client sent: the upstream's logs line up with the gateway's.
     headers.insert(X_REQUEST_ID, request_id.clone());

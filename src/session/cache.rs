@@ -1,7 +1,9 @@
 //! The verified-session cache: a session token verified once is not verified again until it expires.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use http::HeaderValue;
 
 use crate::config::IdentityHeaders;
 use crate::identity::Identity;
@@ -24,6 +26,8 @@ pub struct VerifiedSession {
     /// The revocation generation at which this session was last found not revoked
     /// ([`crate::session::revocation::Revocations::generation`]).
     checked: AtomicU64,
+    /// Signed identity assertions minted for this session: (route index, renew at, value).
+    assertions: Mutex<Vec<(usize, i64, HeaderValue)>>,
 }
 
 /// A generation no store reaches: "never checked".
@@ -45,7 +49,31 @@ impl VerifiedSession {
             identity,
             headers,
             checked: AtomicU64::new(UNCHECKED),
+            assertions: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The signed assertion of this session for route `route`: the one minted before while
+    /// `now` is in the first half of its lifetime, else a new one from `mint` (value and
+    /// expiry). Minting happens under the session's lock, so concurrent requests of one
+    /// session sign once.
+    pub fn assertion(
+        &self,
+        route: usize,
+        now: i64,
+        mint: impl FnOnce() -> Option<(HeaderValue, i64)>,
+    ) -> Option<HeaderValue> {
+        let mut minted = self.assertions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, value)) = minted
+            .iter()
+            .find(|(r, renew_at, _)| *r == route && now < *renew_at)
+        {
+            return Some(value.clone());
+        }
+        let (value, exp) = mint()?;
+        minted.retain(|(r, ..)| *r != route);
+        minted.push((route, now + (exp - now) / 2, value.clone()));
+        Some(value)
     }
 
     /// Whether it was found not revoked at `generation`.
