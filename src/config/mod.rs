@@ -745,36 +745,9 @@ struct PendingAssertion {
 }
 
 impl PendingAssertion {
-    /// `None` when `assertion.signing_key_file` is not set (the feature is off); then no other
-    /// `assertion.*` key may be set either.
+    /// `None` when `assertion.signing_key_file` is not set (the feature is off); the other keys
+    /// are still checked, and published keys without a signing key are refused.
     fn read(c: &mut Check, raw: RawAssertion) -> Option<PendingAssertion> {
-        let signing = raw
-            .signing_key_file
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from);
-        let Some(signing_key_file) = signing else {
-            let others = [
-                ("assertion.header", raw.header.is_some()),
-                ("assertion.lifetime", raw.lifetime.is_some()),
-                (
-                    "assertion.publish_key_files",
-                    raw.publish_key_files
-                        .as_ref()
-                        .is_some_and(|l| !l.is_empty()),
-                ),
-            ];
-            for (key, set) in others {
-                if set {
-                    c.issue(
-                        key,
-                        "set, but assertion.signing_key_file is not: assertions are off",
-                    );
-                }
-            }
-            return None;
-        };
         let header = c.header("assertion.header", raw.header, DEFAULT_ASSERTION_HEADER);
         if header.is_none() && !c.issues.iter().any(|i| i.key == "assertion.header") {
             c.issue("assertion.header", "must not be empty");
@@ -785,12 +758,27 @@ impl PendingAssertion {
             Duration::from_secs(300),
             (Duration::from_secs(30), Duration::from_secs(3600)),
         );
-        let publish_key_files = raw
+        let publish_key_files: Vec<PathBuf> = raw
             .publish_key_files
             .unwrap_or_default()
             .into_iter()
             .map(|p| PathBuf::from(p.trim()))
             .collect();
+        let signing = raw
+            .signing_key_file
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        let Some(signing_key_file) = signing else {
+            if !publish_key_files.is_empty() {
+                c.issue(
+                    "assertion.publish_key_files",
+                    "set, but assertion.signing_key_file is not: assertions are off",
+                );
+            }
+            return None;
+        };
         Some(PendingAssertion {
             signing_key_file,
             publish_key_files,
@@ -2943,10 +2931,20 @@ log:
         ] {
             assert!(got.iter().any(|i| i.starts_with(want)), "{want}: {got:#?}");
         }
+        // Off: the defaults may be written out (gateway.yaml does), wrong values are still
+        // wrong, and published keys without a signing key are a mistake.
+        Config::from_yaml_str(&format!(
+            "{MINIMAL}assertion:\n  signing_key_file: \"\"\n  header: X-DingTalk-Assertion\n  lifetime: 5m\n  publish_key_files: []\n"
+        ))
+        .expect("valid");
         let got = issues(&format!(
-            "{MINIMAL}assertion:\n  lifetime: 1m\n  header: X-A\n"
+            "{MINIMAL}assertion:\n  lifetime: 1s\n  header: \"bad header\"\n  publish_key_files: [a.pem]\n"
         ));
-        for want in ["assertion.lifetime: set, but", "assertion.header: set, but"] {
+        for want in [
+            "assertion.lifetime: must be from 30s",
+            "assertion.header: not a valid",
+            "assertion.publish_key_files: set, but",
+        ] {
             assert!(got.iter().any(|i| i.starts_with(want)), "{want}: {got:#?}");
         }
         // A new key in the same file is a different configuration to the reload watch.
