@@ -117,6 +117,17 @@ pub async fn readiness(app: &AppState) -> (bool, Value) {
         "shutdown".into(),
         json!({ "ok": !draining, "detail": if draining { "draining: shutting down, send no new traffic" } else { "not started" } }),
     );
+    if let Some(store) = &app.store {
+        // Reported, never a reason to take the replica out: signed-in people keep working and
+        // logins fall back to this replica's own replay protection while Redis is away.
+        let detail = match store.health() {
+            Ok(()) => "redis reachable: sign-outs and login states are shared".to_owned(),
+            Err((since, error)) => format!(
+                "redis unreachable since {since} (Unix time): {error}; sessions keep working, logins use this replica's replay protection, sign-outs made here are sent when it is back"
+            ),
+        };
+        checks.insert("store".into(), json!({ "ok": true, "detail": detail }));
+    }
     let mut ready = serving && !draining;
     if app.config.readiness.check_dingtalk {
         let token = app.dingtalk.app_token().await;

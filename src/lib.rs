@@ -24,6 +24,7 @@ pub mod repeats;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod tls_server;
 pub mod trusted;
@@ -87,6 +88,11 @@ pub async fn serve_worker(
     // Only the long-lived parts are kept: a replaced state (its upstream pools) must not live
     // on in the worker.
     let repeats = state.repeats.clone();
+    // One worker follows the shared store's sign-outs (the copy is shared by all).
+    let follow = (worker.index == 0).then(|| {
+        let (revocations, clock) = (state.revocations.clone(), state.clock.clone());
+        tokio::spawn(async move { revocations.follow(move || clock.now()).await })
+    });
     drop(state);
     // One worker writes the failure summaries (they are shared by all).
     let summaries = (worker.index == 0).then(|| {
@@ -103,6 +109,9 @@ pub async fn serve_worker(
         shutdown,
     )
     .await;
+    if let Some(task) = follow {
+        task.abort();
+    }
     if let Some(task) = summaries {
         task.abort();
         repeats.log_due(std::time::Instant::now(), true);

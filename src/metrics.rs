@@ -602,6 +602,8 @@ pub struct Metrics {
     config: Arc<ConfigInfo>,
     reloads: Family<ResultLabels, Counter>,
     last_reload_ok: Gauge,
+    /// 1 while the shared store answers (always 1 without one).
+    pub store_up: Gauge,
     /// The DingTalk client's series.
     pub dingtalk: DingTalkMetrics,
 }
@@ -635,6 +637,7 @@ impl Metrics {
             config: config.clone(),
             reloads: Family::default(),
             last_reload_ok,
+            store_up: Gauge::default(),
             dingtalk: DingTalkMetrics::default(),
             registry: Registry::with_prefix("dinggate"),
         };
@@ -659,6 +662,12 @@ impl Metrics {
             "config_last_reload_successful",
             "1 when the last configuration reload succeeded (or none was tried), 0 after a failed one",
             metrics.last_reload_ok.clone(),
+        );
+        metrics.store_up.set(1);
+        registry.register(
+            "store_up",
+            "1 while the shared store (store.url) answers, 0 while it is unreachable; always 1 without one",
+            metrics.store_up.clone(),
         );
         registry.register_collector(Box::new(requests));
         registry.register(

@@ -45,7 +45,7 @@ pub struct Reloaded {
 
 /// Settings a running gateway cannot change: the sockets and threads it serves with, the limits
 /// its accept loops were started with, the log setup and the in-memory sign-out list's size.
-pub const RESTART_ONLY: [&str; 16] = [
+pub const RESTART_ONLY: [&str; 17] = [
     "listen",
     "server.header_read_timeout",
     "server.max_header_bytes",
@@ -62,6 +62,7 @@ pub const RESTART_ONLY: [&str; 16] = [
     "log.repeat_interval",
     "session.max_revocations",
     "reload.watch_interval",
+    "store",
 ];
 
 /// Loads the configuration with `load` (the same loading and validation as `dinggate run` and
@@ -257,6 +258,7 @@ fn keep_running_settings(running: &Config, next: &mut Config) -> Vec<&'static st
     next.log.repeat_interval = running.log.repeat_interval;
     next.session.max_revocations = running.session.max_revocations;
     next.reload = running.reload.clone();
+    next.store = running.store.clone();
     changed
 }
 
@@ -280,8 +282,8 @@ session: { signing_key: "0123456789abcdef0123456789abcdef" }
     fn every_restart_only_key_exists_in_the_serialized_config() {
         let value = serde_json::to_value(config("")).unwrap();
         for key in RESTART_ONLY {
-            // `tls` is absent without TLS; the others always have a value.
-            if key == "tls" {
+            // `tls` and `store` are absent without them; the others always have a value.
+            if key == "tls" || key == "store" {
                 continue;
             }
             let pointer = format!("/{}", key.replace('.', "/"));

@@ -21,7 +21,8 @@ use crate::session::cookie::{
     session_cookie, set_cookie_line_len, CookieSettings, MAX_SET_COOKIE_LINE,
 };
 use crate::session::jwt::{KeyRing, SessionCodec, SessionError};
-use crate::session::revocation::Revocations;
+use crate::session::revocation::{MemoryRevocations, Revocations};
+use crate::store::RedisStore;
 use crate::tls_server::ServerTls;
 
 /// Wall-clock seconds with a test-adjustable offset (tests move time instead of sleeping).
@@ -104,6 +105,8 @@ pub struct AppState {
     /// TLS termination of the public listener (`tls:`). Kept across reloads (the certificate
     /// files are watched on their own).
     pub tls: Option<ServerTls>,
+    /// The store shared with the other replicas (`store.url`), if any. Kept across reloads.
+    pub store: Option<Arc<RedisStore>>,
 }
 
 /// The state in service, swapped whole by a configuration reload: each request loads the
@@ -224,6 +227,9 @@ pub enum BuildError {
     /// The upstream clients could not be built.
     #[error(transparent)]
     Upstream(#[from] UpstreamBuildError),
+    /// The shared store's client could not be set up.
+    #[error("store: {0}")]
+    Store(#[source] crate::store::StoreError),
 }
 
 impl AppState {
@@ -340,26 +346,47 @@ impl AppState {
             _ => Arc::new(RateLimits::new(&config.rate_limit)),
         };
         // The rest outlives a configuration (`reload` keeps their settings as they were at start).
-        let (revocations, clock, readiness, repeats, tls) = match old {
+        let (store, revocations, clock, readiness, repeats, tls) = match old {
             Some(o) => (
+                o.store.clone(),
                 o.revocations.clone(),
                 o.clock.clone(),
                 o.readiness.clone(),
                 o.repeats.clone(),
                 o.tls.clone(),
             ),
-            None => (
-                Arc::new(Revocations::memory(config.session.max_revocations)),
-                Arc::default(),
-                Arc::default(),
-                Arc::new(Repeats::new(config.log.repeat_interval)),
-                config
-                    .tls
+            None => {
+                let store = config
+                    .store
                     .as_ref()
-                    .map(|t| ServerTls::load(&t.cert_file, &t.key_file))
+                    .map(|s| {
+                        RedisStore::new(s.url.expose(), s.timeout, metrics.store_up.clone())
+                            .map(Arc::new)
+                    })
                     .transpose()
-                    .map_err(BuildError::Tls)?,
-            ),
+                    .map_err(BuildError::Store)?;
+                let capacity = config.session.max_revocations;
+                let revocations = match &store {
+                    Some(store) => Revocations::Shared {
+                        local: MemoryRevocations::new(capacity),
+                        store: store.clone(),
+                    },
+                    None => Revocations::memory(capacity),
+                };
+                (
+                    store,
+                    Arc::new(revocations),
+                    Arc::default(),
+                    Arc::default(),
+                    Arc::new(Repeats::new(config.log.repeat_interval)),
+                    config
+                        .tls
+                        .as_ref()
+                        .map(|t| ServerTls::load(&t.cert_file, &t.key_file))
+                        .transpose()
+                        .map_err(BuildError::Tls)?,
+                )
+            }
         };
         Ok(AppState {
             config,
@@ -379,6 +406,7 @@ impl AppState {
             readiness,
             repeats,
             tls,
+            store,
         })
     }
 }

@@ -110,6 +110,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// Signed identity assertions for upstreams (`None`: off).
     pub assertion: Option<AssertionConfig>,
+    /// The state shared by replicas (`None`: this process's memory).
+    pub store: Option<StoreConfig>,
     /// Send unauthenticated browsers to the sign-in page instead of straight to DingTalk.
     pub login_page: bool,
     /// Branding of the gateway's pages.
@@ -413,6 +415,30 @@ pub struct AssertionConfig {
     /// The loaded keys.
     #[serde(skip)]
     pub keys: crate::assertion::AssertionKeys,
+}
+
+/// A shared store: Redis or Valkey.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreConfig {
+    /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS).
+    #[serde(serialize_with = "ser_store_url")]
+    pub url: Secret<String>,
+    /// Longest wait for any one Redis command; the request path never waits for Redis at all.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+}
+
+/// The store URL without its password.
+fn ser_store_url<S: Serializer>(url: &Secret<String>, s: S) -> Result<S::Ok, S::Error> {
+    match Url::parse(url.expose()) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("<redacted>"));
+            }
+            s.collect_str(&u)
+        }
+        Err(_) => s.serialize_str("<redacted>"),
+    }
 }
 
 /// The default of `assertion.header`.
@@ -719,6 +745,9 @@ impl Config {
             digest.update((secret.len() as u64).to_be_bytes());
             digest.update(secret);
         }
+        if let Some(store) = &self.store {
+            digest.update(store.url.expose().as_bytes());
+        }
         // The assertion keys are read from files whose paths may stay the same.
         if let Some(assertion) = &self.assertion {
             digest.update(assertion.keys.digest);
@@ -986,6 +1015,7 @@ struct RawConfig {
     readiness: RawReadiness,
     reload: RawReload,
     assertion: RawAssertion,
+    store: RawStore,
     login_page: Text,
     ui: RawUi,
     routes: Option<Vec<RawRoute>>,
@@ -1140,6 +1170,15 @@ struct RawServerTls {
 #[serde(default)]
 struct RawAdmin {
     listen: Text,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawStore {
+    url: Text,
+    timeout: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1519,6 +1558,7 @@ impl RawConfig {
         c.unknown("readiness", &self.readiness.unknown);
         c.unknown("reload", &self.reload.unknown);
         c.unknown("assertion", &self.assertion.unknown);
+        c.unknown("store", &self.store.unknown);
         c.unknown("rate_limit", &self.rate_limit.unknown);
         c.unknown("ui", &self.ui.unknown);
 
@@ -1849,6 +1889,40 @@ impl RawConfig {
         }
 
         let assertion = assertion.and_then(|a| a.finish(&mut c, &headers));
+        let store_timeout = c.duration_within(
+            "store.timeout",
+            self.store.timeout,
+            Duration::from_secs(1),
+            (Duration::from_millis(50), Duration::from_secs(30)),
+        );
+        let store = match self.store.url.as_deref().map(str::trim) {
+            None | Some("") | Some("memory") => None,
+            Some(url) => match Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {
+                    match redis::Client::open(url) {
+                        Ok(_) => Some(StoreConfig {
+                            url: Secret::new(url.to_owned()),
+                            timeout: store_timeout,
+                        }),
+                        Err(e) => {
+                            c.issue(
+                                "store.url",
+                                format!("not a usable Redis URL ({:?})", e.kind()),
+                            );
+                            None
+                        }
+                    }
+                }
+                // Never echo the URL: it may hold a password.
+                _ => {
+                    c.issue(
+                        "store.url",
+                        "must be `memory` or a redis://host:port/db or rediss://host:port/db URL",
+                    );
+                    None
+                }
+            },
+        };
 
         match (listen, public_url, dingtalk, session) {
             (Some(listen), Some(public_url), Some(dingtalk), Some(session))
@@ -1886,6 +1960,7 @@ impl RawConfig {
                     readiness,
                     reload: ReloadConfig { watch_interval },
                     assertion,
+                    store,
                     login_page,
                     ui,
                     warnings: c.warnings,

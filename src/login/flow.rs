@@ -263,6 +263,9 @@ pub async fn callback(
         error,
         cookies: vec![flow.clear.clone()],
     };
+    claim_everywhere(app, &state)
+        .await
+        .map_err(|e| fail(LoginError::State(e)))?;
     if let Some(err) = error {
         let err: String = err
             .chars()
@@ -496,6 +499,9 @@ pub async fn inapp_callback(
         error,
         cookies: vec![flow.clear.clone()],
     };
+    claim_everywhere(app, &post.state)
+        .await
+        .map_err(|e| fail(LoginError::State(e)))?;
     // Checked before DingTalk is called, like the state: nothing malformed leaves the gateway.
     if post.code.is_empty()
         || post.code.len() > MAX_CODE_LEN
@@ -701,5 +707,24 @@ mod tests {
         ));
         let [none] = query_params(None, ["a"]).unwrap();
         assert!(none.is_none());
+    }
+}
+
+/// A state some other replica consumed is a replay here too: with a shared store, each state is
+/// claimed there once (by a digest; the state itself is never stored). While the store is
+/// unreachable, this replica's own record is the protection (the store logs the outage).
+async fn claim_everywhere(app: &AppState, state: &str) -> Result<(), StateError> {
+    use sha2::Digest;
+    let Some(store) = &app.store else {
+        return Ok(());
+    };
+    let key: String = sha2::Sha256::digest(state.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let ttl = app.login_states.settings().ttl;
+    match store.claim_once(&key, ttl, app.clock.now()).await {
+        Ok(true) | Err(_) => Ok(()),
+        Ok(false) => Err(StateError::Replayed),
     }
 }

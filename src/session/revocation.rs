@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::store::{Record, RedisStore};
 
 /// Why the revocation store could not answer. The request is refused (fail closed).
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +30,19 @@ pub enum RevocationError {
 pub enum Revocations {
     /// One process's memory: right for a single replica; lost on restart.
     Memory(MemoryRevocations),
+    /// Shared by the replicas through Redis: this replica's copy, which every check reads (the
+    /// request path never waits for Redis), kept in step by [`Revocations::follow`].
+    Shared {
+        /// This replica's copy.
+        local: MemoryRevocations,
+        /// The store every replica writes its sign-outs to and follows.
+        store: Arc<RedisStore>,
+    },
 }
+
+/// How often a replica reloads every sign-out from the shared store, besides following the
+/// channel (a message lost on a broken connection is picked up by the next load).
+pub const RESYNC_EVERY: Duration = Duration::from_secs(60);
 
 impl Revocations {
     /// An in-memory store holding at most `capacity` records.
@@ -40,9 +55,24 @@ impl Revocations {
     /// once no token they name can be valid). Read it before `is_revoked`, so a revocation that
     /// races with the check changes it and the next request checks again.
     pub fn generation(&self) -> u64 {
+        self.local().generation.load(Ordering::Acquire)
+    }
+
+    fn local(&self) -> &MemoryRevocations {
         match self {
-            Revocations::Memory(m) => m.generation.load(Ordering::Acquire),
+            Revocations::Memory(m) | Revocations::Shared { local: m, .. } => m,
         }
+    }
+
+    /// Keeps this replica's copy in step with the shared store (until the task is dropped);
+    /// returns at once for the in-memory store. `now` is the gateway's clock.
+    pub async fn follow(&self, now: impl Fn() -> i64) {
+        let Revocations::Shared { local, store } = self else {
+            return;
+        };
+        store
+            .follow(RESYNC_EVERY, &now, |record| local.apply(&record, now()))
+            .await;
     }
 
     /// Whether the session `sid` of person `sub`, authenticated at `auth_time`, has ended.
@@ -52,9 +82,7 @@ impl Revocations {
         sub: &str,
         auth_time: i64,
     ) -> Result<bool, RevocationError> {
-        match self {
-            Revocations::Memory(m) => Ok(m.is_revoked(sid, sub, auth_time)),
-        }
+        Ok(self.local().is_revoked(sid, sub, auth_time))
     }
 
     /// Ends session `sid`; the record is kept until `until` (Unix seconds), the latest time a
@@ -65,12 +93,16 @@ impl Revocations {
         until: i64,
         now: i64,
     ) -> Result<(), RevocationError> {
-        match self {
-            Revocations::Memory(m) => {
-                m.insert(Key::Session(sid), until, now);
-                Ok(())
-            }
-        }
+        self.local().insert(Key::Session(sid), until, now);
+        self.share(
+            Record::Session {
+                sid: sid.to_owned(),
+                until,
+            },
+            now,
+        )
+        .await;
+        Ok(())
     }
 
     /// Ends every session of person `sub` authenticated at or before `cutoff`; the record is
@@ -82,12 +114,31 @@ impl Revocations {
         until: i64,
         now: i64,
     ) -> Result<(), RevocationError> {
-        match self {
-            Revocations::Memory(m) => {
-                m.insert(Key::Person(sub, cutoff), until, now);
-                Ok(())
-            }
+        self.local().insert(Key::Person(sub, cutoff), until, now);
+        self.share(
+            Record::Person {
+                sub: sub.to_owned(),
+                cutoff,
+                until,
+            },
+            now,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Tells the other replicas. The sign-out already holds here; when Redis is away it is
+    /// sent once Redis is back (the store logs the outage once).
+    async fn share(&self, record: Record, now: i64) {
+        if let Revocations::Shared { store, .. } = self {
+            let _ = store.publish(&record, now).await;
         }
+    }
+}
+
+fn record_until(record: &Record) -> i64 {
+    match record {
+        Record::Session { until, .. } | Record::Person { until, .. } => *until,
     }
 }
 
@@ -173,6 +224,32 @@ impl MemoryRevocations {
                 .is_some_and(|(cutoff, _)| auth_time <= *cutoff)
     }
 
+    /// Adds a record another replica made; one this copy holds already changes nothing (the
+    /// generation stays, so cached sessions need no new check).
+    fn apply(&self, record: &Record, now: i64) {
+        let known = {
+            let inner = self.read();
+            match record {
+                Record::Session { sid, until } => {
+                    inner.sessions.get(sid).is_some_and(|u| u >= until)
+                }
+                Record::Person { sub, cutoff, until } => inner
+                    .people
+                    .get(sub)
+                    .is_some_and(|(c, u)| c >= cutoff && u >= until),
+            }
+        };
+        if known || record_until(record) <= now {
+            return;
+        }
+        match record {
+            Record::Session { sid, until } => self.insert(Key::Session(sid), *until, now),
+            Record::Person { sub, cutoff, until } => {
+                self.insert(Key::Person(sub, *cutoff), *until, now)
+            }
+        }
+    }
+
     fn insert(&self, key: Key<'_>, until: i64, now: i64) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         self.record(&mut inner, key, until, now);
@@ -240,7 +317,9 @@ mod tests {
             assert!(!r.is_revoked("s2", "u1", NOW - 10).await.unwrap());
             // An earlier `until` never shortens a record.
             r.revoke_session("s1", NOW + 1, NOW).await.unwrap();
-            let Revocations::Memory(m) = &r;
+            let Revocations::Memory(m) = &r else {
+                unreachable!()
+            };
             m.insert(
                 Key::Session("other"),
                 NOW + 500,
