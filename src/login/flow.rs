@@ -650,6 +650,25 @@ pub async fn with_membership(
     }
 }
 
+/// A state some other replica consumed is a replay here too: with a shared store, each state is
+/// claimed there once (by a digest; the state itself is never stored). While the store is
+/// unreachable, this replica's own record is the protection (the store logs the outage).
+async fn claim_everywhere(app: &AppState, state: &str) -> Result<(), StateError> {
+    use sha2::Digest;
+    let Some(store) = &app.store else {
+        return Ok(());
+    };
+    let key: String = sha2::Sha256::digest(state.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let ttl = app.login_states.settings().ttl;
+    match store.claim_once(&key, ttl, app.clock.now()).await {
+        Ok(true) | Err(_) => Ok(()),
+        Ok(false) => Err(StateError::Replayed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,24 +726,5 @@ mod tests {
         ));
         let [none] = query_params(None, ["a"]).unwrap();
         assert!(none.is_none());
-    }
-}
-
-/// A state some other replica consumed is a replay here too: with a shared store, each state is
-/// claimed there once (by a digest; the state itself is never stored). While the store is
-/// unreachable, this replica's own record is the protection (the store logs the outage).
-async fn claim_everywhere(app: &AppState, state: &str) -> Result<(), StateError> {
-    use sha2::Digest;
-    let Some(store) = &app.store else {
-        return Ok(());
-    };
-    let key: String = sha2::Sha256::digest(state.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let ttl = app.login_states.settings().ttl;
-    match store.claim_once(&key, ttl, app.clock.now()).await {
-        Ok(true) | Err(_) => Ok(()),
-        Ok(false) => Err(StateError::Replayed),
     }
 }

@@ -352,7 +352,9 @@ mod tests {
 
     #[test]
     fn full_store_fails_closed_for_everyone_then_recovers() {
-        let Revocations::Memory(m) = Revocations::memory(2);
+        let Revocations::Memory(m) = Revocations::memory(2) else {
+            unreachable!()
+        };
         m.insert(Key::Session("a"), NOW + 100, NOW);
         m.insert(Key::Session("b"), NOW + 100, NOW);
         assert_eq!(m.len(), 2);
