@@ -3041,6 +3041,49 @@ log:
     }
 
     #[test]
+    fn the_store_is_memory_or_a_redis_url_and_its_password_is_never_shown() {
+        let c = Config::from_yaml_str(MINIMAL).expect("valid");
+        assert!(c.store.is_none(), "memory by default");
+        let c = Config::from_yaml_str(&format!("{MINIMAL}store:\n  url: memory\n")).unwrap();
+        assert!(c.store.is_none());
+        let c = Config::from_yaml_str(&format!(
+            "{MINIMAL}store:\n  url: rediss://gateway:s3cr3t-pw@redis.internal:6380/2\n  timeout: 250ms\n"
+        ))
+        .expect("valid");
+        let store = c.store.as_ref().unwrap();
+        assert_eq!(store.timeout, Duration::from_millis(250));
+        let shown = c.redacted_yaml();
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        assert!(
+            shown.contains("rediss://gateway:%3Credacted%3E@redis.internal:6380/2"),
+            "{shown}"
+        );
+        for (url, want) in [
+            (
+                "http://redis.internal",
+                "store.url: must be `memory` or a redis://",
+            ),
+            ("redis://", "store.url: must be `memory` or a redis://"),
+            ("nonsense", "store.url: must be `memory` or a redis://"),
+        ] {
+            let got = issues(&format!(
+                "{MINIMAL}store:\n  url: \"{url}\"\n  timeout: 1h\n  typo: 1\n"
+            ));
+            assert!(got.iter().any(|i| i.starts_with(want)), "{url}: {got:#?}");
+            assert!(
+                got.iter()
+                    .any(|i| i.starts_with("store.timeout: must be from 50ms to 30s")),
+                "{got:#?}"
+            );
+            assert!(got.iter().any(|i| i.starts_with("store.typo")), "{got:#?}");
+        }
+        let got = issues(&format!(
+            "{MINIMAL}store:\n  url: \"redis://u:hunter2@[::1\"\n"
+        ));
+        assert!(got.iter().all(|i| !i.contains("hunter2")), "{got:#?}");
+    }
+
+    #[test]
     fn the_fingerprint_follows_secrets_the_hash_does_not() {
         let a = Config::from_yaml_str(MINIMAL).expect("valid");
         let b = Config::from_yaml_str(&MINIMAL.replace("0123456789abcdef", "fedcba9876543210"))
