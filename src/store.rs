@@ -184,6 +184,29 @@ impl RedisStore {
         result
     }
 
+    /// Stores `records` that Redis does not hold (`SET NX`: what another replica stored stays;
+    /// every copy merges by keeping the later cut-off), in batches.
+    async fn write_back(&self, records: &[Record], now: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        for batch in records.chunks(500) {
+            let mut pipe = redis::pipe();
+            for record in batch {
+                let ttl = u64::try_from(record.until().saturating_sub(now)).unwrap_or(0);
+                if ttl == 0 {
+                    continue;
+                }
+                let value = serde_json::to_string(record).unwrap_or_default();
+                let options = redis::SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::NX)
+                    .with_expiration(redis::SetExpiry::EX(ttl));
+                pipe.set_options(record.key(&self.prefix), value, options)
+                    .ignore();
+            }
+            self.timed(pipe.query_async::<()>(&mut conn)).await?;
+        }
+        Ok(())
+    }
+
     /// Every stored sign-out.
     async fn records(&self) -> Result<Vec<Record>, StoreError> {
         let mut conn = self.conn().await?;
@@ -241,12 +264,20 @@ impl RedisStore {
     }
 
     /// Keeps this replica's copy of the sign-outs in step with every other replica's: follows
-    /// the channel, loads everything after each (re)connection and every `resync`, and sends
-    /// the sign-outs made here while Redis was away. Runs until the task is dropped.
-    pub async fn follow(&self, resync: Duration, now: impl Fn() -> i64, apply: impl Fn(Record)) {
+    /// the channel, and after each (re)connection writes back what this replica holds (`held`:
+    /// a Redis that restarted empty gets every live sign-out again, and replicas started later
+    /// learn them) and loads everything; loads again every `resync`. Runs until the task is
+    /// dropped.
+    pub async fn follow(
+        &self,
+        resync: Duration,
+        now: impl Fn() -> i64,
+        held: impl Fn() -> Vec<Record>,
+        apply: impl Fn(Record),
+    ) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.follow_once(resync, &now, &apply).await {
+            match self.follow_once(resync, &now, &held, &apply).await {
                 Ok(()) => backoff = Duration::from_millis(200),
                 Err(e) => {
                     self.went_down(now(), &e);
@@ -261,6 +292,7 @@ impl RedisStore {
         &self,
         resync: Duration,
         now: &impl Fn() -> i64,
+        held: &impl Fn() -> Vec<Record>,
         apply: &impl Fn(Record),
     ) -> Result<(), StoreError> {
         let mut pubsub = self.timed(self.client.get_async_pubsub()).await?;
@@ -276,6 +308,7 @@ impl RedisStore {
                 return Err(e);
             }
         }
+        self.write_back(&held(), now()).await?;
         for record in self.records().await? {
             apply(record);
         }

@@ -256,6 +256,10 @@ async fn with_redis_down_people_stay_signed_in_logins_work_and_sign_outs_catch_u
     following(&[&a, &b]).await;
     let cookie = cookie_of(&a, "zhangsan").await;
     assert_eq!(status(&b, &cookie).await, StatusCode::OK);
+    // Signed out before the outage: Redis held it, and will lose it when it restarts empty.
+    let early = cookie_of(&a, "chenxiaoming").await;
+    sign_out(&a, &early).await;
+    until_status(&b, &early, StatusCode::UNAUTHORIZED, Duration::from_secs(1)).await;
 
     redis.stop();
     // Signed-in people keep working on both, without waiting for Redis.
@@ -295,6 +299,24 @@ async fn with_redis_down_people_stay_signed_in_logins_work_and_sign_outs_catch_u
     .await;
     eprintln!("B refused the session signed out during the outage {took:?} after Redis returned");
     assert_eq!(status(&b, &fresh).await, StatusCode::OK);
+    // A replica started now learns both sign-outs: the others wrote back what they hold.
+    let c = replica(&redis).await;
+    until_status(
+        &c,
+        &early,
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(10),
+    )
+    .await;
+    until_status(
+        &c,
+        &cookie,
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(status(&c, &fresh).await, StatusCode::OK);
+    c.stop().await;
     let start = Instant::now();
     while !connected(&a) {
         assert!(

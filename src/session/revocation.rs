@@ -71,7 +71,12 @@ impl Revocations {
             return;
         };
         store
-            .follow(RESYNC_EVERY, &now, |record| local.apply(&record, now()))
+            .follow(
+                RESYNC_EVERY,
+                &now,
+                || local.records(now()),
+                |record| local.apply(&record, now()),
+            )
             .await;
     }
 
@@ -222,6 +227,29 @@ impl MemoryRevocations {
                 .people
                 .get(sub)
                 .is_some_and(|(cutoff, _)| auth_time <= *cutoff)
+    }
+
+    /// Every record that still matters at `now`, to hand to the shared store.
+    fn records(&self, now: i64) -> Vec<Record> {
+        let inner = self.read();
+        let sessions = inner
+            .sessions
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(sid, until)| Record::Session {
+                sid: sid.clone(),
+                until: *until,
+            });
+        let people = inner
+            .people
+            .iter()
+            .filter(|(_, (_, until))| *until > now)
+            .map(|(sub, (cutoff, until))| Record::Person {
+                sub: sub.clone(),
+                cutoff: *cutoff,
+                until: *until,
+            });
+        sessions.chain(people).collect()
     }
 
     /// Adds a record another replica made; one this copy holds already changes nothing (the
