@@ -69,7 +69,16 @@ fn manifest_problems(manifest: &str, image: (u32, Option<u32>)) -> Vec<String> {
         };
         workloads += 1;
         let pod_ctx = pod.get("securityContext");
-        if let Some(fs_group) = int(pod_ctx.and_then(|c| c.get("fsGroup"))) {
+        let containers = pod["containers"].as_sequence().cloned().unwrap_or_default();
+        // The gateway's image runs as its own user; other images (Redis) as some non-root one.
+        let ours = |c: &Value| {
+            c["image"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("dinggate"))
+        };
+        let gateway_pod = containers.iter().any(ours);
+        if let Some(fs_group) = int(pod_ctx.and_then(|c| c.get("fsGroup"))).filter(|_| gateway_pod)
+        {
             if let Some(gid) = image.1 {
                 if fs_group != u64::from(gid) {
                     problems.push(format!(
@@ -78,7 +87,6 @@ fn manifest_problems(manifest: &str, image: (u32, Option<u32>)) -> Vec<String> {
                 }
             }
         }
-        let containers = pod["containers"].as_sequence().cloned().unwrap_or_default();
         if containers.is_empty() {
             problems.push(format!("{kind}: no containers"));
         }
@@ -94,6 +102,8 @@ fn manifest_problems(manifest: &str, image: (u32, Option<u32>)) -> Vec<String> {
                 problems.push(format!("{kind}/{name}: runAsNonRoot is not true"));
             }
             match int(setting("runAsUser")) {
+                Some(0) => problems.push(format!("{kind}/{name}: runAsUser 0 is root")),
+                Some(_) if !ours(c) => {}
                 Some(u) if u == u64::from(image.0) => {}
                 Some(u) => problems.push(format!(
                     "{kind}/{name}: runAsUser {u} is not the image's user {}",
@@ -104,7 +114,7 @@ fn manifest_problems(manifest: &str, image: (u32, Option<u32>)) -> Vec<String> {
                     image.0
                 )),
             }
-            if let (Some(gid), group) = (image.1, int(setting("runAsGroup"))) {
+            if let (Some(gid), group, true) = (image.1, int(setting("runAsGroup")), ours(c)) {
                 if group != Some(u64::from(gid)) {
                     problems.push(format!(
                         "{kind}/{name}: runAsGroup {group:?} is not the image's group {gid}"
@@ -152,10 +162,19 @@ fn kubernetes_objects() -> Vec<Value> {
         .collect()
 }
 
-/// The one object of `kind` in deploy/kubernetes (panics on none or several).
+/// The gateway's one object of `kind` in deploy/kubernetes, named `dinggate` (panics on none
+/// or several).
 fn object(objects: &[Value], kind: &str) -> Value {
-    let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "one {kind} in deploy/kubernetes");
+    named(objects, kind, "dinggate")
+}
+
+/// The one object of `kind` named `name` in deploy/kubernetes.
+fn named(objects: &[Value], kind: &str, name: &str) -> Value {
+    let found: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} {name} in deploy/kubernetes");
     found[0].clone()
 }
 
@@ -412,6 +431,66 @@ fn kubernetes_configuration_changes_reach_the_pods_and_are_reloaded() {
 }
 
 #[test]
+fn the_replicas_share_the_redis_the_manifests_run_and_only_they_reach_it() {
+    let objects = kubernetes_objects();
+    let gateway: Value = yaml_serde::from_str(
+        object(&objects, "ConfigMap")["data"]["gateway.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let url = url::Url::parse(gateway["store"]["url"].as_str().expect("store.url")).unwrap();
+    let service = named(&objects, "Service", url.host_str().unwrap());
+    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+    assert_eq!(
+        url.port_or_known_default().map(u64::from).or(Some(6379)),
+        Some(port)
+    );
+    let selector = &service["spec"]["selector"]["app.kubernetes.io/name"];
+    let redis = named(&objects, "StatefulSet", "dinggate-redis");
+    assert_eq!(
+        &redis["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
+        selector
+    );
+    let container = &redis["spec"]["template"]["spec"]["containers"][0];
+    let container_port = container["ports"][0]["containerPort"].as_u64().unwrap();
+    // The gateway may reach it on the pod's port…
+    let egress = object(&objects, "NetworkPolicy")["spec"]["egress"].clone();
+    let admitted = egress.as_sequence().unwrap().iter().any(|rule| {
+        rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == *selector
+            && rule["ports"][0]["port"].as_u64() == Some(container_port)
+    });
+    assert!(
+        admitted,
+        "the gateway's NetworkPolicy admits no egress to Redis"
+    );
+    // …and only the gateway.
+    let policy = named(&objects, "NetworkPolicy", "dinggate-redis");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        *selector
+    );
+    let from = &policy["spec"]["ingress"][0]["from"];
+    assert_eq!(from.as_sequence().unwrap().len(), 1);
+    assert_eq!(
+        from[0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "dinggate"
+    );
+    // Nothing to persist (README): a Redis that restarts empty is refilled by the replicas.
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--maxmemory-policy", "noeviction"]),
+        "{args:?}"
+    );
+}
+
+#[test]
 fn ingress_nginx_asks_dinggate_and_copies_every_identity_header() {
     let docs = yaml_docs(&read("deploy/ingress-nginx/ingress.yaml"));
     let app = docs
@@ -495,8 +574,20 @@ fn the_checks_catch_a_named_user_and_a_missing_run_as_user() {
     );
     assert!(image_user("FROM a\nUSER 0:0\n").is_err());
     assert_eq!(image_user("FROM a\nUSER \\\n  1000\n"), Ok((1000, None)));
-    let pod = "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      securityContext: { runAsNonRoot: true }\n      containers: [{ name: app }]\n";
+    let pod = "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      securityContext: { runAsNonRoot: true }\n      containers: [{ name: app, image: \"dinggate:latest\" }]\n";
     let problems = manifest_problems(pod, (65532, Some(65532)));
+    // Another image (Redis) may run as its own user, but never as root.
+    let redis = pod
+        .replace("dinggate:latest", "redis:7")
+        .replace("runAsNonRoot: true", "runAsNonRoot: true, runAsUser: 0");
+    assert!(manifest_problems(&redis, (65532, Some(65532)))
+        .iter()
+        .any(|p| p.contains("runAsUser 0 is root")),);
+    assert!(manifest_problems(
+        &redis.replace("runAsUser: 0", "runAsUser: 999"),
+        (65532, Some(65532))
+    )
+    .is_empty());
     assert!(
         problems.iter().any(|p| p.contains("no numeric runAsUser")),
         "{problems:?}"
@@ -513,8 +604,8 @@ fn the_checks_catch_a_named_user_and_a_missing_run_as_user() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     // The container's own setting wins over the pod's.
     let overridden = other.replace(
-        "{ name: app }",
-        "{ name: app, securityContext: { runAsUser: 65532 } }",
+        "{ name: app, ",
+        "{ name: app, securityContext: { runAsUser: 65532 }, ",
     );
     assert!(manifest_problems(&overridden, (65532, Some(65532))).is_empty());
 }
