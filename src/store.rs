@@ -137,12 +137,15 @@ impl RedisStore {
     /// be reached the record is kept and sent once it is back; the error says why.
     pub async fn publish(&self, record: &Record, now: i64) -> Result<(), StoreError> {
         let result = self.send(record, now).await;
-        if let Err(e) = &result {
-            self.went_down(now, e);
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(record.clone());
+        match &result {
+            Ok(()) => self.came_back(),
+            Err(e) => {
+                self.went_down(now, e);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(record.clone());
+            }
         }
         result
     }
@@ -178,8 +181,9 @@ impl RedisStore {
             Ok(set.is_some())
         }
         .await;
-        if let Err(e) = &result {
-            self.went_down(now, e);
+        match &result {
+            Ok(_) => self.came_back(),
+            Err(e) => self.went_down(now, e),
         }
         result
     }
