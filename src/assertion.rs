@@ -60,18 +60,22 @@ fn load(path: &Path) -> Result<Loaded, KeyError> {
     let text = text.trim();
     use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
     use p256::elliptic_curve::sec1::ToEncodedPoint;
+    // An uncompressed point always has both coordinates; one without them is refused, never
+    // published with empty members.
     let ec_public = |key: p256::PublicKey| {
         let point = key.to_encoded_point(false);
-        let (x, y) = (point.x(), point.y());
-        public_key(
-            json!({
-                "kty": "EC",
-                "crv": "P-256",
-                "x": x.map(|x| URL_SAFE_NO_PAD.encode(x)).unwrap_or_default(),
-                "y": y.map(|y| URL_SAFE_NO_PAD.encode(y)).unwrap_or_default(),
-            }),
-            "ES256",
-        )
+        match (point.x(), point.y()) {
+            (Some(x), Some(y)) => Ok(public_key(
+                json!({
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": URL_SAFE_NO_PAD.encode(x),
+                    "y": URL_SAFE_NO_PAD.encode(y),
+                }),
+                "ES256",
+            )),
+            _ => Err(problem("the EC public key has no coordinates")),
+        }
     };
     let ed_public = |key: ed25519_dalek::VerifyingKey| {
         public_key(
@@ -81,7 +85,7 @@ fn load(path: &Path) -> Result<Loaded, KeyError> {
     };
     if text.contains("-----BEGIN PUBLIC KEY-----") {
         if let Ok(key) = p256::PublicKey::from_public_key_pem(text) {
-            return Ok(Loaded::Public(ec_public(key)));
+            return Ok(Loaded::Public(ec_public(key)?));
         }
         if let Ok(key) = ed25519_dalek::VerifyingKey::from_public_key_pem(text) {
             return Ok(Loaded::Public(ed_public(key)));
@@ -113,7 +117,7 @@ fn load(path: &Path) -> Result<Loaded, KeyError> {
         return Ok(Loaded::Private(PrivateKey {
             alg: Algorithm::ES256,
             der: der.as_bytes().to_vec(),
-            public: ec_public(key.public_key()),
+            public: ec_public(key.public_key())?,
         }));
     }
     let key = ed25519_dalek::SigningKey::from_pkcs8_pem(text).map_err(|_| {
@@ -134,8 +138,7 @@ fn load(path: &Path) -> Result<Loaded, KeyError> {
 /// The JWK of `members` (the key's required members only) with its `kid` (RFC 7638 thumbprint
 /// of exactly those members, in lexicographic order, which `json!` keeps), `alg` and `use`.
 fn public_key(members: Value, alg: &str) -> PublicKey {
-    let canonical = serde_json::to_vec(&members).unwrap_or_default();
-    let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical));
+    let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(members.to_string()));
     let mut jwk = members;
     if let Value::Object(map) = &mut jwk {
         map.insert("kid".into(), Value::String(kid.clone()));

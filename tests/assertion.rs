@@ -98,15 +98,6 @@ fn union_id(stack: &Stack, userid: &str) -> String {
         .clone()
 }
 
-/// The session cookie of `userid`.
-async fn signed_in(stack: &Stack, userid: &str) -> String {
-    let client = browser();
-    let r = login(stack, &client, "/app/", userid).await;
-    assert_eq!(r.status(), StatusCode::FOUND);
-    let name = &stack.state.config.session.cookie_name;
-    format!("{name}={}", cookie_value(&r, name).unwrap())
-}
-
 /// What the upstream received as the assertion header for `path`, with a forged copy sent by
 /// the client alongside.
 async fn assertion_sent(stack: &Stack, cookie: &str, path: &str) -> Option<String> {
@@ -151,7 +142,7 @@ async fn routes_send_a_signed_assertion_that_verifies_against_the_jwks() {
         assert_eq!(key["use"], "sig");
     }
 
-    let cookie = signed_in(&stack, "zhangsan").await;
+    let cookie = session_cookie(&stack, "/app/", "zhangsan").await;
     let token = assertion_sent(&stack, &cookie, "/app/x")
         .await
         .expect("an assertion");
@@ -205,7 +196,7 @@ async fn routes_send_a_signed_assertion_that_verifies_against_the_jwks() {
     );
 
     // Someone else gets their own.
-    let lisi = signed_in(&stack, "lisi").await;
+    let lisi = session_cookie(&stack, "/app/", "lisi").await;
     let other = assertion_sent(&stack, &lisi, "/app/x").await.unwrap();
     assert_eq!(
         verify(&set, &other, &stack.url(), "app")["sub"],
@@ -219,7 +210,7 @@ async fn forward_auth_answers_carry_the_routes_assertion() {
     let keys = Keys::new("auth");
     let stack = stack(&config(&keys.ed25519, &[])).await;
     let (set, _) = jwks(&stack).await;
-    let cookie = signed_in(&stack, "zhangsan").await;
+    let cookie = session_cookie(&stack, "/app/", "zhangsan").await;
     let ask = |uri: &str| {
         Client::new()
             .get(format!("{}/_dinggate/auth", stack.url()))
@@ -253,7 +244,7 @@ async fn a_next_key_is_published_before_it_signs_so_no_upstream_meets_an_unknown
     let keys = Keys::new("rotate");
     // Step 0: A signs, B (the next key) is already published.
     let stack = stack(&config(&keys.es256, &[&keys.ed25519])).await;
-    let cookie = signed_in(&stack, "zhangsan").await;
+    let cookie = session_cookie(&stack, "/app/", "zhangsan").await;
     let old = assertion_sent(&stack, &cookie, "/app/x").await.unwrap();
     let (before, _) = jwks(&stack).await;
     let old_kid = jsonwebtoken::decode_header(&old).unwrap().kid.unwrap();
@@ -324,7 +315,7 @@ async fn pyjwt_verifies_es256_and_eddsa_assertions_against_the_jwks() {
             .await
             .unwrap();
         let jwks = r.text().await.unwrap();
-        let cookie = signed_in(&stack, "zhangsan").await;
+        let cookie = session_cookie(&stack, "/app/", "zhangsan").await;
         let token = assertion_sent(&stack, &cookie, "/hr/x").await.unwrap();
         let script = r#"
 import json, sys, jwt
@@ -366,7 +357,7 @@ async fn a_custom_assertion_header_is_removed_from_clients_like_the_default() {
     let yaml = config(&keys.es256, &[])
         .replace("assertion:\n", "assertion:\n  header: X-Identity-Token\n");
     let stack = stack(&yaml).await;
-    let cookie = signed_in(&stack, "zhangsan").await;
+    let cookie = session_cookie(&stack, "/app/", "zhangsan").await;
     let sent = |path: &'static str| {
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, HeaderValue::from_str(&cookie).unwrap());

@@ -162,6 +162,16 @@ fn kubernetes_objects() -> Vec<Value> {
         .collect()
 }
 
+/// Where the pod's first container mounts the volume `which` picks.
+fn mount_path(pod: &Value, which: impl Fn(&Value) -> bool) -> Option<&str> {
+    let volume = pod["volumes"].as_sequence()?.iter().find(|v| which(v))?;
+    pod["containers"][0]["volumeMounts"]
+        .as_sequence()?
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .and_then(|m| m["mountPath"].as_str())
+}
+
 /// The gateway's one object of `kind` in deploy/kubernetes, named `dinggate` (panics on none
 /// or several).
 fn object(objects: &[Value], kind: &str) -> Value {
@@ -333,20 +343,8 @@ fn kubernetes_pods_start_and_drain() {
     );
 
     // The Secret's keys are the files gateway.yaml reads from the Secret's mount.
-    let container = &pod["containers"][0];
-    let volume = pod["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|v| v["secret"]["secretName"] == "dinggate")
-        .expect("a volume of the Secret dinggate");
-    let mount = container["volumeMounts"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == volume["name"])
-        .and_then(|m| m["mountPath"].as_str())
-        .expect("the Secret is mounted");
+    let mount = mount_path(pod, |v| v["secret"]["secretName"] == "dinggate")
+        .expect("the Secret dinggate is mounted");
     let mut read_files: Vec<String> = [
         &gateway["dingtalk"]["client_secret_file"],
         &gateway["session"]["signing_key_file"],
@@ -389,19 +387,8 @@ fn kubernetes_configuration_changes_reach_the_pods_and_are_reloaded() {
             "{mount:?}: a subPath mount never sees updates"
         );
     }
-    let volume = pod["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|v| v["configMap"]["name"] == "dinggate")
-        .expect("a volume of the ConfigMap dinggate");
-    let mount = container["volumeMounts"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == volume["name"])
-        .and_then(|m| m["mountPath"].as_str())
-        .expect("the ConfigMap is mounted");
+    let mount = mount_path(pod, |v| v["configMap"]["name"] == "dinggate")
+        .expect("the ConfigMap dinggate is mounted");
     let args: Vec<&str> = container["args"]
         .as_sequence()
         .unwrap()

@@ -111,16 +111,6 @@ fn assert_switched(
     }
 }
 
-/// Logs `userid` in through `path` and returns the `Cookie` header of the session.
-async fn session_cookie(stack: &Stack, path: &str, userid: &str) -> String {
-    let client = browser();
-    let r = login(stack, &client, path, userid).await;
-    assert_eq!(r.status(), StatusCode::FOUND, "login as {userid}");
-    let name = &stack.state.config.session.cookie_name;
-    let value = cookie_value(&r, name).expect("session cookie");
-    format!("{name}={value}")
-}
-
 async fn get_status(url: &str, cookie: &str) -> StatusCode {
     Client::new()
         .get(url)
@@ -364,29 +354,13 @@ async fn sign_outs_and_consumed_login_states_survive_a_reload() {
 
     // A callback consumed before the reload cannot be replayed after it (a client without a
     // cookie jar, so the captured state cookie is sent again).
-    let raw = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = raw
-        .get(format!("{}/_dinggate/start?rd=/", stack.url()))
-        .send()
-        .await
-        .unwrap();
-    let state_cookie = set_cookies(&r)[0].split(';').next().unwrap().to_owned();
-    let callback = approve(&raw, &location(&r), "lisi").await;
-    let send = || {
-        raw.get(&callback)
-            .header(ACCEPT, HTML)
-            .header(COOKIE, &state_cookie)
-            .send()
-    };
-    assert_eq!(send().await.unwrap().status(), StatusCode::FOUND);
+    let captured = CapturedCallback::capture(&stack, "lisi").await;
+    assert_eq!(captured.send_to(&captured.url).await, StatusCode::FOUND);
     let exchanges = stack.mock.call_count(USER_TOKEN_PATH);
 
     stack.reload("log:\n  access: false\n").expect("reload");
     assert_eq!(get_status(&url, &cookie).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(captured.send_to(&captured.url).await, StatusCode::FORBIDDEN);
     assert_eq!(
         stack.mock.call_count(USER_TOKEN_PATH),
         exchanges,

@@ -104,14 +104,6 @@ store:
     .await
 }
 
-async fn cookie_of(stack: &Stack, userid: &str) -> String {
-    let client = browser();
-    let r = login(stack, &client, "/", userid).await;
-    assert_eq!(r.status(), StatusCode::FOUND, "login as {userid}");
-    let name = &stack.state.config.session.cookie_name;
-    format!("{name}={}", cookie_value(&r, name).unwrap())
-}
-
 async fn status(stack: &Stack, cookie: &str) -> StatusCode {
     Client::new()
         .get(format!("{}/x", stack.url()))
@@ -173,13 +165,13 @@ async fn a_sign_out_on_one_replica_is_refused_on_the_other_within_a_second() {
     let Some(redis) = Redis::start() else { return };
     let (a, b) = (replica(&redis).await, replica(&redis).await);
     following(&[&a, &b]).await;
-    let cookie = cookie_of(&a, "zhangsan").await;
+    let cookie = session_cookie(&a, "/", "zhangsan").await;
     assert_eq!(
         status(&b, &cookie).await,
         StatusCode::OK,
         "one fleet: B honours A's session"
     );
-    let other = cookie_of(&a, "lisi").await;
+    let other = session_cookie(&a, "/", "lisi").await;
     sign_out(&a, &cookie).await;
     assert_eq!(status(&a, &cookie).await, StatusCode::UNAUTHORIZED);
     let took = until_status(
@@ -204,34 +196,11 @@ async fn a_login_state_consumed_on_one_replica_is_refused_on_the_other() {
     let Some(redis) = Redis::start() else { return };
     let (a, b) = (replica(&redis).await, replica(&redis).await);
     following(&[&a, &b]).await;
-    let raw = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = raw
-        .get(format!("{}/_dinggate/start?rd=/", a.url()))
-        .send()
-        .await
-        .unwrap();
-    let state_cookie = set_cookies(&r)[0].split(';').next().unwrap().to_owned();
-    let callback = approve(&raw, &location(&r), "wangwu").await;
-    let replay_on_b = callback.replacen(&a.url(), &b.url(), 1);
-    let send = |url: String| {
-        raw.get(url)
-            .header(ACCEPT, HTML)
-            .header(COOKIE, &state_cookie)
-            .send()
-    };
-    assert_eq!(
-        send(callback.clone()).await.unwrap().status(),
-        StatusCode::FOUND
-    );
-    let replay = send(replay_on_b).await.unwrap();
-    assert_eq!(
-        replay.status(),
-        StatusCode::FORBIDDEN,
-        "replayed on another replica"
-    );
+    let captured = CapturedCallback::capture(&a, "wangwu").await;
+    let replay_on_b = captured.url.replacen(&a.url(), &b.url(), 1);
+    assert_eq!(captured.send_to(&captured.url).await, StatusCode::FOUND);
+    let replay = captured.send_to(&replay_on_b).await;
+    assert_eq!(replay, StatusCode::FORBIDDEN, "replayed on another replica");
     assert_eq!(
         b.mock.call_count(USER_TOKEN_PATH),
         0,
@@ -254,10 +223,10 @@ async fn with_redis_down_people_stay_signed_in_logins_work_and_sign_outs_catch_u
     };
     let (a, b) = (replica(&redis).await, replica(&redis).await);
     following(&[&a, &b]).await;
-    let cookie = cookie_of(&a, "zhangsan").await;
+    let cookie = session_cookie(&a, "/", "zhangsan").await;
     assert_eq!(status(&b, &cookie).await, StatusCode::OK);
     // Signed out before the outage: Redis held it, and will lose it when it restarts empty.
-    let early = cookie_of(&a, "chenxiaoming").await;
+    let early = session_cookie(&a, "/", "chenxiaoming").await;
     sign_out(&a, &early).await;
     until_status(&b, &early, StatusCode::UNAUTHORIZED, Duration::from_secs(1)).await;
 
@@ -272,7 +241,7 @@ async fn with_redis_down_people_stay_signed_in_logins_work_and_sign_outs_catch_u
         start.elapsed()
     );
     // Logins work with this replica's own replay protection.
-    let fresh = cookie_of(&b, "lisi").await;
+    let fresh = session_cookie(&b, "/", "lisi").await;
     assert_eq!(status(&b, &fresh).await, StatusCode::OK);
     // A sign-out holds at once where it was made…
     sign_out(&a, &cookie).await;

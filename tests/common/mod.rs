@@ -181,3 +181,57 @@ pub fn param(url: &str, name: &str) -> Option<String> {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
+
+/// Logs `userid` in through `path` and returns the session as a `Cookie` header value.
+pub async fn session_cookie(stack: &Stack, path: &str, userid: &str) -> String {
+    let client = browser();
+    let r = login(stack, &client, path, userid).await;
+    assert_eq!(r.status(), StatusCode::FOUND, "login as {userid}");
+    let name = &stack.state.config.session.cookie_name;
+    let value = cookie_value(&r, name).expect("session cookie");
+    format!("{name}={value}")
+}
+
+/// A login callback as a replaying attacker captures it: approved at the mock, with the state
+/// cookie it needs, sent only when the test says so (by a client without a cookie jar).
+pub struct CapturedCallback {
+    client: Client,
+    /// The callback URL (on the gateway that started the login).
+    pub url: String,
+    state_cookie: String,
+}
+
+impl CapturedCallback {
+    /// Starts a login on `stack` and approves it as `userid`.
+    pub async fn capture(stack: &Stack, userid: &str) -> CapturedCallback {
+        let client = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = client
+            .get(format!("{}/_dinggate/start?rd=/", stack.url()))
+            .send()
+            .await
+            .unwrap();
+        let state_cookie = set_cookies(&r)[0].split(';').next().unwrap().to_owned();
+        let url = approve(&client, &location(&r), userid).await;
+        CapturedCallback {
+            client,
+            url,
+            state_cookie,
+        }
+    }
+
+    /// Sends the callback, with its state cookie, to `url` (the captured one or a twin on
+    /// another gateway) and returns the status.
+    pub async fn send_to(&self, url: &str) -> StatusCode {
+        self.client
+            .get(url)
+            .header(ACCEPT, HTML)
+            .header(reqwest::header::COOKIE, &self.state_cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
