@@ -57,6 +57,8 @@ pub struct Stack {
     pub live: Live,
     /// The generated configuration (with its signing key), which reloads start from.
     base_yaml: String,
+    /// The `extra_yaml` the stack started with (replicas start from it too).
+    extra_yaml: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -156,9 +158,56 @@ rate_limit:
             state,
             live,
             base_yaml: yaml,
+            extra_yaml: extra_yaml.to_owned(),
             shutdown,
             tasks,
         })
+    }
+
+    /// Starts a second gateway of the same fleet on a free loopback port: the same generated
+    /// configuration (signing key, `public_url`, mock DingTalk and upstream) with `extra_yaml`
+    /// merged over the original stack's, and a state of its own (caches, app token, store
+    /// connection), as another replica behind one load balancer has. [`Stack::stop`] on the
+    /// replica stops only its gateway.
+    pub async fn replica(&self, extra_yaml: &str) -> Result<Stack, StackError> {
+        let listener = bind(0).await?;
+        let gateway = listener.local_addr().map_err(StackError::Bind)?;
+        let extra = format!("{}\n{extra_yaml}", self.extra_yaml);
+        let config = stack_config(
+            &self.base_yaml,
+            &format!("{extra}\nlisten: \"{gateway}\""),
+            self.mock_addr,
+            self.gateway.port(),
+        )
+        .map_err(StackError::Config)?;
+        let state = Arc::new(AppState::build(config)?);
+        let live = Live::new(state.clone());
+        let (shutdown, mut rx) = watch::channel(false);
+        let tasks = vec![tokio::spawn(crate::serve(
+            listener,
+            live.clone(),
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+            },
+        ))];
+        Ok(Stack {
+            gateway,
+            mock_addr: self.mock_addr,
+            upstream: self.upstream,
+            mock: self.mock.clone(),
+            state,
+            live,
+            base_yaml: self.base_yaml.clone(),
+            extra_yaml: extra,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// This gateway's own address as a URL (`http://127.0.0.1:port`); differs from
+    /// [`Stack::url`] on a [`Stack::replica`], whose `public_url` is the fleet's.
+    pub fn local_url(&self) -> String {
+        format!("http://{}", self.gateway)
     }
 
     /// The gateway's public URL (`public_url`), e.g. `http://127.0.0.1:4180`.

@@ -3,14 +3,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::dingtalk::{DingTalkClient, DingTalkError};
+use serde::{Deserialize, Serialize};
+
+use crate::dingtalk::{DingTalkClient, DingTalkError, Source};
 use crate::identity::{cut, drop_if_longer, limits, Enterprise};
 
 /// Most entries the cache holds before expired ones are dropped (and, if still full, all).
 const MAX_ENTRIES: usize = 50_000;
 
 /// What the directory says about a person.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Membership {
     /// A current, active member.
     Member(Member),
@@ -21,7 +23,7 @@ pub enum Membership {
 }
 
 /// A current member with the details the gateway uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// Directory data for policies and headers.
     pub enterprise: Enterprise,
@@ -165,7 +167,7 @@ impl Directory {
     {
         let metrics = &self.client.settings().metrics;
         if let Some(hit) = self.cached(&key, now) {
-            metrics.directory(true);
+            metrics.directory("hit");
             return Ok(hit);
         }
         let lock = {
@@ -177,17 +179,10 @@ impl Directory {
             // Whoever held the lock before us may have filled the cache.
             match self.cached(&key, now) {
                 Some(hit) => {
-                    metrics.directory(true);
+                    metrics.directory("hit");
                     Ok(hit)
                 }
-                None => {
-                    metrics.directory(false);
-                    let answer = lookup().await;
-                    if let Ok(m) = &answer {
-                        self.store(key.clone(), m.clone(), now);
-                    }
-                    answer
-                }
+                None => self.look_up(&key, now, lookup).await,
             }
         };
         drop(lock);
@@ -200,6 +195,50 @@ impl Directory {
             in_flight.remove(&key);
         }
         result
+    }
+
+    /// Asks the fleet's store (which one replica fills per person and TTL) or DingTalk, and
+    /// caches the answer until it expires fleet-wide.
+    async fn look_up<F, Fut>(
+        &self,
+        key: &str,
+        now: i64,
+        lookup: F,
+    ) -> Result<Membership, DingTalkError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Membership, DingTalkError>>,
+    {
+        let metrics = &self.client.settings().metrics;
+        let ttl = self.ttl_secs;
+        let fetch = async {
+            let answer = lookup().await?;
+            let entry = Shared {
+                expires: now.saturating_add(ttl),
+                membership: answer,
+            };
+            let keep = std::time::Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+            Ok::<_, DingTalkError>((entry, keep))
+        };
+        let (entry, source) = match self.client.fleet() {
+            Some(fleet) if ttl > 0 => {
+                fleet
+                    .get_or_fetch(
+                        &format!("dir:{}:{key}", fleet.scope),
+                        self.client.settings().timeout,
+                        |e: &Shared| e.expires > now,
+                        fetch,
+                    )
+                    .await?
+            }
+            _ => fetch.await.map(|(e, _)| (e, Source::Fetched))?,
+        };
+        metrics.directory(match source {
+            Source::Store => "shared",
+            Source::Fetched => "miss",
+        });
+        self.store(key.to_owned(), entry.membership.clone(), entry.expires, now);
+        Ok(entry.membership)
     }
 
     async fn fetch(&self, user_id: &str) -> Result<Membership, DingTalkError> {
@@ -257,7 +296,7 @@ impl Directory {
             .map(|(_, m)| m.clone())
     }
 
-    fn store(&self, key: String, membership: Membership, now: i64) {
+    fn store(&self, key: String, membership: Membership, expires: i64, now: i64) {
         if self.ttl_secs <= 0 {
             return;
         }
@@ -268,6 +307,15 @@ impl Directory {
                 cache.clear();
             }
         }
-        cache.insert(key, (now.saturating_add(self.ttl_secs), membership));
+        cache.insert(key, (expires, membership));
     }
+}
+
+/// A directory answer as the replicas share it (sealed in the store): every replica keeps it
+/// until the same moment, so the fleet asks DingTalk once per person and TTL.
+#[derive(Serialize, Deserialize)]
+struct Shared {
+    /// Unix seconds.
+    expires: i64,
+    membership: Membership,
 }

@@ -486,6 +486,9 @@ pub struct DingTalkMetrics {
     seconds: Family<ApiLabel, Histogram, fn() -> Histogram>,
     token_refreshes: Family<ResultLabels, Counter>,
     directory: Family<ResultLabels, Counter>,
+    budget_waits: Family<ApiLabel, Counter>,
+    budget_wait_seconds: Family<ApiLabel, Counter<f64>>,
+    budget_refusals: Family<ApiLabel, Counter>,
 }
 
 impl Default for DingTalkMetrics {
@@ -495,6 +498,9 @@ impl Default for DingTalkMetrics {
             seconds: Family::new_with_constructor(duration_histogram),
             token_refreshes: Family::default(),
             directory: Family::default(),
+            budget_waits: Family::default(),
+            budget_wait_seconds: Family::default(),
+            budget_refusals: Family::default(),
         }
     }
 }
@@ -530,6 +536,7 @@ pub fn dingtalk_result(result: &Result<(), &DingTalkError>) -> (&'static str, St
         Err(DingTalkError::RateLimited { .. }) => ("rate_limited", String::new()),
         Err(DingTalkError::Throttled { .. }) => ("throttled", String::new()),
         Err(DingTalkError::Decode { .. }) => ("decode", String::new()),
+        Err(DingTalkError::OverBudget { .. }) => ("over_budget", String::new()),
     }
 }
 
@@ -557,10 +564,26 @@ impl DingTalkMetrics {
             .inc();
     }
 
-    /// Counts one directory look-up answered from the cache (`hit`) or from DingTalk.
-    pub fn directory(&self, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
+    /// Counts one directory look-up: answered from this replica's cache (`hit`), from the
+    /// store shared with the other replicas (`shared`) or from DingTalk (`miss`).
+    pub fn directory(&self, result: &'static str) {
         self.directory.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts one call that waited `wait` for the DingTalk call budget.
+    pub fn budget_wait(&self, api: Api, wait: Duration) {
+        let label = ApiLabel { api: api.name() };
+        self.budget_waits.get_or_create(&label).inc();
+        self.budget_wait_seconds
+            .get_or_create(&label)
+            .inc_by(wait.as_secs_f64());
+    }
+
+    /// Counts one call refused because the budget had no slot within the call's timeout.
+    pub fn budget_refusal(&self, api: Api) {
+        self.budget_refusals
+            .get_or_create(&ApiLabel { api: api.name() })
+            .inc();
     }
 
     fn register(&self, registry: &mut Registry) {
@@ -582,8 +605,24 @@ impl DingTalkMetrics {
         );
         registry.register(
             "directory_lookups",
-            "Directory look-ups by result: hit (cache) or miss (asked DingTalk)",
+            "Directory look-ups by result: hit (this replica's cache), shared (the store's) or miss (asked DingTalk)",
             self.directory.clone(),
+        );
+        registry.register(
+            "dingtalk_budget_waits",
+            "DingTalk calls that waited for the call budget (dingtalk.call_budget), by API",
+            self.budget_waits.clone(),
+        );
+        registry.register_with_unit(
+            "dingtalk_budget_wait",
+            "Time DingTalk calls spent waiting for the call budget, by API",
+            Unit::Seconds,
+            self.budget_wait_seconds.clone(),
+        );
+        registry.register(
+            "dingtalk_budget_refusals",
+            "DingTalk calls not made because the call budget had no slot within dingtalk.timeout, by API",
+            self.budget_refusals.clone(),
         );
     }
 }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::dingtalk::{ClientSettings, DingTalkClient, Endpoints, RetryPolicy};
+use crate::dingtalk::{ClientSettings, DingTalkClient, Endpoints, RetryPolicy, Sharing};
 use crate::directory::Directory;
 use crate::identity::Identity;
 use crate::login::redirect::RedirectPolicy;
@@ -316,22 +316,6 @@ impl AppState {
             }
         };
         let route_metrics = metrics.routes(config.routes.routes().iter().map(|r| r.name.as_str()));
-        let (dingtalk, directory) = match old {
-            Some(o) if o.config.dingtalk == config.dingtalk => {
-                (o.dingtalk.clone(), o.directory.clone())
-            }
-            _ => {
-                let dingtalk = dingtalk_client(&config, &metrics)?;
-                let directory = config.dingtalk.directory.then(|| {
-                    Arc::new(Directory::new(
-                        dingtalk.clone(),
-                        i64::try_from(config.dingtalk.directory_cache_ttl.as_secs())
-                            .unwrap_or(i64::MAX),
-                    ))
-                });
-                (dingtalk, directory)
-            }
-        };
         for route in config.routes.insecure() {
             tracing::warn!(
                 route = %route.name,
@@ -388,6 +372,22 @@ impl AppState {
                 )
             }
         };
+        let (dingtalk, directory) = match old {
+            Some(o) if o.config.dingtalk == config.dingtalk => {
+                (o.dingtalk.clone(), o.directory.clone())
+            }
+            _ => {
+                let dingtalk = dingtalk_client(&config, &metrics, store.clone())?;
+                let directory = config.dingtalk.directory.then(|| {
+                    Arc::new(Directory::new(
+                        dingtalk.clone(),
+                        i64::try_from(config.dingtalk.directory_cache_ttl.as_secs())
+                            .unwrap_or(i64::MAX),
+                    ))
+                });
+                (dingtalk, directory)
+            }
+        };
         Ok(AppState {
             config,
             sessions,
@@ -411,8 +411,13 @@ impl AppState {
     }
 }
 
-/// The DingTalk client of `config`: one reqwest client, counting into `metrics`.
-fn dingtalk_client(config: &Config, metrics: &Metrics) -> Result<DingTalkClient, BuildError> {
+/// The DingTalk client of `config`: one reqwest client, counting into `metrics`, sharing its
+/// budget, app token and directory answers through `store` when there is one.
+fn dingtalk_client(
+    config: &Config,
+    metrics: &Metrics,
+    store: Option<Arc<RedisStore>>,
+) -> Result<DingTalkClient, BuildError> {
     let http = reqwest::Client::builder()
         .timeout(config.dingtalk.timeout)
         .connect_timeout(config.dingtalk.timeout)
@@ -421,7 +426,7 @@ fn dingtalk_client(config: &Config, metrics: &Metrics) -> Result<DingTalkClient,
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(BuildError::HttpClient)?;
-    Ok(DingTalkClient::new(
+    Ok(DingTalkClient::shared(
         ClientSettings {
             endpoints: Endpoints {
                 login: config.dingtalk.login_url.clone(),
@@ -439,6 +444,10 @@ fn dingtalk_client(config: &Config, metrics: &Metrics) -> Result<DingTalkClient,
             metrics: metrics.dingtalk.clone(),
         },
         http,
+        Sharing {
+            call_budget: config.dingtalk.call_budget,
+            store,
+        },
     ))
 }
 

@@ -297,3 +297,261 @@ async fn with_redis_down_people_stay_signed_in_logins_work_and_sign_outs_catch_u
     a.stop().await;
     b.stop().await;
 }
+
+/// Two replicas of one fleet: one mock DingTalk, one upstream, one `public_url` (A's address,
+/// standing in for the load balancer), one Redis; `extra` is merged over both.
+async fn fleet(redis: &Redis, extra: &str) -> (Stack, Stack) {
+    let a = stack(&format!(
+        "store:\n  url: \"{}\"\n  timeout: 300ms\n{extra}",
+        redis.url()
+    ))
+    .await;
+    let b = a.replica("").await.expect("replica starts");
+    following(&[&a, &b]).await;
+    (a, b)
+}
+
+/// `url`, as the load balancer would have sent it to `to` instead.
+fn on(to: &Stack, from: &Stack, url: &str) -> String {
+    url.replacen(&from.local_url(), &to.local_url(), 1)
+}
+
+fn logins(stack: &Stack) -> String {
+    let metrics = stack.live.load().metrics.encode(false);
+    metrics
+        .lines()
+        .find(|l| l.starts_with(r#"dinggate_logins_total{outcome="success"}"#))
+        .unwrap_or("none")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_login_started_on_one_replica_finishes_on_the_other() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = fleet(&redis, "").await;
+    let client = browser();
+    let authorize = begin_login(&a, &client, "/report?q=1").await;
+    let callback = approve(&client, &authorize, "zhangsan").await;
+    assert!(callback.starts_with(&a.local_url()), "{callback}");
+    let r = get_html(&client, &on(&b, &a, &callback)).await;
+    assert_eq!(r.status(), StatusCode::FOUND, "B finishes A's login");
+    assert_eq!(location(&r), "/report?q=1");
+    assert!(logins(&b).ends_with(" 1"), "{}", logins(&b));
+    assert_eq!(logins(&a), "none", "A only started it");
+    let echoed = echo(
+        &client,
+        &format!("{}/report", a.local_url()),
+        Default::default(),
+    )
+    .await;
+    assert_eq!(header(&echoed, "x-dingtalk-userid"), Some("zhangsan"));
+    // The state is spent fleet-wide: the same callback now fails on A too.
+    let again = get_html(&client, &callback).await;
+    assert_eq!(again.status(), StatusCode::FORBIDDEN);
+    b.stop().await;
+    a.stop().await;
+}
+
+const APP_TOKEN_PATH: &str = "/v1.0/oauth2/accessToken";
+const USER_DETAIL_PATH: &str = "/topapi/v2/user/get";
+const MEMBERS: [&str; 4] = ["zhangsan", "lisi", "wangwu", "chenxiaoming"];
+
+/// A whole login as `userid` in a fresh browser: started on `first`, finished on `last` (the
+/// load balancer may send the callback to any replica); the callback's status.
+async fn login_across(a: &Stack, first: &Stack, last: &Stack, userid: &str) -> StatusCode {
+    let client = browser();
+    let r = get_html(
+        &client,
+        &format!("{}/_dinggate/start?rd=/", first.local_url()),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FOUND, "start redirects to DingTalk");
+    let callback = approve(&client, &location(&r), userid).await;
+    get_html(&client, &on(last, a, &callback)).await.status()
+}
+
+/// `n` logins at once, started and finished on the replicas in turn (`fleet` may be one gateway).
+async fn burst(fleet: &[&Stack], n: usize) -> Vec<StatusCode> {
+    let a = fleet[0];
+    let logins = (0..n).map(|i| {
+        let first = fleet[i % fleet.len()];
+        let last = fleet[(i + 1) % fleet.len()];
+        login_across(a, first, last, MEMBERS[i % MEMBERS.len()])
+    });
+    futures_util::future::join_all(logins).await
+}
+
+fn metric(stack: &Stack, series: &str) -> f64 {
+    let metrics = stack.live.load().metrics.encode(false);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn thirty_concurrent_logins_across_the_fleet_make_one_app_token_fetch() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = fleet(&redis, "").await;
+    let results = burst(&[&a, &b], 30).await;
+    assert!(
+        results.iter().all(|s| *s == StatusCode::FOUND),
+        "{results:?}"
+    );
+    assert_eq!(
+        a.mock.call_count(APP_TOKEN_PATH),
+        1,
+        "one fetch for the fleet"
+    );
+    let fetched = |s: &Stack| {
+        metric(
+            s,
+            r#"dinggate_dingtalk_app_token_refreshes_total{result="ok"}"#,
+        )
+    };
+    assert_eq!(fetched(&a) + fetched(&b), 1.0);
+    // The token is sealed in Redis: the key exists, and its value is not the token.
+    let stored = redis_cli(&redis, &["KEYS", "dinggate:apptoken:*"]);
+    assert_eq!(stored.lines().count(), 1, "{stored}");
+    let value = redis_cli(&redis, &["GET", stored.trim()]);
+    assert!(!value.contains("app-token"), "sealed: {value}");
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_directory_answer_is_fetched_once_for_the_fleet() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = fleet(&redis, "").await;
+    assert_eq!(
+        login_across(&a, &a, &a, "zhangsan").await,
+        StatusCode::FOUND
+    );
+    assert_eq!(a.mock.call_count(USER_DETAIL_PATH), 1);
+    assert_eq!(
+        login_across(&a, &b, &b, "zhangsan").await,
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        a.mock.call_count(USER_DETAIL_PATH),
+        1,
+        "B used A's answer from the store"
+    );
+    assert_eq!(
+        metric(&b, r#"dinggate_directory_lookups_total{result="shared"}"#),
+        1.0
+    );
+    // An answer written by someone who does not hold the app secret is not believed.
+    for key in redis_cli(&redis, &["KEYS", "dinggate:dir:*"]).lines() {
+        redis_cli(&redis, &["SET", key, "forged"]);
+    }
+    let c = a.replica("").await.unwrap();
+    following(&[&c]).await;
+    assert_eq!(
+        login_across(&a, &c, &c, "zhangsan").await,
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        a.mock.call_count(USER_DETAIL_PATH),
+        2,
+        "asked DingTalk again"
+    );
+    c.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+/// Logins in a burst across `fleet` with `dingtalk.call_budget: 5`: every one succeeds, and
+/// in no second did the mock receive more than 5 calls to any one API.
+async fn burst_within_budget(fleet: &[&Stack]) {
+    let started = Instant::now();
+    let results = burst(fleet, 12).await;
+    assert!(
+        results.iter().all(|s| *s == StatusCode::FOUND),
+        "{results:?}"
+    );
+    let calls = fleet[0].mock.calls();
+    let mut busiest = 0;
+    for path in [USER_TOKEN_PATH, "/v1.0/contact/users/me"] {
+        let mut at: Vec<_> = calls
+            .iter()
+            .filter(|c| c.path == path)
+            .map(|c| c.at)
+            .collect();
+        assert_eq!(at.len(), 12, "{path}");
+        at.sort();
+        for (i, t) in at.iter().enumerate() {
+            let window = at[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t).unwrap() < Duration::from_secs(1))
+                .count();
+            assert!(window <= 5, "{window} calls to {path} within one second");
+            busiest = busiest.max(window);
+        }
+    }
+    assert_eq!(busiest, 5, "the burst used the whole budget");
+    assert!(started.elapsed() >= Duration::from_secs(2), "paced");
+    let waited: f64 = fleet
+        .iter()
+        .map(|s| {
+            metric(
+                s,
+                r#"dinggate_dingtalk_budget_waits_total{api="user_access_token"}"#,
+            )
+        })
+        .sum();
+    assert!(waited >= 6.0, "{waited} waits counted");
+}
+
+const BUDGET_5: &str = "dingtalk:\n  call_budget: 5\n";
+
+#[tokio::test]
+async fn a_burst_of_logins_across_the_fleet_stays_within_the_call_budget() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = fleet(&redis, BUDGET_5).await;
+    burst_within_budget(&[&a, &b]).await;
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn one_replica_without_a_store_keeps_its_own_call_budget() {
+    let a = stack(BUDGET_5).await;
+    burst_within_budget(&[&a]).await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_the_budget_cannot_fit_within_the_timeout_gets_an_actionable_503() {
+    let a = stack("dingtalk:\n  call_budget: 1\n  timeout: 1s\n").await;
+    let results = burst(&[&a], 3).await;
+    let busy = results
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!(busy, 2, "{results:?}");
+    assert!(results.contains(&StatusCode::FOUND));
+    assert_eq!(
+        a.mock.call_count(USER_TOKEN_PATH),
+        1,
+        "refused calls are not made"
+    );
+    assert_eq!(
+        metric(
+            &a,
+            r#"dinggate_dingtalk_budget_refusals_total{api="user_access_token"}"#
+        ),
+        2.0
+    );
+    a.stop().await;
+}
+
+/// Runs `redis-cli` against the test's Redis; its output.
+fn redis_cli(redis: &Redis, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -185,6 +185,9 @@ pub struct DingTalkConfig {
     /// How long directory answers are cached.
     #[serde(serialize_with = "ser_duration")]
     pub directory_cache_ttl: Duration,
+    /// Calls per second to each DingTalk API for the whole fleet (every replica sharing
+    /// `store.url`; this replica alone without one); 0 = calls are not paced.
+    pub call_budget: u32,
     /// Serve the login-free (免登) page to browsers inside the DingTalk client.
     pub inapp_login: bool,
     /// The DingTalk JSAPI script the in-client page loads.
@@ -1047,6 +1050,7 @@ struct RawDingTalk {
     timeout: Text,
     directory: Text,
     directory_cache_ttl: Text,
+    call_budget: Text,
     inapp_login: Text,
     jsapi_url: Text,
     qr_script_url: Text,
@@ -2125,6 +2129,9 @@ impl RawDingTalk {
             self.directory_cache_ttl,
             Duration::from_secs(300),
         );
+        // DingTalk's default per-app limit is 20 calls/s per API (dingtalk-api.md); an app
+        // granted more can say so.
+        let call_budget = c.number("dingtalk.call_budget", self.call_budget, 20, (0, 10_000));
         let inapp_login = c.boolean("dingtalk.inapp_login", self.inapp_login, true);
         let jsapi_url = c.asset_url(
             "dingtalk.jsapi_url",
@@ -2157,6 +2164,7 @@ impl RawDingTalk {
                 timeout,
                 directory,
                 directory_cache_ttl,
+                call_budget: u32::try_from(call_budget).unwrap_or(u32::MAX),
                 inapp_login,
                 jsapi_url: jsapi_url?,
                 qr_script_url: qr_script_url?,

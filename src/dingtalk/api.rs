@@ -14,7 +14,7 @@ pub enum Family {
 
 /// One DingTalk call; [`super::DingTalkError`] names the call that failed with it, and its
 /// `Display` is the call's path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
     /// `POST {api}/v1.0/oauth2/userAccessToken`: scan-login code → user token.
     UserAccessToken,

@@ -10,6 +10,7 @@ use serde_json::json;
 use url::Url;
 
 use super::api::Api;
+use super::budget::Budget;
 use super::error::{code, effective_legacy_code, DingTalkError};
 use super::token::TokenCache;
 use super::transport::{decode, result, Call};
@@ -18,6 +19,7 @@ use super::types::{
     UserDetail, UserToken,
 };
 use crate::metrics::DingTalkMetrics;
+use crate::store::{RedisStore, Sealer};
 
 pub(crate) use super::transport::join;
 
@@ -126,6 +128,27 @@ pub(super) struct Inner {
     pub(super) settings: ClientSettings,
     pub(super) http: reqwest::Client,
     pub(super) token: TokenCache,
+    pub(super) budget: Budget,
+    pub(super) fleet: Option<Fleet>,
+}
+
+/// What a client shares with the other replicas of its fleet.
+#[derive(Debug, Clone, Default)]
+pub struct Sharing {
+    /// Calls per second per API for the whole fleet (`dingtalk.call_budget`; 0 = no budget).
+    pub call_budget: u32,
+    /// The store the replicas share (`store.url`): with it the budget, the app token and
+    /// directory answers are fleet-wide; without it, this replica's own.
+    pub store: Option<Arc<RedisStore>>,
+}
+
+/// The store, and how this client's values are sealed and named in it.
+pub(crate) struct Fleet {
+    pub(crate) store: Arc<RedisStore>,
+    /// Keyed by the app secret: only replicas of this app read and write these values.
+    pub(crate) sealer: Sealer,
+    /// The app's Client ID, in every key: two apps can share one Redis.
+    pub(crate) scope: String,
 }
 
 impl fmt::Debug for DingTalkClient {
@@ -137,15 +160,36 @@ impl fmt::Debug for DingTalkClient {
 }
 
 impl DingTalkClient {
-    /// Builds the client around the process-wide HTTP client.
+    /// Builds the client around the process-wide HTTP client, alone (no budget, nothing shared).
     pub fn new(settings: ClientSettings, http: reqwest::Client) -> Self {
+        Self::shared(settings, http, Sharing::default())
+    }
+
+    /// Builds the client as one replica of a fleet: paced by `sharing.call_budget`, and sharing
+    /// its app token, budget and directory answers through `sharing.store` when there is one.
+    pub fn shared(settings: ClientSettings, http: reqwest::Client, sharing: Sharing) -> Self {
+        let fleet = sharing.store.map(|store| Fleet {
+            store,
+            sealer: Sealer::new(
+                settings.client_secret.as_bytes(),
+                settings.client_id.as_bytes(),
+            ),
+            scope: settings.client_id.clone(),
+        });
         Self {
             inner: Arc::new(Inner {
                 settings,
                 http,
                 token: TokenCache::default(),
+                budget: Budget::new(sharing.call_budget),
+                fleet,
             }),
         }
+    }
+
+    /// The store this client shares values through, with their sealer and key scope.
+    pub(crate) fn fleet(&self) -> Option<&Fleet> {
+        self.inner.fleet.as_ref()
     }
 
     /// The settings the client was built with.

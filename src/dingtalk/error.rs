@@ -59,6 +59,10 @@ pub enum DingTalkError {
     /// IP-banned (`punish: deny`), or a non-JSON body (a ban page, a proxy, an outage).
     #[error("DingTalk {api}: throttled or blocked: {detail}")]
     Throttled { api: Api, detail: String },
+    /// The call budget (`dingtalk.call_budget`) had no slot for this call within
+    /// `dingtalk.timeout`: the call was not made.
+    #[error("DingTalk {api}: not called: the call budget ({per_second}/s) has no slot within dingtalk.timeout")]
+    OverBudget { api: Api, per_second: u32 },
 
     /// JSON of the wrong shape (missing or mistyped fields). `detail` never quotes field values.
     #[error("DingTalk {api}: unexpected response (HTTP {status}): {detail}")]
@@ -157,6 +161,7 @@ impl DingTalkError {
             | Self::Legacy { api, .. }
             | Self::RateLimited { api, .. }
             | Self::Throttled { api, .. }
+            | Self::OverBudget { api, .. }
             | Self::Decode { api, .. } => *api,
         }
     }
@@ -169,7 +174,7 @@ impl DingTalkError {
     /// True when DingTalk is rate-limiting the app beyond the retries: the user should wait a
     /// few seconds, not report a fault. (A ban or a non-JSON answer is not this: it lasts.)
     pub fn is_throttled(&self) -> bool {
-        matches!(self, Self::RateLimited { .. })
+        matches!(self, Self::RateLimited { .. } | Self::OverBudget { .. })
     }
 
     /// True when no answer arrived at all: the connection, TLS or HTTP exchange failed (DingTalk,
@@ -260,6 +265,11 @@ impl DingTalkError {
                  and API; an IP that sends 10,000 requests in 20 s is banned for 5 minutes): spread logins out, \
                  check for other clients sharing the app or egress IP, and retry later"
                 .to_owned(),
+            Self::OverBudget { per_second, .. } => format!(
+                "more calls to this DingTalk API were due than dingtalk.call_budget ({per_second}/s for the whole fleet) \
+                 allows within dingtalk.timeout: raise dingtalk.directory_cache_ttl, lower rate_limit.code_exchange, \
+                 or raise dingtalk.call_budget if DingTalk granted the app a higher limit"
+            ),
             Self::Decode { .. } => format!(
                 "DingTalk answered with an unexpected response: check that {url_key} points at DingTalk \
                  (or the mock) and not at a proxy or captive portal"

@@ -7,8 +7,11 @@ use reqwest::Method;
 use serde_json::json;
 use tokio::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use super::api::Api;
-use super::client::DingTalkClient;
+use super::budget::unix_now;
+use super::client::{DingTalkClient, Fleet};
 use super::error::DingTalkError;
 use super::transport::{decode, join, Call};
 use super::types::{AppToken, RawAppToken};
@@ -77,8 +80,10 @@ impl DingTalkClient {
                 }
             }
         }
-        let result = self.fetch_app_token().await;
-        self.inner.settings.metrics.token_refresh(result.is_ok());
+        let result = match self.fleet() {
+            Some(fleet) => self.fleet_app_token(fleet).await,
+            None => self.fetch_app_token().await,
+        };
         let mut state = cache.lock();
         state.generation = state.generation.wrapping_add(1);
         match &result {
@@ -91,7 +96,40 @@ impl DingTalkClient {
         result
     }
 
+    /// The fleet's app token from the store, or fetched here for the whole fleet (one replica
+    /// at a time) and stored until its refresh is due.
+    async fn fleet_app_token(&self, fleet: &Fleet) -> Result<AppToken, DingTalkError> {
+        let (shared, _) = fleet
+            .get_or_fetch(
+                &token_name(fleet),
+                self.inner.settings.timeout,
+                |t: &SharedToken| unix_now() < t.refresh_at,
+                async {
+                    let token = self.fetch_app_token().await?;
+                    let now = unix_now();
+                    let life = token.expire_in;
+                    let keep = life - APP_TOKEN_MARGIN.as_secs().min(life / 2);
+                    let shared = SharedToken {
+                        token: token.secret().to_owned(),
+                        expires_at: now.saturating_add_unsigned(life),
+                        refresh_at: now.saturating_add_unsigned(keep),
+                    };
+                    Ok::<_, DingTalkError>((shared, Duration::from_secs(keep)))
+                },
+            )
+            .await?;
+        let left = u64::try_from(shared.expires_at.saturating_sub(unix_now())).unwrap_or(0);
+        Ok(AppToken::new(shared.token, left, Instant::now()))
+    }
+
+    /// Fetches a new app token from DingTalk (counted in `dinggate_dingtalk_app_token_refreshes_total`).
     pub(super) async fn fetch_app_token(&self) -> Result<AppToken, DingTalkError> {
+        let result = self.request_app_token().await;
+        self.inner.settings.metrics.token_refresh(result.is_ok());
+        result
+    }
+
+    async fn request_app_token(&self) -> Result<AppToken, DingTalkError> {
         let settings = &self.inner.settings;
         let body = json!({
             "appKey": settings.client_id,
@@ -122,13 +160,36 @@ impl DingTalkClient {
         Ok(AppToken::new(raw.access_token, expire_in, Instant::now()))
     }
 
-    /// Drops `stale` from the cache unless a newer token already replaced it.
-    pub(super) fn invalidate_app_token(&self, stale: &AppToken) {
-        let mut state = self.inner.token.lock();
-        if state.token.as_ref().is_some_and(|t| t.same_token(stale)) {
-            state.token = None;
+    /// Drops `stale` from the cache, and from the store, unless a newer token already replaced it.
+    pub(super) async fn invalidate_app_token(&self, stale: &AppToken) {
+        {
+            let mut state = self.inner.token.lock();
+            if state.token.as_ref().is_some_and(|t| t.same_token(stale)) {
+                state.token = None;
+            }
+        }
+        if let Some(fleet) = self.fleet() {
+            let name = token_name(fleet);
+            let shared: Option<SharedToken> = fleet.get(&name).await;
+            if shared.is_some_and(|s| s.token == stale.secret()) {
+                fleet.forget(&name).await;
+            }
         }
     }
+}
+
+/// The app token as the replicas share it (sealed in the store).
+#[derive(Serialize, Deserialize)]
+struct SharedToken {
+    token: String,
+    /// Unix seconds.
+    expires_at: i64,
+    /// Unix seconds: from then on, the next replica that needs it fetches a new one.
+    refresh_at: i64,
+}
+
+fn token_name(fleet: &Fleet) -> String {
+    format!("apptoken:{}", fleet.scope)
 }
 
 #[cfg(test)]

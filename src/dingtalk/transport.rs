@@ -52,7 +52,7 @@ impl DingTalkClient {
                     error = %err,
                     "DingTalk rejected the cached app token; fetching a new one"
                 );
-                self.invalidate_app_token(&token);
+                self.invalidate_app_token(&token).await;
                 let token = self.app_token().await?;
                 self.oapi_with(api, body, &token).await
             }
@@ -110,12 +110,14 @@ impl DingTalkClient {
         }
     }
 
-    /// One HTTP attempt, counted in the DingTalk metrics by API, result and error code.
+    /// One HTTP attempt, once the call budget admits it, counted in the DingTalk metrics by
+    /// API, result and error code.
     pub(super) async fn attempt(
         &self,
         call: &Call<'_>,
         retry: u32,
     ) -> Result<Answer, DingTalkError> {
+        self.admit(call.api).await?;
         let started = Instant::now();
         let result = self.exchange(call, retry).await;
         self.inner

@@ -11,6 +11,9 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+mod shared;
+pub use shared::Sealer;
+
 /// Why the store did not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
