@@ -555,3 +555,25 @@ fn redis_cli(redis: &Redis, args: &[&str]) -> String {
         .expect("redis-cli runs");
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[tokio::test]
+async fn when_the_replica_fetching_the_token_fails_another_takes_over_at_once() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = fleet(&redis, "").await;
+    a.mock
+        .inject_fault(APP_TOKEN_PATH, dinggate::mock::Fault::ServerError, 1);
+    let started = Instant::now();
+    let results = burst(&[&a, &b], 2).await;
+    let took = started.elapsed();
+    assert!(results.contains(&StatusCode::FOUND), "{results:?}");
+    assert!(
+        results.contains(&StatusCode::BAD_GATEWAY),
+        "the failed fetch's login: {results:?}"
+    );
+    assert_eq!(a.mock.call_count(APP_TOKEN_PATH), 2);
+    // The other replica took the lock when it was released, instead of waiting out
+    // dingtalk.timeout (5 s) for a token that was never coming.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    b.stop().await;
+    a.stop().await;
+}

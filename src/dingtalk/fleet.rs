@@ -23,9 +23,11 @@ pub(crate) enum Source {
 
 impl Fleet {
     /// The value stored under `name` while `fresh` says it is; otherwise `fetch` runs on at
-    /// most one replica at a time (the others wait up to `wait` for its value, then fetch
-    /// themselves) and its value is stored for the `Duration` it returns. Whenever the store does
-    /// not answer, this replica simply fetches: sharing saves calls, it is never needed.
+    /// most one replica at a time (the lock `{name}:lock`) and its value is stored for the
+    /// `Duration` it returns. The others look again every 25 ms, and take the lock themselves
+    /// when it is free with nothing stored (its holder failed); after `wait` they fetch without
+    /// it. Whenever the store does not answer, this replica simply fetches: sharing saves
+    /// calls, it is never needed.
     pub(crate) async fn get_or_fetch<T, E, F>(
         &self,
         name: &str,
@@ -37,46 +39,38 @@ impl Fleet {
         T: Serialize + DeserializeOwned,
         F: Future<Output = Result<(T, Duration), E>>,
     {
-        let stored = |bytes: Option<Vec<u8>>| {
-            bytes
-                .and_then(|b| serde_json::from_slice::<T>(&b).ok())
-                .filter(|v| fresh(v))
-        };
         let lock = format!("{name}:lock");
-        let held = match self.store.get_sealed(&self.sealer, name, unix_now()).await {
-            Ok(bytes) => match stored(bytes) {
-                Some(v) => return Ok((v, Source::Store)),
-                None => self.store.try_lock(&lock, wait, unix_now()).await.ok(),
-            },
-            Err(_) => None,
-        };
-        match held {
-            Some(None) => {
-                let deadline = tokio::time::Instant::now() + wait;
-                while tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(POLL).await;
-                    match self.store.get_sealed(&self.sealer, name, unix_now()).await {
-                        Ok(bytes) => {
-                            if let Some(v) = stored(bytes) {
-                                return Ok((v, Source::Store));
-                            }
-                        }
-                        Err(_) => break,
-                    }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Ok(bytes) = self.store.get_sealed(&self.sealer, name, unix_now()).await else {
+                break;
+            };
+            let stored = bytes
+                .and_then(|b| serde_json::from_slice::<T>(&b).ok())
+                .filter(|v| fresh(v));
+            if let Some(v) = stored {
+                return Ok((v, Source::Store));
+            }
+            match self.store.try_lock(&lock, wait, unix_now()).await {
+                Ok(Some(token)) => {
+                    let result = self.fetch_and_put(name, fetch).await;
+                    let _ = self.store.unlock(&lock, &token, unix_now()).await;
+                    return result;
                 }
-                tracing::debug!(
-                    name,
-                    "another replica's fetch did not arrive in time; fetching here"
-                );
-                self.fetch_and_put(name, fetch).await
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(POLL).await;
+                }
+                Ok(None) => {
+                    tracing::debug!(
+                        name,
+                        "another replica's fetch did not arrive in time; fetching here"
+                    );
+                    return self.fetch_and_put(name, fetch).await;
+                }
+                Err(_) => break,
             }
-            Some(Some(token)) => {
-                let result = self.fetch_and_put(name, fetch).await;
-                let _ = self.store.unlock(&lock, &token, unix_now()).await;
-                result
-            }
-            None => fetch.await.map(|(v, _)| (v, Source::Fetched)),
         }
+        fetch.await.map(|(v, _)| (v, Source::Fetched))
     }
 
     async fn fetch_and_put<T: Serialize, E>(
