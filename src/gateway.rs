@@ -37,6 +37,7 @@ use crate::session::cache::VerifiedSession;
 use crate::session::cookie::clear_cookie;
 use crate::session::lookup::{session_of, verify_cookies, LookupError, Session};
 use crate::session::revocation::RevocationError;
+use crate::sessions;
 use crate::state::AppState;
 use crate::telemetry::{ErrorChain, RequestId};
 use crate::trusted::{client_ip, BadForwardedFor};
@@ -506,14 +507,55 @@ async fn endpoint_request<'a>(
             req.headers(),
             &ctx.request_id.to_string(),
         )?),
-        "/callback" if get => Ok(login(app, flow::callback(app, query, req.headers()).await)?),
+        "/callback" if get => Ok(login(
+            app,
+            flow::callback(app, query, req.headers(), client_address(ctx)).await,
+        )?),
         "/inapp/callback" if req.method() == Method::POST => {
             same_origin(app, &req)?;
             let (parts, body) = req.into_parts();
             Ok(login(
                 app,
-                flow::inapp_callback(app, &parts.headers, body).await,
+                flow::inapp_callback(app, &parts.headers, client_address(ctx), body).await,
             )?)
+        }
+        "/sessions" if get || req.method() == Method::POST => {
+            let mut clear = Vec::new();
+            let Some(session) = session(app, req.headers(), ctx, &mut clear).await? else {
+                return Err(Failure {
+                    error: GatewayError::Unauthenticated,
+                    cookies: clear,
+                });
+            };
+            let claims = &session.current.claims;
+            let mut resp = if get {
+                sessions::page(
+                    app,
+                    claims,
+                    req.headers(),
+                    client_address(ctx),
+                    ctx.wants_html,
+                    ctx.lang,
+                    &ctx.request_id.to_string(),
+                )
+                .await
+            } else {
+                same_origin(app, &req)?;
+                let (parts, body) = req.into_parts();
+                let form = sign_out::read_body(body).await?;
+                sessions::end(
+                    app,
+                    claims,
+                    &parts.headers,
+                    client_address(ctx),
+                    &form,
+                    ctx.wants_html,
+                )
+                .await?
+            };
+            append_cookies(&mut resp, session.refreshed.as_slice());
+            access.user = Some(session.current);
+            Ok(resp)
         }
         "/sign_out" if get => Ok(sign_out::confirm_page(
             app,
@@ -549,7 +591,7 @@ async fn endpoint_request<'a>(
             Ok(resp)
         }
         "/healthz" | "/readyz" | "/start" | "/sign_in" | "/callback" | "/sign_out"
-        | "/userinfo" | "/auth" | "/inapp" | "/inapp/callback" | "/jwks.json" => {
+        | "/userinfo" | "/auth" | "/inapp" | "/inapp/callback" | "/jwks.json" | "/sessions" => {
             Err(GatewayError::MethodNotAllowed.into())
         }
         _ => Err(GatewayError::NotFound.into()),
@@ -576,6 +618,11 @@ fn login(
         Err(failure) => failure.error.outcome(),
     });
     result
+}
+
+/// The client's address: behind a trusted proxy the one it names, else the TCP peer's.
+fn client_address(ctx: &RequestContext) -> std::net::IpAddr {
+    ctx.client.unwrap_or(ctx.peer.ip())
 }
 
 fn is_login_endpoint(endpoint: &str) -> bool {
@@ -1128,6 +1175,7 @@ pub fn status_of(error: &GatewayError) -> StatusCode {
         GatewayError::SignOut(e) => match e {
             SignOutError::BadForm(_) | SignOutError::BadReturnUrl(_) => StatusCode::BAD_REQUEST,
             SignOutError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SignOutError::UnknownSession => StatusCode::NOT_FOUND,
         },
         GatewayError::Revocation(_) => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::Revalidation(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
@@ -1275,7 +1323,9 @@ fn error_page(app: &AppState, error: &GatewayError, ctx: &RequestContext) -> Res
         | GatewayError::Unauthenticated
         | GatewayError::UnauthenticatedAt { .. }
         | GatewayError::CrossSite(_)
-        | GatewayError::SignOut(SignOutError::BadForm(_) | SignOutError::BadReturnUrl(_)) => &[],
+        | GatewayError::SignOut(
+            SignOutError::BadForm(_) | SignOutError::BadReturnUrl(_) | SignOutError::UnknownSession,
+        ) => &[],
     };
     let personal;
     let (message, message_zh) = match error {
@@ -1398,6 +1448,7 @@ fn describe(
             SignOutError::BadForm(_) => ("bad_request", "Bad request", "请求无效", "The sign-out request was malformed.", "退出登录请求格式错误。"),
             SignOutError::BadReturnUrl(_) => ("bad_return_url", "Return address not allowed", "返回地址不被允许", "The page you were sent back to is not allowed by this gateway.", "返回地址不被此网关允许。"),
             SignOutError::Store(_) => ("session_store_unavailable", "Sign-out could not be completed", "无法完成退出登录", "The gateway could not record the sign-out just now. Try again shortly.", "网关暂时无法记录退出登录，请稍后重试。"),
+            SignOutError::UnknownSession => ("unknown_session", "No such session", "没有这个会话", "None of your active sessions has this id; it may have ended already. Reload the sessions page.", "您的有效会话中没有这个编号，它可能已经结束。请重新加载会话页面。"),
         },
         GatewayError::Revocation(_) => ("session_store_unavailable", "Your session could not be checked", "无法检查您的会话", "The gateway could not check your session just now. Try again shortly.", "网关暂时无法检查您的会话，请稍后重试。"),
         GatewayError::Revalidation(d) if d.is_timeout() => ("revalidation_failed", "Your access could not be confirmed", "无法确认您的访问权限", "The gateway re-checks your membership with DingTalk regularly, and DingTalk did not answer in time just now. Try again shortly.", "网关会定期向钉钉确认您的成员身份，但钉钉暂时未能及时响应，请稍后重试。"),

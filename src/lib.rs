@@ -23,6 +23,7 @@ pub mod reload;
 pub mod repeats;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -77,8 +77,35 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// List or end a person's sessions on every replica, through the shared store (store.url).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
     /// Validate the configuration and print it with secrets redacted.
     Check {
+        /// Configuration file (YAML); DINGGATE_* env vars override it.
+        #[arg(long, short, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// Print the person's active sessions (id, signed in, last seen, address, device).
+    List {
+        /// The person: an enterprise userid (as recorded at login) or a unionId.
+        #[arg(long)]
+        user: String,
+        /// Configuration file (YAML); DINGGATE_* env vars override it.
+        #[arg(long, short, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+    /// End every session of the person signed in up to now, on every replica.
+    Revoke {
+        /// The person: an enterprise userid (as recorded at login) or a unionId.
+        #[arg(long)]
+        user: String,
         /// Configuration file (YAML); DINGGATE_* env vars override it.
         #[arg(long, short, default_value = "gateway.yaml")]
         config: PathBuf,
@@ -91,6 +118,7 @@ fn main() -> ExitCode {
         // The gateway builds its own runtimes: one per worker thread.
         Command::Run { config } => run_gateway(&config),
         Command::Check { config } => block_on(check(&config)),
+        Command::Sessions { action } => block_on(sessions(action)),
         Command::Doctor { config } => block_on(doctor(&config)),
         Command::Demo => block_on(demo()),
         Command::DemoUpstream { listen } => block_on(demo_upstream(listen)),
@@ -334,6 +362,22 @@ fn single_threaded() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `dinggate check`: validate the configuration and print it with secrets redacted.
+/// `dinggate sessions list|revoke --user …`: works on the store the replicas share.
+async fn sessions(action: SessionsAction) -> anyhow::Result<ExitCode> {
+    let (config, user, revoke) = match &action {
+        SessionsAction::List { config, user } => (config, user, false),
+        SessionsAction::Revoke { config, user } => (config, user, true),
+    };
+    let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let out = if revoke {
+        dinggate::sessions::admin_revoke(&cfg, user).await?
+    } else {
+        dinggate::sessions::admin_list(&cfg, user).await?
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn check(config: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(config) {
         Ok(cfg) => {

@@ -321,6 +321,114 @@ pub fn sign_out_confirm(p: &SignOutConfirm<'_>) -> Response<GatewayBody> {
     resp
 }
 
+/// One row of the sessions page.
+pub struct SessionRow<'a> {
+    /// The session id (the value the "end" button posts).
+    pub sid: &'a str,
+    /// Browser and system.
+    pub device: &'a str,
+    /// The address it signed in from.
+    pub address: &'a str,
+    /// Unix seconds.
+    pub signed_in_at: i64,
+    /// Unix seconds.
+    pub last_seen: i64,
+    /// This browser's session.
+    pub current: bool,
+}
+
+/// The sessions page: a person's active sessions, each with a button that ends it.
+pub struct SessionsPage<'a> {
+    /// Language shown first.
+    pub lang: Lang,
+    /// Where the "end" buttons post (`{prefix}/sessions`).
+    pub action: &'a str,
+    /// The sessions, newest first.
+    pub rows: &'a [SessionRow<'a>],
+    /// False with the memory store: only this browser's session is known.
+    pub shared: bool,
+    /// Shown at the bottom.
+    pub request_id: &'a str,
+    /// The protected application's name (`ui.app_name`), in the title and footer.
+    pub app_name: &'a str,
+}
+
+/// Unix seconds as `2026-12-01 05:45 UTC`.
+fn utc_minute(secs: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    format!("{} {} UTC", &text[..10], &text[11..16])
+}
+
+/// Lists the person's sessions; each "end" button and "end all" POST to `action` (a GET changes
+/// nothing), with `Referrer-Policy: same-origin` so the POST carries the gateway's `Origin`.
+pub fn sessions(p: &SessionsPage<'_>) -> Response<GatewayBody> {
+    let lang = p.lang;
+    let mut rows = String::new();
+    for row in p.rows {
+        let this = if row.current {
+            "<strong>This browser · 当前浏览器</strong><br>"
+        } else {
+            ""
+        };
+        rows.push_str(&format!(
+            r#"<tr><td>{this}{device}</td><td>{address}</td><td>{signed_in}</td><td>{seen}</td><td><form method="post" action="{action}"><button class="btn secondary" type="submit" name="end" value="{sid}">End · 结束</button></form></td></tr>
+"#,
+            device = escape_html(row.device),
+            address = escape_html(row.address),
+            signed_in = utc_minute(row.signed_in_at),
+            seen = utc_minute(row.last_seen),
+            action = escape_html(p.action),
+            sid = escape_html(row.sid),
+        ));
+    }
+    let note = if p.shared {
+        ""
+    } else {
+        "<p>Only this browser's session is shown: this gateway keeps no list of sessions (no shared store). “End all” still ends every one. · 仅显示当前浏览器的会话；“全部结束”仍会结束所有会话。</p>"
+    };
+    let body = format!(
+        r#"<main>
+<h1>{title}</h1><h2>{title_alt}</h2>
+<p>Where you are signed in to this gateway. Ending a session signs that browser out of every application behind it within a second. · 您在本网关上的登录会话。结束某个会话后，该浏览器会在一秒内退出其后所有应用。</p>
+{note}<table>
+<thead><tr><th>Device · 设备</th><th>Address · 地址</th><th>Signed in · 登录时间</th><th>Last seen · 最近使用</th><th></th></tr></thead>
+<tbody>
+{rows}</tbody>
+</table>
+<form method="post" action="{action}"><div class="actions"><button class="btn" type="submit" name="end" value="all">End all sessions · 结束全部会话</button></div></form>
+{footer}
+</main>"#,
+        title = escape_html(lang.pick("Your sessions", "您的登录会话")),
+        title_alt = escape_html(match lang {
+            Lang::En => "您的登录会话",
+            Lang::Zh => "Your sessions",
+        }),
+        action = escape_html(p.action),
+        footer = footer(lang, p.app_name, None, p.request_id),
+    );
+    let nonce = new_nonce();
+    let csp = Csp::new(&nonce);
+    let mut resp = page_response(
+        StatusCode::OK,
+        &document(
+            lang,
+            lang.pick("Your sessions", "您的登录会话"),
+            p.app_name,
+            &nonce,
+            &body,
+            "",
+        ),
+        &csp,
+    );
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
+}
+
 /// The application the gateway protects, as shown on its pages.
 pub struct Branding<'a> {
     /// Shown as the page heading.

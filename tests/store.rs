@@ -577,3 +577,343 @@ async fn when_the_replica_fetching_the_token_fails_another_takes_over_at_once() 
     b.stop().await;
     a.stop().await;
 }
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+/// A browser (cookie jar, `User-Agent: ua`) signed in as `userid`: started on `first`,
+/// finished on `last`.
+async fn signed_in(a: &Stack, first: &Stack, last: &Stack, userid: &str, ua: &str) -> Client {
+    let client = Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(ua)
+        .build()
+        .unwrap();
+    let r = get_html(
+        &client,
+        &format!("{}/_dinggate/start?rd=/", first.local_url()),
+    )
+    .await;
+    let callback = approve(&client, &location(&r), userid).await;
+    let r = get_html(&client, &on(last, a, &callback)).await;
+    assert_eq!(r.status(), StatusCode::FOUND, "login as {userid}");
+    client
+}
+
+/// The sessions list as `client` sees it on `stack` (JSON).
+async fn sessions_of(client: &Client, stack: &Stack) -> serde_json::Value {
+    let r = get_json(client, &format!("{}/_dinggate/sessions", stack.local_url())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+/// Posts the sessions form `end=<what>` from the gateway's own page; the status.
+async fn end_session(client: &Client, stack: &Stack, what: &str) -> StatusCode {
+    client
+        .post(format!("{}/_dinggate/sessions", stack.local_url()))
+        .header("origin", stack.url())
+        .header(ACCEPT, "application/json")
+        .form(&[("end", what)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn status_of(client: &Client, stack: &Stack) -> StatusCode {
+    get_json(client, &format!("{}/x", stack.local_url()))
+        .await
+        .status()
+}
+
+async fn until_client_status(client: &Client, stack: &Stack, want: StatusCode) -> Duration {
+    let start = Instant::now();
+    while status_of(client, stack).await != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "not {want} within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn the_sessions_page_lists_a_persons_sessions_and_ends_one_on_every_replica() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = fleet(&redis, "").await;
+    let laptop = signed_in(&a, &a, &a, "zhangsan", "curl/8.5.0").await;
+    let phone = signed_in(&a, &b, &b, "zhangsan", FIREFOX).await;
+    let other = signed_in(&a, &a, &b, "lisi", FIREFOX).await;
+
+    // Both of zhangsan's sessions, on either replica; never lisi's.
+    let list = sessions_of(&laptop, &b).await;
+    assert_eq!(list["shared"], true);
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{list}");
+    let phone_row = sessions.iter().find(|s| s["current"] == false).unwrap();
+    assert_eq!(phone_row["device"], "Firefox on Linux");
+    assert_eq!(phone_row["address"], "127.0.0.1");
+    assert!(phone_row["last_seen"].as_i64() >= phone_row["signed_in_at"].as_i64());
+    let this = sessions.iter().find(|s| s["current"] == true).unwrap();
+    assert_eq!(this["device"], "curl");
+    let phone_sid = phone_row["sid"].as_str().unwrap().to_owned();
+
+    // Someone else cannot end it, a page of another site cannot either.
+    assert_eq!(
+        end_session(&other, &a, &phone_sid).await,
+        StatusCode::NOT_FOUND
+    );
+    let cross_site = laptop
+        .post(format!("{}/_dinggate/sessions", a.local_url()))
+        .header("origin", "https://evil.example")
+        .form(&[("end", phone_sid.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+    assert_eq!(status_of(&phone, &b).await, StatusCode::OK);
+
+    // The owner ends it on A: refused on B within a second; the laptop goes on.
+    assert_eq!(end_session(&laptop, &a, &phone_sid).await, StatusCode::OK);
+    let took = until_client_status(&phone, &b, StatusCode::UNAUTHORIZED).await;
+    eprintln!("B refused the ended session after {took:?}");
+    assert_eq!(status_of(&laptop, &b).await, StatusCode::OK);
+    assert_eq!(status_of(&other, &b).await, StatusCode::OK);
+    let list = sessions_of(&laptop, &a).await;
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "{list}");
+
+    // The page itself: a row per session, "this browser" marked, one form per row.
+    let page = laptop
+        .get(format!("{}/_dinggate/sessions", a.local_url()))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("This browser"), "{html}");
+    assert_eq!(html.matches("name=\"end\"").count(), 2, "one row + end all");
+
+    // End all: this browser is signed out too, everywhere.
+    assert_eq!(end_session(&laptop, &a, "all").await, StatusCode::OK);
+    until_client_status(&laptop, &b, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(status_of(&other, &a).await, StatusCode::OK);
+    // Without a session there is no list.
+    let anonymous = get_json(&browser(), &format!("{}/_dinggate/sessions", a.local_url())).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn last_seen_is_noted_at_most_every_five_minutes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = fleet(&redis, "").await;
+    let laptop = signed_in(&a, &a, &a, "zhangsan", FIREFOX).await;
+    let first = sessions_of(&laptop, &a).await["sessions"][0].clone();
+    assert_eq!(first["last_seen"], first["signed_in_at"]);
+    for _ in 0..3 {
+        assert_eq!(status_of(&laptop, &a).await, StatusCode::OK);
+    }
+    a.state.clock.advance(301);
+    assert_eq!(status_of(&laptop, &a).await, StatusCode::OK);
+    let start = Instant::now();
+    loop {
+        let seen = sessions_of(&laptop, &b).await["sessions"][0]["last_seen"]
+            .as_i64()
+            .unwrap();
+        if seen >= first["signed_in_at"].as_i64().unwrap() + 300 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "last seen not noted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_memory_store_the_sessions_page_shows_and_ends_this_browsers_session() {
+    let a = stack("").await;
+    let laptop = signed_in(&a, &a, &a, "zhangsan", FIREFOX).await;
+    let list = sessions_of(&laptop, &a).await;
+    assert_eq!(list["shared"], false);
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["current"], true);
+    let sid = sessions[0]["sid"].as_str().unwrap().to_owned();
+    assert_eq!(
+        end_session(&laptop, &a, "not-a-session").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(end_session(&laptop, &a, &sid).await, StatusCode::OK);
+    assert_eq!(status_of(&laptop, &a).await, StatusCode::UNAUTHORIZED);
+    a.stop().await;
+}
+
+/// A configuration file for `dinggate sessions` naming `redis` (and, if given, nothing else
+/// the gateways need: the command only talks to the store).
+fn admin_config(dir: &std::path::Path, store: Option<&Redis>) -> std::path::PathBuf {
+    let path = dir.join("gateway.yaml");
+    let store = store
+        .map(|r| format!("store:\n  url: \"{}\"\n", r.url()))
+        .unwrap_or_default();
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+public_url: "https://gate.example.test"
+upstream: "http://127.0.0.1:9"
+dingtalk:
+  client_id: "dingadmin"
+  client_secret: "admin-secret"
+  corp_id: "dingcorp"
+session:
+  signing_key: "fleet-key-0123456789abcdef0123456789abcdef"
+{store}"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A fresh directory of this test process for `name`.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dinggate-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn sessions_command(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    dinggate()
+        .arg("sessions")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("dinggate runs")
+}
+
+#[tokio::test]
+async fn dinggate_sessions_lists_and_revokes_a_person_on_every_replica() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = fleet(&redis, "").await;
+    let laptop = signed_in(&a, &a, &a, "zhangsan", FIREFOX).await;
+    let phone = signed_in(&a, &b, &b, "zhangsan", "curl/8.5.0").await;
+    let other = signed_in(&a, &a, &a, "lisi", FIREFOX).await;
+    let dir = scratch("revoke");
+    let config = admin_config(&dir, Some(&redis));
+
+    let out = sessions_command(&config, &["list", "--user", "zhangsan"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2 active session(s)"), "{text}");
+    assert!(
+        text.contains("Firefox on Linux") && text.contains("curl"),
+        "{text}"
+    );
+    let union_id = a
+        .mock
+        .settings()
+        .org
+        .user("zhangsan")
+        .unwrap()
+        .union_id
+        .clone();
+    let by_union_id = sessions_command(&config, &["list", "--user", &union_id]);
+    assert!(String::from_utf8_lossy(&by_union_id.stdout).contains("2 active session(s)"));
+
+    let out = sessions_command(&config, &["revoke", "--user", "zhangsan"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&union_id) && text.contains("(2 recorded)"),
+        "{text}"
+    );
+    for (client, stack) in [(&laptop, &a), (&laptop, &b), (&phone, &a), (&phone, &b)] {
+        until_client_status(client, stack, StatusCode::UNAUTHORIZED).await;
+    }
+    assert_eq!(status_of(&other, &b).await, StatusCode::OK, "only zhangsan");
+    let out = sessions_command(&config, &["list", "--user", "zhangsan"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 active session(s)"));
+    // Signing in again afterwards works (from the next second on: cut-offs are whole seconds,
+    // and a login in the same second as the revocation is counted as before it).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = signed_in(&a, &b, &a, "zhangsan", FIREFOX).await;
+    assert_eq!(status_of(&again, &b).await, StatusCode::OK);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[test]
+fn dinggate_sessions_without_a_store_says_why_and_fails() {
+    let dir = scratch("nostore");
+    let config = admin_config(&dir, None);
+    let out = sessions_command(&config, &["revoke", "--user", "zhangsan"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.url is not set"), "{err}");
+}
+
+const KEY_1: &str = "rotation-key-one-0123456789abcdef0123456789";
+const KEY_2: &str = "rotation-key-two-0123456789abcdef0123456789";
+
+fn keys(redis: &Redis, signing: &str, previous: &[&str]) -> String {
+    format!(
+        "store:\n  url: \"{}\"\n  timeout: 300ms\nsession:\n  signing_key: \"{signing}\"\n  previous_signing_keys: {previous:?}\n",
+        redis.url()
+    )
+}
+
+#[tokio::test]
+async fn a_session_key_rotation_rolls_out_across_replicas_without_signing_anyone_out() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = fleet(&redis, &keys(&redis, KEY_1, &[])).await;
+    let old = signed_in(&a, &b, &b, "zhangsan", FIREFOX).await;
+
+    // Why step 1 exists: a replica that switched first mints sessions the others cannot check.
+    a.reload(&keys(&redis, KEY_2, &[KEY_1])).unwrap();
+    let early = signed_in(&a, &a, &a, "lisi", FIREFOX).await;
+    assert_eq!(status_of(&early, &b).await, StatusCode::UNAUTHORIZED);
+    a.reload(&keys(&redis, KEY_1, &[])).unwrap();
+
+    // Step 1, on every replica: the new key verifies but does not sign yet.
+    for r in [&a, &b] {
+        r.reload(&keys(&redis, KEY_1, &[KEY_2])).unwrap();
+    }
+    // Step 2, one replica after the other: whichever signs, every replica verifies.
+    a.reload(&keys(&redis, KEY_2, &[KEY_1])).unwrap();
+    let new = signed_in(&a, &a, &a, "wangwu", FIREFOX).await;
+    for r in [&a, &b] {
+        assert_eq!(status_of(&new, r).await, StatusCode::OK);
+        assert_eq!(status_of(&old, r).await, StatusCode::OK);
+    }
+    b.reload(&keys(&redis, KEY_2, &[KEY_1])).unwrap();
+    let newer = signed_in(&a, &b, &b, "chenxiaoming", FIREFOX).await;
+    for r in [&a, &b] {
+        for client in [&old, &new, &newer] {
+            assert_eq!(status_of(client, r).await, StatusCode::OK);
+        }
+    }
+    // Step 3 (after session.lifetime): the old key goes; its sessions end everywhere.
+    for r in [&a, &b] {
+        r.reload(&keys(&redis, KEY_2, &[])).unwrap();
+        assert_eq!(status_of(&old, r).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status_of(&newer, r).await, StatusCode::OK);
+    }
+    b.stop().await;
+    a.stop().await;
+}

@@ -13,6 +13,7 @@ use crate::login::state::{NewFlow, StateError};
 use crate::pages;
 use crate::ratelimit::Throttled;
 use crate::session::cookie::{session_cookie, set_cookie_line_len, MAX_SET_COOKIE_LINE};
+use crate::session::jwt::SessionClaims;
 use crate::state::AppState;
 
 /// Longest query string a login endpoint reads; anything longer is refused unparsed.
@@ -242,6 +243,7 @@ pub async fn callback(
     app: &AppState,
     query: Option<&str>,
     headers: &HeaderMap,
+    address: std::net::IpAddr,
 ) -> Result<Response<GatewayBody>, LoginFailure> {
     let [state, auth_code, code, error] =
         query_params(query, ["state", "authCode", "code", "error"])?;
@@ -329,7 +331,8 @@ pub async fn callback(
     let identity = with_membership(app, identity, Lookup::UnionId)
         .await
         .map_err(fail)?;
-    let session = new_session_cookie(app, &identity).map_err(fail)?;
+    let (session, claims) = new_session_cookie(app, &identity).map_err(fail)?;
+    crate::sessions::record_login(app, &claims, headers, address).await;
     tracing::info!(
         union_id = %identity.union_id,
         corp_id = identity.corp_id.as_deref().unwrap_or("-"),
@@ -471,6 +474,7 @@ struct InAppPost {
 pub async fn inapp_callback(
     app: &AppState,
     headers: &HeaderMap,
+    address: std::net::IpAddr,
     body: hyper::body::Incoming,
 ) -> Result<Response<GatewayBody>, LoginFailure> {
     use http_body_util::BodyExt;
@@ -562,7 +566,8 @@ pub async fn inapp_callback(
     let identity = with_membership(app, identity, Lookup::UserId)
         .await
         .map_err(fail)?;
-    let session = new_session_cookie(app, &identity).map_err(fail)?;
+    let (session, claims) = new_session_cookie(app, &identity).map_err(fail)?;
+    crate::sessions::record_login(app, &claims, headers, address).await;
     tracing::info!(union_id = %identity.union_id, "in-client login succeeded");
     let mut resp = pages::json(
         http::StatusCode::OK,
@@ -576,11 +581,14 @@ pub async fn inapp_callback(
 /// Mints a session for `identity` and wraps it in the session cookie, refusing (instead of
 /// setting a cookie the browser would drop, which loops the person through login) when the
 /// `Set-Cookie` line would not fit.
-fn new_session_cookie(app: &AppState, identity: &Identity) -> Result<Cookie<'static>, LoginError> {
-    let jwt = app.sessions.mint(identity, app.clock.now());
+fn new_session_cookie(
+    app: &AppState,
+    identity: &Identity,
+) -> Result<(Cookie<'static>, SessionClaims), LoginError> {
+    let (jwt, claims) = app.sessions.mint_with_claims(identity, app.clock.now());
     let cookie = session_cookie(&app.cookies, &jwt);
     fits(&cookie)?;
-    Ok(cookie)
+    Ok((cookie, claims))
 }
 
 /// `Ok` when `cookie`'s `Set-Cookie` line is shorter than [`MAX_SET_COOKIE_LINE`].

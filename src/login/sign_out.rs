@@ -31,6 +31,9 @@ pub enum SignOutError {
     /// The revocation store could not record the sign-out.
     #[error("the sign-out could not be recorded")]
     Store(#[source] RevocationError),
+    /// The sessions page was asked to end a session that is not one of the person's active ones.
+    #[error("no active session of this person has that id")]
+    UnknownSession,
 }
 
 impl From<LoginError> for SignOutError {
@@ -151,6 +154,11 @@ pub async fn read_form(
     query: Option<&str>,
     body: hyper::body::Incoming,
 ) -> Result<SignOutForm, SignOutError> {
+    parse_form(app, query, &read_body(body).await?)
+}
+
+/// A small form body (bounded in size and time), as UTF-8 text.
+pub async fn read_body(body: hyper::body::Incoming) -> Result<String, SignOutError> {
     use http_body_util::BodyExt;
     let read = http_body_util::Limited::new(body, MAX_FORM_BODY).collect();
     let bytes = tokio::time::timeout(FORM_BODY_TIMEOUT, read)
@@ -158,9 +166,7 @@ pub async fn read_form(
         .map_err(|_| SignOutError::BadForm("request body not received in time"))?
         .map_err(|_| SignOutError::BadForm("request body too large or unreadable"))?
         .to_bytes();
-    let body =
-        std::str::from_utf8(&bytes).map_err(|_| SignOutError::BadForm("the form is not UTF-8"))?;
-    parse_form(app, query, body)
+    String::from_utf8(bytes.to_vec()).map_err(|_| SignOutError::BadForm("the form is not UTF-8"))
 }
 
 fn parse_form(

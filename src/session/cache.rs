@@ -1,6 +1,6 @@
 //! The verified-session cache: a session token verified once is not verified again until it expires.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
@@ -28,6 +28,9 @@ pub struct VerifiedSession {
     checked: AtomicU64,
     /// Signed identity assertions minted for this session: (route index, renew at, value).
     assertions: Mutex<Vec<(usize, i64, HeaderValue)>>,
+    /// When a use of this session was last noted for the sessions list (Unix seconds; 0 = not
+    /// yet).
+    noted: AtomicI64,
 }
 
 /// A generation no store reaches: "never checked".
@@ -50,7 +53,22 @@ impl VerifiedSession {
             headers,
             checked: AtomicU64::new(UNCHECKED),
             assertions: Mutex::new(Vec::new()),
+            noted: AtomicI64::new(0),
         }
+    }
+
+    /// True at most once per `every` seconds of use: whether a use at `now` should be noted.
+    /// The first use only starts the clock (the login itself recorded the session), so a
+    /// session verified anew for each request (no cache) never causes a write.
+    pub fn use_due(&self, now: i64, every: i64) -> bool {
+        let last = self.noted.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < every {
+            return false;
+        }
+        self.noted
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+            && last != 0
     }
 
     /// The signed assertion of this session for route `route`: the one minted before while

@@ -263,8 +263,14 @@ impl SessionCodec {
     /// Mints a token for `identity` at time `now` (Unix seconds): a new random `sid`,
     /// `iat = auth_time = now`, `exp = now + lifetime`, signed HS256 with the current key's `kid`.
     pub fn mint(&self, identity: &Identity, now: i64) -> String {
+        self.mint_with_claims(identity, now).0
+    }
+
+    /// [`Self::mint`], also returning the new token's claims.
+    pub fn mint_with_claims(&self, identity: &Identity, now: i64) -> (String, SessionClaims) {
         let sid = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
-        self.sign(&self.claims(identity, sid, now, now))
+        let claims = self.claims(identity, sid, now, now);
+        (self.sign(&claims), claims)
     }
 
     /// Re-issues a session after re-validation: fresh identity claims, `iat` = `now`, a new

@@ -217,6 +217,7 @@ pub async fn session_of(
     let due =
         age(claims.iat) > s.revalidate_after.as_secs() || current.identity.enterprise.is_none();
     if app.directory.is_none() || !due {
+        crate::sessions::note_use(app, &current, now);
         return Ok(Some(Session {
             current,
             refreshed: None,

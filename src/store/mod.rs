@@ -11,7 +11,9 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+mod sessions;
 mod shared;
+pub use sessions::{Listed, SessionEntry, SEEN_EVERY};
 pub use shared::Sealer;
 
 /// Why the store did not answer.
@@ -174,21 +176,16 @@ impl RedisStore {
 
     /// Marks `key` as used for `ttl`; `false` when some replica marked it first.
     pub async fn claim_once(&self, key: &str, ttl: Duration, now: i64) -> Result<bool, StoreError> {
-        let result = async {
+        let key = format!("{}state:{key}", self.prefix);
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::EX(ttl.as_secs().max(1)));
+        self.observed(now, async {
             let mut conn = self.conn().await?;
-            let key = format!("{}state:{key}", self.prefix);
-            let options = redis::SetOptions::default()
-                .conditional_set(redis::ExistenceCheck::NX)
-                .with_expiration(redis::SetExpiry::EX(ttl.as_secs().max(1)));
             let set: Option<String> = self.timed(conn.set_options(&key, 1, options)).await?;
             Ok(set.is_some())
-        }
-        .await;
-        match &result {
-            Ok(_) => self.came_back(),
-            Err(e) => self.went_down(now, e),
-        }
-        result
+        })
+        .await
     }
 
     /// Stores `records` that Redis does not hold (`SET NX`: what another replica stored stays;

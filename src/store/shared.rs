@@ -113,7 +113,7 @@ impl RedisStore {
     }
 
     /// Runs `f`, reporting the store up or down by its result.
-    async fn observed<T>(
+    pub(super) async fn observed<T>(
         &self,
         now: i64,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
