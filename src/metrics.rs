@@ -493,7 +493,7 @@ pub struct DingTalkMetrics {
 
 impl Default for DingTalkMetrics {
     fn default() -> Self {
-        Self {
+        let metrics = Self {
             calls: Family::default(),
             seconds: Family::new_with_constructor(duration_histogram),
             token_refreshes: Family::default(),
@@ -501,7 +501,16 @@ impl Default for DingTalkMetrics {
             budget_waits: Family::default(),
             budget_wait_seconds: Family::default(),
             budget_refusals: Family::default(),
+        };
+        // Exported at 0 from the start, so `increase()` and alerts see the first wait or
+        // refusal (a series that appears with its first event has no earlier sample).
+        for api in Api::ALL {
+            let label = ApiLabel { api: api.name() };
+            drop(metrics.budget_waits.get_or_create(&label));
+            drop(metrics.budget_wait_seconds.get_or_create(&label));
+            drop(metrics.budget_refusals.get_or_create(&label));
         }
+        metrics
     }
 }
 

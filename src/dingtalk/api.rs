@@ -35,6 +35,18 @@ pub enum Api {
 }
 
 impl Api {
+    /// Every call the gateway makes.
+    pub const ALL: [Api; 8] = [
+        Api::UserAccessToken,
+        Api::CurrentUser,
+        Api::AppToken,
+        Api::UserIdByUnionId,
+        Api::UserDetail,
+        Api::DepartmentChains,
+        Api::InAppUser,
+        Api::Department,
+    ];
+
     /// A short stable name, the `api` label of the DingTalk metrics.
     pub fn name(self) -> &'static str {
         match self {
