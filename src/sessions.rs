@@ -287,8 +287,7 @@ async fn union_id(store: &RedisStore, user: &str, now: i64) -> Result<String, Ad
 fn admin_store(config: &crate::config::Config) -> Result<Arc<RedisStore>, AdminError> {
     let store = config.store.as_ref().ok_or(AdminError::NoStore)?;
     Ok(Arc::new(RedisStore::new(
-        store.url.expose(),
-        store.timeout,
+        store,
         prometheus_client::metrics::gauge::Gauge::default(),
     )?))
 }

@@ -343,10 +343,7 @@ impl AppState {
                 let store = config
                     .store
                     .as_ref()
-                    .map(|s| {
-                        RedisStore::new(s.url.expose(), s.timeout, metrics.store_up.clone())
-                            .map(Arc::new)
-                    })
+                    .map(|s| RedisStore::new(s, metrics.store_up.clone()).map(Arc::new))
                     .transpose()
                     .map_err(BuildError::Store)?;
                 let capacity = config.session.max_revocations;

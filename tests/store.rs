@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dinggate::demo::Stack;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use reqwest::header::{ACCEPT, COOKIE};
 use reqwest::{Client, StatusCode};
 
@@ -18,6 +19,10 @@ const USER_TOKEN_PATH: &str = "/v1.0/oauth2/userAccessToken";
 struct Redis {
     port: u16,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (TLS, ACL users).
+    args: Vec<String>,
+    /// Whether clients must speak TLS (then readiness is the port being open).
+    tls: bool,
 }
 
 impl Redis {
@@ -40,15 +45,56 @@ impl Redis {
         let mut redis = Redis {
             port: free_port(),
             child: None,
+            args: Vec::new(),
+            tls: false,
         };
         redis.run();
         Some(redis)
     }
 
+    /// Like [`Redis::start`], serving TLS only (certificate for `localhost` from `pki`), with an
+    /// ACL user `gate` (password `s3cret`) that may touch only `dinggate:*` keys and channels.
+    fn start_tls(pki: &Pki) -> Option<Redis> {
+        let mut redis = Redis::start()?;
+        redis.stop();
+        redis.tls = true;
+        redis.args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &redis.port.to_string(),
+            "--tls-cert-file",
+            &pki.path("server.pem"),
+            "--tls-key-file",
+            &pki.path("server.key"),
+            "--tls-ca-cert-file",
+            &pki.path("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "gate",
+            "on",
+            ">s3cret",
+            "~dinggate:*",
+            "&dinggate:*",
+            "+@all",
+            "-@dangerous",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        redis.run();
+        Some(redis)
+    }
+
     fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        if self.args.is_empty() {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -65,6 +111,9 @@ impl Redis {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls {
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
         let mut buf = [0u8; 7];
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
@@ -691,6 +740,18 @@ async fn the_sessions_page_lists_a_persons_sessions_and_ends_one_on_every_replic
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
+    // Personal and with buttons: never cached, never framed (clickjacking), and the POSTs it
+    // sends carry the gateway's Origin.
+    let h = page.headers();
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    assert_eq!(h["referrer-policy"], "same-origin");
+    let json = get_json(&laptop, &format!("{}/_dinggate/sessions", a.local_url())).await;
+    assert_eq!(json.headers()["cache-control"], "no-store");
     let html = page.text().await.unwrap();
     assert!(html.contains("This browser"), "{html}");
     assert_eq!(html.matches("name=\"end\"").count(), 2, "one row + end all");
@@ -916,4 +977,85 @@ async fn a_session_key_rotation_rolls_out_across_replicas_without_signing_anyone
     }
     b.stop().await;
     a.stop().await;
+}
+
+/// A test CA and a server certificate for `localhost`, as files.
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir = scratch(&format!("pki-{tag}"));
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("dinggate store test CA {tag}"));
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_shares_through_a_tls_redis_with_a_least_privilege_acl_user() {
+    let pki = Pki::new("ok");
+    let Some(redis) = Redis::start_tls(&pki) else {
+        return;
+    };
+    let store = format!(
+        "store:\n  url: \"rediss://gate:s3cret@localhost:{}/0\"\n  timeout: 1s\n  ca_file: \"{}\"\n",
+        redis.port,
+        pki.path("ca.pem")
+    );
+    let a = stack(&store).await;
+    let b = a.replica("").await.unwrap();
+    following(&[&a, &b]).await;
+    // Everything shared goes through the TLS connection under the restricted user: a login
+    // (state claim, app token, directory, budget, session record) across replicas, the list,
+    // and a sign-out reaching the other replica.
+    let laptop = signed_in(&a, &a, &b, "zhangsan", FIREFOX).await;
+    let phone = signed_in(&a, &b, &a, "zhangsan", FIREFOX).await;
+    assert_eq!(
+        sessions_of(&laptop, &b).await["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(a.mock.call_count(APP_TOKEN_PATH), 1);
+    assert_eq!(end_session(&laptop, &a, "all").await, StatusCode::OK);
+    until_client_status(&phone, &b, StatusCode::UNAUTHORIZED).await;
+    assert!(connected(&a) && connected(&b));
+    b.stop().await;
+    a.stop().await;
+
+    // A server whose certificate another CA signed is not talked to.
+    let other = Pki::new("other");
+    let wrong = store.replace(&pki.path("ca.pem"), &other.path("ca.pem"));
+    let c = stack(&wrong).await;
+    let start = Instant::now();
+    while c.live.load().store.as_ref().unwrap().health().is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "connected anyway"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, report) = dinggate::admin::readiness(&c.live.load()).await;
+    let detail = report["checks"]["store"]["detail"].as_str().unwrap();
+    assert!(detail.contains("redis unreachable"), "{detail}");
+    c.stop().await;
 }

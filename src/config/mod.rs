@@ -429,6 +429,12 @@ pub struct StoreConfig {
     /// Longest wait for any one Redis command; the request path never waits for Redis at all.
     #[serde(serialize_with = "ser_duration")]
     pub timeout: Duration,
+    /// The CA bundle a `rediss://` server's certificate is verified with (default: the
+    /// system's trust store).
+    pub ca_file: Option<PathBuf>,
+    /// `ca_file`'s PEM text, read and checked at load.
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// The store URL without its password.
@@ -750,6 +756,9 @@ impl Config {
         }
         if let Some(store) = &self.store {
             digest.update(store.url.expose().as_bytes());
+            if let Some(pem) = &store.ca_pem {
+                digest.update(pem);
+            }
         }
         // The assertion keys are read from files whose paths may stay the same.
         if let Some(assertion) = &self.assertion {
@@ -1183,6 +1192,7 @@ struct RawAdmin {
 struct RawStore {
     url: Text,
     timeout: Text,
+    ca_file: Text,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -1903,10 +1913,37 @@ impl RawConfig {
             None | Some("") | Some("memory") => None,
             Some(url) => match Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {
+                    let ca_file = self
+                        .store
+                        .ca_file
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|f| !f.is_empty());
+                    let ca_pem = match ca_file {
+                        None => None,
+                        Some(_) if u.scheme() != "rediss" => {
+                            c.issue(
+                                "store.ca_file",
+                                "only with a rediss:// store.url (TLS); a redis:// connection is not encrypted",
+                            );
+                            None
+                        }
+                        Some(f) => match crate::proxy::tls::ca_bundle(Path::new(f)).and_then(|_| {
+                            std::fs::read(f).map_err(|e| format!("cannot read {f}: {e}"))
+                        }) {
+                            Ok(pem) => Some(pem),
+                            Err(e) => {
+                                c.issue("store.ca_file", e);
+                                None
+                            }
+                        },
+                    };
                     match redis::Client::open(url) {
                         Ok(_) => Some(StoreConfig {
                             url: Secret::new(url.to_owned()),
                             timeout: store_timeout,
+                            ca_file: ca_file.map(PathBuf::from),
+                            ca_pem,
                         }),
                         Err(e) => {
                             c.issue(
@@ -3046,6 +3083,26 @@ log:
         assert_eq!(before.hash(), after.hash());
         assert_ne!(before.fingerprint(), after.fingerprint());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_store_ca_file_needs_tls_and_a_readable_certificate() {
+        let got = issues(&format!(
+            "{MINIMAL}store:\n  url: redis://redis.internal:6379/0\n  ca_file: /etc/ssl/certs/ca-certificates.crt\n"
+        ));
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("store.ca_file: only with a rediss://")),
+            "{got:#?}"
+        );
+        let got = issues(&format!(
+            "{MINIMAL}store:\n  url: rediss://redis.internal:6380/0\n  ca_file: /nonexistent/ca.pem\n"
+        ));
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("store.ca_file: cannot read /nonexistent/ca.pem")),
+            "{got:#?}"
+        );
     }
 
     #[test]

@@ -260,7 +260,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn ca_bundle(path: &Path) -> Result<RootCertStore, String> {
+pub(crate) fn ca_bundle(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for (i, cert) in certificates(path)?.into_iter().enumerate() {
         roots.add(cert).map_err(|e| {

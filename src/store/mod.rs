@@ -11,6 +11,8 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use crate::config::StoreConfig;
+
 mod sessions;
 mod shared;
 pub use sessions::{Listed, SessionEntry, SEEN_EVERY};
@@ -90,16 +92,28 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A store at `url` (`redis://` or `rediss://`, user and password in it); every command
-    /// gets at most `timeout`. Nothing connects until first use.
-    pub fn new(url: &str, timeout: Duration, up_gauge: Gauge) -> Result<RedisStore, StoreError> {
+    /// A store as `config` says (`redis://` or `rediss://`, user and password in the URL; for
+    /// TLS, the server's certificate checked against `ca_file` or else the system's roots);
+    /// every command gets at most `config.timeout`. Nothing connects until first use.
+    pub fn new(config: &StoreConfig, up_gauge: Gauge) -> Result<RedisStore, StoreError> {
         up_gauge.set(1);
+        let url = config.url.expose().as_str();
+        let client = match &config.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )?,
+            None => redis::Client::open(url)?,
+        };
         Ok(RedisStore {
             up_gauge,
-            client: redis::Client::open(url)?,
+            client,
             conn: OnceCell::new(),
             prefix: "dinggate:".to_owned(),
-            timeout,
+            timeout: config.timeout,
             up: AtomicBool::new(true),
             down: Mutex::new(None),
             pending: Mutex::new(Vec::new()),
