@@ -302,17 +302,31 @@ pub fn sign_out_confirm(p: &SignOutConfirm<'_>) -> Response<GatewayBody> {
     let via = p.rd.iter().chain(p.redirects_via).copied();
     csp.form
         .extend(via.filter_map(Source::parse).filter_map(|s| s.origin));
+    form_page(
+        lang,
+        lang.pick("Sign out?", "退出登录？"),
+        p.app_name,
+        &nonce,
+        &body,
+        &csp,
+    )
+}
+
+/// A 200 page whose forms POST back to the gateway: `Referrer-Policy: same-origin`, so
+/// browsers name the gateway's origin in the POST's `Origin` (with `no-referrer` it is `null`,
+/// which the same-origin check refuses).
+fn form_page(
+    lang: Lang,
+    title: &str,
+    app_name: &str,
+    nonce: &str,
+    body: &str,
+    csp: &Csp,
+) -> Response<GatewayBody> {
     let mut resp = page_response(
         StatusCode::OK,
-        &document(
-            lang,
-            lang.pick("Sign out?", "退出登录？"),
-            p.app_name,
-            &nonce,
-            &body,
-            "",
-        ),
-        &csp,
+        &document(lang, title, app_name, nonce, body, ""),
+        csp,
     );
     resp.headers_mut().insert(
         header::REFERRER_POLICY,
@@ -410,23 +424,14 @@ pub fn sessions(p: &SessionsPage<'_>) -> Response<GatewayBody> {
     );
     let nonce = new_nonce();
     let csp = Csp::new(&nonce);
-    let mut resp = page_response(
-        StatusCode::OK,
-        &document(
-            lang,
-            lang.pick("Your sessions", "您的登录会话"),
-            p.app_name,
-            &nonce,
-            &body,
-            "",
-        ),
+    form_page(
+        lang,
+        lang.pick("Your sessions", "您的登录会话"),
+        p.app_name,
+        &nonce,
+        &body,
         &csp,
-    );
-    resp.headers_mut().insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    resp
+    )
 }
 
 /// The application the gateway protects, as shown on its pages.

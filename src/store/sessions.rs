@@ -6,6 +6,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
+use super::shared::eval;
 use super::{RedisStore, StoreError};
 
 /// One session as recorded at login.
@@ -92,11 +93,7 @@ impl RedisStore {
         self.observed(now, async {
             let mut conn = self.conn().await?;
             self.timed(
-                redis::cmd("EVAL")
-                    .arg(SEEN)
-                    .arg(2)
-                    .arg(&sessions)
-                    .arg(&seen)
+                eval(SEEN, &[&sessions, &seen])
                     .arg(sid)
                     .arg(now)
                     .query_async::<i64>(&mut conn),

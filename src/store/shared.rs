@@ -107,6 +107,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// `EVAL script` on `keys` (every key a script touches is declared, as ACLs and clusters
+/// require); the caller adds the arguments.
+pub(super) fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys);
+    cmd
+}
+
 impl RedisStore {
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
@@ -202,10 +210,7 @@ impl RedisStore {
         self.observed(now, async {
             let mut conn = self.conn().await?;
             self.timed(
-                redis::cmd("EVAL")
-                    .arg(UNLOCK)
-                    .arg(1)
-                    .arg(&key)
+                eval(UNLOCK, &[&key])
                     .arg(token)
                     .query_async::<i64>(&mut conn),
             )
@@ -230,10 +235,7 @@ impl RedisStore {
             .observed(now, async {
                 let mut conn = self.conn().await?;
                 self.timed(
-                    redis::cmd("EVAL")
-                        .arg(PACE)
-                        .arg(1)
-                        .arg(&key)
+                    eval(PACE, &[&key])
                         .arg(micros(interval))
                         .arg(micros(max_wait))
                         .query_async(&mut conn),
